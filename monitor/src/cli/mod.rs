@@ -1,0 +1,37 @@
+//! Command-line interface: one module per subcommand.
+
+pub mod doctor;
+pub mod run;
+
+use clap::{Parser, Subcommand};
+
+/// Errors a subcommand reports to `main`, which prints the chain of causes.
+pub type CommandError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, Parser)]
+#[command(name = "credwatch", version, about = "Stops AI agents from reusing credentials (eBPF runtime monitor)")]
+pub struct Cli {
+    /// Log filter in `tracing` syntax, e.g. `debug` or `monitor=debug`; overrides `RUST_LOG`.
+    #[arg(long, global = true)]
+    pub log: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: load the kernel sensors and watch (root).
+    Run(run::RunArgs),
+    /// Probe which hooks this kernel allows and which tier `run` will use.
+    Doctor(doctor::DoctorArgs),
+}
+
+/// Logs go to stderr so that stdout stays free for command output.
+pub fn init_tracing(filter: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match filter {
+        Some(filter) => EnvFilter::new(filter),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}

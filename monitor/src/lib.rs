@@ -1,0 +1,9 @@
+//! credwatch: a runtime monitor that stops AI agents from reusing credentials.
+//!
+//! Data flows one way: [`sensors`] (kernel programs and their decoded events) feed the engine,
+//! whose findings go to actions and exports. [`doctor`] probes what the running kernel allows.
+
+pub mod cli;
+pub mod doctor;
+pub mod event;
+pub mod sensors;

@@ -1,0 +1,25 @@
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use monitor::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    monitor::cli::init_tracing(cli.log.as_deref());
+    let result = match cli.command {
+        Command::Run(args) => monitor::cli::run::main(args),
+        Command::Doctor(args) => monitor::cli::doctor::main(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("credwatch: {err}");
+            let mut source = std::error::Error::source(&*err);
+            while let Some(cause) = source {
+                eprintln!("  caused by: {cause}");
+                source = cause.source();
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
