@@ -1,1 +1,70 @@
-fn main(){}
+//! Developer tasks for credwatch, run as `cargo xtask <command>` (alias in .cargo/config.toml).
+
+mod build;
+mod cmd;
+mod error;
+mod host;
+mod run;
+mod setup;
+mod test;
+mod workspace;
+
+use std::{ffi::OsString, process::ExitCode};
+
+use error::Error;
+
+const HELP: &str = "\
+Developer tasks for credwatch.
+
+Usage: cargo xtask <command> [args]
+
+Commands:
+  setup              Install what building the eBPF programs needs (Debian or Ubuntu; root for
+                     apt): rustc-web, cargo-web, libstd-rust-web-dev-bpf, llvm-22-dev, bpftool,
+                     clang; bpf-linker 0.13.0 built against LLVM 22; the rustup toolchain
+                     `debian-bpf` linked to /usr. Steps already done are skipped.
+  build [--release]  Set up if anything is missing, then `cargo build -p monitor`.
+  run [-- ARGS...]   Set up if needed, build in release, then run `credwatch run ARGS...` as
+                     root (through `sudo -E` when not root); exits with its status.
+  test [ARGS...]     Set up if needed, then `cargo test --workspace --exclude monitor-ebpf
+                     --no-fail-fast ARGS...`; needs root. Prints the wall time.
+  help               Print this text.
+";
+
+fn main() -> ExitCode {
+    setup::add_cargo_bin_to_path();
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else {
+        print!("{HELP}");
+        return ExitCode::SUCCESS;
+    };
+    let result = match command.to_str().unwrap_or_default() {
+        "setup" if rest.is_empty() => setup::main(),
+        "setup" => Err(Error::Usage("`setup` takes no arguments".to_owned())),
+        "build" => build::main(rest),
+        "run" => run::main(rest),
+        "test" => test::main(rest),
+        "help" | "-h" | "--help" => {
+            print!("{HELP}");
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => Err(Error::Usage(format!(
+            "unknown command `{}`",
+            command.to_string_lossy()
+        ))),
+    };
+    result.unwrap_or_else(|err| {
+        eprintln!("xtask: {err}");
+        let mut source = std::error::Error::source(&err);
+        while let Some(cause) = source {
+            eprintln!("  caused by: {cause}");
+            source = cause.source();
+        }
+        if matches!(err, Error::Usage(_)) {
+            eprintln!("see `cargo xtask help`");
+            ExitCode::from(2)
+        } else {
+            ExitCode::FAILURE
+        }
+    })
+}

@@ -1,0 +1,16 @@
+//! A connect or datagram send by a process that holds a secret.
+
+/// Size of the copied socket address: `sizeof(struct sockaddr_in6)`.
+pub const SOCKADDR_LEN: usize = 28;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectBody {
+    /// Syscall number (x86_64 numbering).
+    pub syscall: u32,
+    /// The address length the caller passed.
+    pub addr_len: u32,
+    /// The caller's `struct sockaddr` bytes as passed (family, port and address in network order).
+    pub addr: [u8; SOCKADDR_LEN],
+    pub _pad: u32,
+}

@@ -1,0 +1,26 @@
+//! An open of a watched inode, seen at syscall exit with the fd it returned.
+
+/// Capacity of the path field (the path as the process passed it).
+pub const PATH_LEN: usize = 256;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SecretOpenBody {
+    /// The daemon's secret id from `WATCHED`.
+    pub secret: u32,
+    /// Syscall number (x86_64 numbering).
+    pub syscall: u32,
+    /// The returned fd.
+    pub fd: i32,
+    /// `super_block::s_dev`, kernel encoding.
+    pub dev: u32,
+    pub ino: u64,
+    /// Kernel task handle of the opener (0: in no task) and of the secret's owner.
+    pub caller_task: u32,
+    pub owner_task: u32,
+    /// One of [`crate::event::kernel_action`].
+    pub action: u32,
+    pub _pad: u32,
+    /// The path argument, NUL-terminated; empty for `open_by_handle_at`.
+    pub path: [u8; PATH_LEN],
+}

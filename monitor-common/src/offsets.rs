@@ -1,0 +1,76 @@
+//! Byte offsets of the kernel struct fields the eBPF programs read.
+//!
+//! rustc emits no CO-RE relocations for BPF, so the daemon resolves these from the running
+//! kernel's BTF at start-up and writes them into the `OFFSETS` global before loading.
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// `task_struct::pid` (thread id).
+    pub task_pid: u32,
+    /// `task_struct::tgid`.
+    pub task_tgid: u32,
+    /// `task_struct::real_parent` (pointer).
+    pub task_real_parent: u32,
+    /// `task_struct::group_leader` (pointer).
+    pub task_group_leader: u32,
+    /// `task_struct::start_boottime` (u64 ns).
+    pub task_start_boottime: u32,
+    /// `task_struct::exit_code` (int).
+    pub task_exit_code: u32,
+    /// `task_struct::signal` (pointer).
+    pub task_signal: u32,
+    /// `task_struct::mm` (pointer).
+    pub task_mm: u32,
+    /// `task_struct::files` (pointer).
+    pub task_files: u32,
+    /// `signal_struct::live` (atomic_t): live threads; 0 once the last one is exiting.
+    pub signal_live: u32,
+    /// `mm_struct::arg_start` (user address of argv[0]).
+    pub mm_arg_start: u32,
+    /// `linux_binprm::filename` (pointer to the path being executed).
+    pub binprm_filename: u32,
+    /// `files_struct::fdt` (pointer).
+    pub files_fdt: u32,
+    /// `fdtable::max_fds` (unsigned int).
+    pub fdtable_max_fds: u32,
+    /// `fdtable::fd` (pointer to an array of `struct file *`).
+    pub fdtable_fd: u32,
+    /// `file::f_inode` (pointer).
+    pub file_inode: u32,
+    /// `file::f_op` (pointer).
+    pub file_op: u32,
+    /// `file_operations::open` (function pointer).
+    pub fop_open: u32,
+    /// `inode::i_ino` (unsigned long).
+    pub inode_ino: u32,
+    /// `inode::i_sb` (pointer).
+    pub inode_sb: u32,
+    /// `super_block::s_dev` (dev_t, the kernel's internal encoding).
+    pub sb_dev: u32,
+    /// `proc_inode::vfs_inode` minus `proc_inode::pid`: from a /proc inode back to its `struct pid *`.
+    pub proc_inode_pid_from_inode: u32,
+    /// `pid::numbers[0].nr`: the pid number in the initial namespace.
+    pub pid_nr: u32,
+    /// `pt_regs` slots of the syscall number and its six arguments (x86_64: orig_ax; di, si, dx,
+    /// r10, r8, r9).
+    pub regs_syscall_nr: u32,
+    pub regs_arg: [u32; 6],
+}
+
+#[cfg(feature = "user")]
+// SAFETY: a repr(C) struct of u32s: no padding, every bit pattern valid.
+unsafe impl aya::Pod for KernelOffsets {}
+
+/// Addresses of kernel functions, from /proc/kallsyms, that identify special files: an open
+/// `struct file` whose `f_op->open` is one of these is `/proc/PID/environ` or `/proc/PID/mem`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelSymbols {
+    pub environ_open: u64,
+    pub mem_open: u64,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: a repr(C) struct of u64s: no padding, every bit pattern valid.
+unsafe impl aya::Pod for KernelSymbols {}

@@ -1,0 +1,35 @@
+//! Maps shared with userspace.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf},
+};
+use monitor_common::{
+    loss::LOST_SLOTS,
+    maps::{InodeKey, WatchedInode},
+};
+
+/// Default ring buffer size; userspace may resize it before load.
+const EVENTS_BYTES: u32 = 4 << 20;
+
+/// Every event goes through here to the daemon.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+/// Per-CPU count of events whose reservation failed, indexed by event kind.
+#[map]
+pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_SLOTS, 0);
+
+/// Watched secret inodes, written by the daemon.
+#[map]
+pub static WATCHED: HashMap<InodeKey, WatchedInode> = HashMap::with_max_entries(16384, 0);
+
+/// Task membership by tgid, written by the daemon for task roots and inherited here at fork.
+#[map]
+pub static TASK_OF: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
+
+/// Processes holding a secret (opened a watched file or carry a secret env var), by tgid:
+/// their connects are reported. Set here on a watched open and by the daemon after an env scan;
+/// inherited at fork.
+#[map]
+pub static HOLDERS: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);

@@ -1,0 +1,261 @@
+//! The doctor report as an aligned table (one row per check) or as JSON.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{
+    BtfCheck, FilesystemCheck, HookCheck, HookKind, HookOutcome, KernelReport, LsmListCheck,
+    MountState, RingBufferCheck, Tier, TierError, Unmet,
+};
+
+pub const HEADER: [&str; 3] = ["CHECK", "STATUS", "DETAIL"];
+/// Spaces between columns.
+const GAP: usize = 2;
+
+/// One line of the table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Row {
+    pub check: String,
+    pub status: &'static str,
+    pub detail: String,
+}
+
+impl Row {
+    fn new(check: impl Into<String>, status: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            check: check.into(),
+            status,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The rows of `report`, in the order the checks ran, then the tier.
+pub fn rows(report: &KernelReport, tier: &Result<Tier, TierError>) -> Vec<Row> {
+    let KernelReport {
+        kernel,
+        filesystems,
+        btf,
+        lsm_list,
+        ring_buffer,
+        hooks,
+    } = report;
+    let mut rows = vec![Row::new("kernel", "ok", kernel.as_str())];
+    rows.extend(filesystems.iter().map(filesystem_row));
+    rows.push(btf_row(btf));
+    rows.push(lsm_list_row(lsm_list));
+    rows.push(ring_buffer_row(ring_buffer));
+    rows.extend(hooks.iter().map(hook_row));
+    rows.push(tier_row(report, tier));
+    rows
+}
+
+/// Columns padded to their widest cell; the last one is not padded.
+pub fn table(rows: &[Row]) -> String {
+    let check_width = rows
+        .iter()
+        .map(|row| row.check.len())
+        .chain([HEADER[0].len()])
+        .max()
+        .unwrap_or(0);
+    let status_width = rows
+        .iter()
+        .map(|row| row.status.len())
+        .chain([HEADER[1].len()])
+        .max()
+        .unwrap_or(0);
+    let line = |check: &str, status: &str, detail: &str| {
+        let line = format!(
+            "{check:<check_pad$}{status:<status_pad$}{detail}",
+            check_pad = check_width + GAP,
+            status_pad = status_width + GAP,
+        );
+        format!("{}\n", line.trim_end())
+    };
+    let [check, status, detail] = HEADER;
+    let mut table = line(check, status, detail);
+    for Row {
+        check,
+        status,
+        detail,
+    } in rows
+    {
+        table.push_str(&line(check, status, detail));
+    }
+    table
+}
+
+/// The JSON document: the report's fields, plus the tier chosen and what each tier lacks.
+#[derive(Debug, Serialize)]
+pub struct Document<'a> {
+    #[serde(flatten)]
+    pub report: &'a KernelReport,
+    pub tier: TierSummary,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TierSummary {
+    /// `None` when not even the tracepoint tier is available.
+    pub selected: Option<Tier>,
+    /// Per tier name, the requirements this kernel does not meet.
+    pub unmet: BTreeMap<&'static str, Vec<Unmet>>,
+}
+
+impl<'a> Document<'a> {
+    pub fn new(report: &'a KernelReport, tier: &Result<Tier, TierError>) -> Self {
+        let unmet = Tier::PREFERENCE
+            .into_iter()
+            .map(|tier| (tier.name(), report.unmet(tier)))
+            .collect();
+        Self {
+            report,
+            tier: TierSummary {
+                selected: tier.as_ref().ok().copied(),
+                unmet,
+            },
+        }
+    }
+}
+
+fn filesystem_row(check: &FilesystemCheck) -> Row {
+    let FilesystemCheck {
+        filesystem,
+        path,
+        state,
+    } = check;
+    match state {
+        MountState::Mounted => Row::new(filesystem.name(), "ok", *path),
+        MountState::MountedNow => {
+            Row::new(filesystem.name(), "ok", format!("{path} (mounted now)"))
+        }
+        MountState::Failed { error } => {
+            Row::new(filesystem.name(), "failed", format!("{path}: {error}"))
+        }
+    }
+}
+
+fn btf_row(check: &BtfCheck) -> Row {
+    match check {
+        BtfCheck::Parsed { path } => Row::new("btf", "ok", *path),
+        BtfCheck::Failed { path, error } => Row::new("btf", "failed", format!("{path}: {error}")),
+    }
+}
+
+fn lsm_list_row(check: &LsmListCheck) -> Row {
+    match check {
+        LsmListCheck::Read { lsms } if check.bpf_active() => {
+            Row::new("lsm-list", "ok", format!("{} (bpf active)", lsms.join(",")))
+        }
+        LsmListCheck::Read { lsms } => Row::new(
+            "lsm-list",
+            "missing",
+            format!("{} (bpf not active)", lsms.join(",")),
+        ),
+        LsmListCheck::Failed { error } => Row::new("lsm-list", "failed", error.to_string()),
+    }
+}
+
+fn ring_buffer_row(check: &RingBufferCheck) -> Row {
+    match check {
+        RingBufferCheck::Supported => Row::new("map:ringbuf", "ok", "BPF_MAP_TYPE_RINGBUF created"),
+        RingBufferCheck::Unsupported => Row::new(
+            "map:ringbuf",
+            "missing",
+            "the kernel does not know BPF_MAP_TYPE_RINGBUF",
+        ),
+        RingBufferCheck::Failed { error } => Row::new("map:ringbuf", "failed", error.to_string()),
+    }
+}
+
+fn hook_row(check: &HookCheck) -> Row {
+    let HookCheck {
+        hook,
+        target,
+        outcome,
+    } = check;
+    let name = format!("hook:{}", hook.name());
+    match outcome {
+        HookOutcome::Available { hits } => {
+            let detail = match hook {
+                HookKind::SendSignal => format!(
+                    "{target}: SIGKILL delivered, child killed ({})",
+                    times(*hits)
+                ),
+                HookKind::Tracepoint
+                | HookKind::RawTracepoint
+                | HookKind::TpBtf
+                | HookKind::Fentry
+                | HookKind::Lsm
+                | HookKind::Uprobe
+                | HookKind::Kprobe => format!("{target}: fired ({})", times(*hits)),
+            };
+            Row::new(name, "available", detail)
+        }
+        HookOutcome::Silent => Row::new(
+            name,
+            "silent",
+            format!("{target}: attached but did not run"),
+        ),
+        HookOutcome::Refused { phase, error } => {
+            let errno = error
+                .errno
+                .as_ref()
+                .map(|errno| format!("{errno} "))
+                .unwrap_or_default();
+            Row::new(
+                name,
+                "refused",
+                format!("{errno}({}): {}", phase.name(), error.message),
+            )
+        }
+        HookOutcome::Failed { phase, error } => Row::new(
+            name,
+            "failed",
+            format!("({}): {}", phase.name(), error.message),
+        ),
+    }
+}
+
+fn tier_row(report: &KernelReport, tier: &Result<Tier, TierError>) -> Row {
+    match tier {
+        Ok(Tier::Lsm) => Row::new("tier", Tier::Lsm.name(), "every requirement met"),
+        Ok(Tier::Tracepoint) => {
+            let unmet = super::tier::join(&report.unmet(Tier::Lsm));
+            Row::new(
+                "tier",
+                Tier::Tracepoint.name(),
+                format!("lsm unavailable: {unmet}"),
+            )
+        }
+        Err(error) => Row::new("tier", "none", error.to_string()),
+    }
+}
+
+fn times(hits: u64) -> String {
+    match hits {
+        1 => "ran 1 time".to_owned(),
+        _ => format!("ran {hits} times"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_line_up() {
+        let rows = [
+            Row::new("btf", "ok", "/sys/kernel/btf/vmlinux"),
+            Row::new("hook:raw_tracepoint", "available", ""),
+        ];
+        let table = table(&rows);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines[0], "CHECK                STATUS     DETAIL");
+        assert_eq!(
+            lines[1],
+            "btf                  ok         /sys/kernel/btf/vmlinux"
+        );
+        assert_eq!(lines[2], "hook:raw_tracepoint  available");
+    }
+}

@@ -1,0 +1,286 @@
+//! Events as the engine sees them: decoded from the kernel's records, owned, and serializable so
+//! that a stream can be recorded and replayed.
+
+use serde::{Deserialize, Serialize};
+
+/// A process identity that survives pid reuse: thread group id and the leader's
+/// `start_boottime` in nanoseconds (the clock `/proc/PID/stat` field 22 counts in ticks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ExecId {
+    pub tgid: u32,
+    pub start_time: u64,
+}
+
+/// One thing a process did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// `CLOCK_BOOTTIME` nanoseconds when the kernel hook ran.
+    pub ktime_ns: u64,
+    /// The process that acted.
+    pub process: ExecId,
+    /// The thread that acted.
+    pub thread: u32,
+    /// A string field was cut at the kernel buffer's size.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub truncated: bool,
+    /// A kernel read failed; some fields are empty or zero.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub read_failed: bool,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+fn is_false(value: &bool) -> bool {
+    !value
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventKind {
+    /// The process replaced its program image.
+    Exec(Exec),
+    /// The process created a new process (threads are not reported).
+    Fork(Fork),
+    /// The process's last thread exited.
+    Exit(Exit),
+    /// The process opened a watched secret file (matched by device and inode).
+    SecretOpen(SecretOpen),
+    /// The process opened another process's environment or memory, or attached to it.
+    Harvest(Harvest),
+    /// A process holding a secret connected or sent a datagram somewhere.
+    Connect(Connect),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exec {
+    pub parent: ExecId,
+    pub uid: u32,
+    /// The path the exec was asked to run, as the caller named it.
+    pub filename: String,
+    pub argv0: String,
+    /// Secret-looking environment variables of the new image; filled in by the daemon from
+    /// `/proc/PID/environ`, not by the kernel.
+    #[serde(default)]
+    pub env: EnvScan,
+}
+
+/// What the daemon found in a process's environment at exec: names and keyed fingerprints of the
+/// variables matching the catalogue's patterns, never their values.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "scan", rename_all = "snake_case")]
+pub enum EnvScan {
+    /// Not looked at (recorded streams from before the scan, or scanning disabled).
+    #[default]
+    NotScanned,
+    /// `/proc/PID/environ` could not be read (the process was already gone, or it is a kernel
+    /// thread); counted by the daemon.
+    Unreadable,
+    Scanned { secrets: Vec<EnvSecret> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvSecret {
+    /// The variable's name, e.g. `GITHUB_TOKEN`.
+    pub name: String,
+    pub fingerprint: Fingerprint,
+}
+
+/// A keyed fingerprint of a secret value (see `crate::fingerprint`): equal values give equal
+/// fingerprints on one host, and the value cannot be recovered from it. Serialized as hex.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Fingerprint(pub [u8; 16]);
+
+impl Fingerprint {
+    /// The first 8 hex digits: enough for a person to tell secrets apart in a finding.
+    pub fn prefix(&self) -> String {
+        self.to_string()[..8].to_owned()
+    }
+}
+
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
+    }
+}
+
+impl Serialize for Fingerprint {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Fingerprint {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        let invalid = || serde::de::Error::custom(format!("fingerprint {text:?} is not 32 hex digits"));
+        if text.len() != 32 || !text.is_ascii() {
+            return Err(invalid());
+        }
+        let mut bytes = [0; 16];
+        for (byte, pair) in bytes.iter_mut().zip(text.as_bytes().chunks(2)) {
+            let pair = std::str::from_utf8(pair).map_err(|_| invalid())?;
+            *byte = u8::from_str_radix(pair, 16).map_err(|_| invalid())?;
+        }
+        Ok(Self(bytes))
+    }
+}
+
+/// The daemon's number for a watched secret, shared with the kernel's `WATCHED` map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretId(pub u32);
+
+/// A file's identity: device number (as `stat(2)`'s `st_dev`) and inode number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct InodeId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpenSyscall {
+    Open,
+    Creat,
+    Openat,
+    Openat2,
+    OpenByHandleAt,
+}
+
+/// What the kernel already did about an event, before userspace saw it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KernelAction {
+    #[default]
+    None,
+    /// SIGKILL sent at syscall exit, before the process returned to user space.
+    Killed,
+    /// The LSM hook refused the operation with EPERM.
+    Denied,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretOpen {
+    pub secret: SecretId,
+    pub inode: InodeId,
+    pub syscall: OpenSyscall,
+    /// The path as the process named it (relative, through a symlink, `/proc/self/fd/N`, ...);
+    /// empty for `open_by_handle_at`.
+    pub path: String,
+    pub fd: i32,
+    #[serde(default)]
+    pub kernel_action: KernelAction,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HarvestKind {
+    /// open of `/proc/PID/environ`.
+    Environ,
+    /// open of `/proc/PID/mem`.
+    Mem,
+    /// `ptrace(PTRACE_ATTACH | PTRACE_SEIZE)`.
+    Ptrace,
+    /// `process_vm_readv`.
+    VmReadv,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Harvest {
+    pub kind: HarvestKind,
+    /// Pid of the process whose environment or memory was reached.
+    pub target: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectSyscall {
+    Connect,
+    Sendto,
+    Sendmsg,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connect {
+    pub syscall: ConnectSyscall,
+    pub destination: std::net::SocketAddr,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fork {
+    pub child: ExecId,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exit {
+    pub status: ExitStatus,
+}
+
+/// How a process ended, decoded from the kernel's `wait(2)`-style exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitStatus {
+    Exited(u8),
+    Signaled(u8),
+}
+
+impl ExitStatus {
+    pub const fn from_wait_status(raw: u32) -> Self {
+        match raw & 0x7f {
+            0 => Self::Exited(((raw >> 8) & 0xff) as u8),
+            signal => Self::Signaled(signal as u8),
+        }
+    }
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Exited(code) => write!(f, "exited {code}"),
+            Self::Signaled(signal) => write!(f, "killed by signal {signal}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_status_decodes_codes_and_signals() {
+        assert_eq!(ExitStatus::from_wait_status(7 << 8), ExitStatus::Exited(7));
+        assert_eq!(ExitStatus::from_wait_status(0), ExitStatus::Exited(0));
+        assert_eq!(ExitStatus::from_wait_status(9), ExitStatus::Signaled(9));
+        // A core dump sets 0x80 on top of the signal.
+        assert_eq!(ExitStatus::from_wait_status(0x80 | 11), ExitStatus::Signaled(11));
+    }
+
+    #[test]
+    fn events_round_trip_through_json() {
+        let event = Event {
+            ktime_ns: 5,
+            process: ExecId { tgid: 10, start_time: 99 },
+            thread: 10,
+            truncated: false,
+            read_failed: true,
+            kind: EventKind::Exit(Exit { status: ExitStatus::Exited(7) }),
+        };
+        let line = serde_json::to_string(&event).unwrap();
+        assert_eq!(
+            line,
+            r#"{"ktime_ns":5,"process":{"tgid":10,"start_time":99},"thread":10,"read_failed":true,"kind":"exit","status":{"exited":7}}"#
+        );
+        assert_eq!(serde_json::from_str::<Event>(&line).unwrap(), event);
+    }
+
+    #[test]
+    fn fingerprints_serialize_as_hex_and_reject_bad_text() {
+        let fingerprint = Fingerprint([0xab; 16]);
+        let json = serde_json::to_string(&fingerprint).unwrap();
+        assert_eq!(json, format!("\"{}\"", "ab".repeat(16)));
+        assert_eq!(serde_json::from_str::<Fingerprint>(&json).unwrap(), fingerprint);
+        assert_eq!(fingerprint.prefix(), "abababab");
+        let error = serde_json::from_str::<Fingerprint>("\"xyz\"").unwrap_err().to_string();
+        assert!(error.contains("not 32 hex digits"), "{error}");
+    }
+}

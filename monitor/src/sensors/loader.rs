@@ -1,0 +1,186 @@
+//! Loading, attaching and reading the tracepoint-tier sensors.
+
+use aya::{
+    maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
+    programs::{ProgramError, RawTracePoint},
+    Ebpf, EbpfError, EbpfLoader,
+};
+use monitor_common::event::EventKind;
+use tokio::io::unix::AsyncFd;
+
+use super::{
+    btf::{Btf, BtfError},
+    decode::{decode, DecodeError},
+    loss::LossCounts,
+    kallsyms,
+    maps::KernelMaps,
+    offsets::{resolve, OffsetError},
+};
+use crate::event::Event;
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/credwatch-sensors"));
+
+/// Raw tracepoints of the tracepoint tier; each program is named after its tracepoint.
+const RAW_TRACEPOINTS: [&str; 5] =
+    ["sched_process_exec", "sched_process_fork", "sched_process_exit", "sys_enter", "sys_exit"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum SensorError {
+    #[error("cannot read the kernel's BTF")]
+    Btf(#[from] BtfError),
+    #[error("cannot resolve kernel struct offsets")]
+    Offsets(#[from] OffsetError),
+    #[error("cannot load the sensors' eBPF object (root, or CAP_BPF and CAP_PERFMON, is needed)")]
+    Load(#[from] EbpfError),
+    #[error("eBPF object has no program {0}")]
+    MissingProgram(&'static str),
+    #[error("eBPF object has no map {0}")]
+    MissingMap(&'static str),
+    #[error("cannot load or attach {name}")]
+    Attach {
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("cannot use map {name}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("cannot poll the ring buffer")]
+    Poll(#[source] std::io::Error),
+}
+
+/// Tunables of the kernel side.
+#[derive(Clone, Copy, Debug)]
+pub struct SensorOptions {
+    /// Ring buffer size in bytes: a power-of-two multiple of the page size.
+    pub ring_buffer_bytes: u32,
+}
+
+impl Default for SensorOptions {
+    fn default() -> Self {
+        Self { ring_buffer_bytes: 4 << 20 }
+    }
+}
+
+/// Something the sensors cannot see on this kernel; reported by `doctor`, `status` and metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SensorGap {
+    /// What is not seen, e.g. `harvest:proc_open`.
+    pub capability: &'static str,
+    pub reason: String,
+}
+
+/// The loaded and attached sensors. Dropping this detaches every program.
+pub struct Sensors {
+    events: AsyncFd<RingBuf<MapData>>,
+    maps: KernelMaps,
+    gaps: Vec<SensorGap>,
+    lost: PerCpuArray<MapData, u64>,
+    /// Records the decoder rejected; a layout mismatch shows up here, not as silence.
+    decode_errors: u64,
+    /// Owns the programs and their links; declared last so the maps above are dropped first.
+    _ebpf: Ebpf,
+}
+
+impl Sensors {
+    /// Resolves kernel offsets from BTF, loads the programs and attaches them.
+    ///
+    /// Requires Linux 5.8+ with BTF at /sys/kernel/btf/vmlinux and root (CAP_BPF + CAP_PERFMON).
+    /// Must be called inside a tokio runtime (the ring buffer is polled through epoll).
+    pub fn load(options: SensorOptions) -> Result<Self, SensorError> {
+        let offsets = resolve(&Btf::from_sys_fs()?)?;
+        let mut gaps = Vec::new();
+        let symbols = kallsyms::resolve().unwrap_or_else(|error| {
+            gaps.push(SensorGap { capability: "harvest:proc_open", reason: error.to_string() });
+            Default::default()
+        });
+        let SensorOptions { ring_buffer_bytes } = options;
+        let mut ebpf = EbpfLoader::new()
+            .override_global("OFFSETS", &offsets, true)
+            .override_global("SYMBOLS", &symbols, true)
+            .map_max_entries("EVENTS", ring_buffer_bytes)
+            .load(OBJECT)?;
+        for name in RAW_TRACEPOINTS {
+            let program: &mut RawTracePoint = ebpf
+                .program_mut(name)
+                .ok_or(SensorError::MissingProgram(name))?
+                .try_into()
+                .map_err(|source| SensorError::Attach { name, source })?;
+            program.load().map_err(|source| SensorError::Attach { name, source })?;
+            program.attach(name).map_err(|source| SensorError::Attach { name, source })?;
+        }
+        let events = take_map(&mut ebpf, "EVENTS", RingBuf::try_from)?;
+        let lost = take_map(&mut ebpf, "LOST", PerCpuArray::try_from)?;
+        let maps = KernelMaps {
+            watched: take_map(&mut ebpf, "WATCHED", HashMap::try_from)?,
+            task_of: take_map(&mut ebpf, "TASK_OF", HashMap::try_from)?,
+            holders: take_map(&mut ebpf, "HOLDERS", HashMap::try_from)?,
+        };
+        // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long as
+        // the AsyncFd owns the ring buffer.
+        let events = unsafe { AsyncFd::register(events) }
+            .map_err(|error| SensorError::Poll(error.into()))?;
+        Ok(Self { events, maps, gaps, lost, decode_errors: 0, _ebpf: ebpf })
+    }
+
+    /// Waits until the kernel has submitted events, then appends every available one to `out`.
+    pub async fn next_batch(&mut self, out: &mut Vec<Event>) -> Result<(), SensorError> {
+        let mut guard = self.events.readable_mut().await.map_err(SensorError::Poll)?;
+        let ring = guard.get_inner_mut();
+        while let Some(record) = ring.next() {
+            match decode(&record) {
+                Ok(event) => out.push(event),
+                Err(error) => {
+                    self.decode_errors += 1;
+                    log_decode_error(&error);
+                }
+            }
+        }
+        guard.clear_ready();
+        Ok(())
+    }
+
+    /// Events the kernel could not reserve space for, per kind.
+    pub fn lost(&self) -> Result<LossCounts, SensorError> {
+        let mut counts = LossCounts::default();
+        for kind in EventKind::ALL {
+            let per_cpu = self
+                .lost
+                .get(&(kind as u32), 0)
+                .map_err(|source| SensorError::Map { name: "LOST", source })?;
+            counts.set(kind, per_cpu.iter().sum());
+        }
+        Ok(counts)
+    }
+
+    /// The maps the daemon writes.
+    pub fn maps(&mut self) -> &mut KernelMaps {
+        &mut self.maps
+    }
+
+    /// What these sensors cannot see on this kernel.
+    pub fn gaps(&self) -> &[SensorGap] {
+        &self.gaps
+    }
+
+    /// Records that could not be decoded since load.
+    pub fn decode_errors(&self) -> u64 {
+        self.decode_errors
+    }
+}
+
+fn take_map<T>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    convert: impl FnOnce(aya::maps::Map) -> Result<T, MapError>,
+) -> Result<T, SensorError> {
+    let map = ebpf.take_map(name).ok_or(SensorError::MissingMap(name))?;
+    convert(map).map_err(|source| SensorError::Map { name, source })
+}
+
+fn log_decode_error(error: &DecodeError) {
+    tracing::warn!(%error, "dropping undecodable ring buffer record");
+}

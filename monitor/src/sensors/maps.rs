@@ -1,0 +1,62 @@
+//! The maps the daemon writes for the kernel: watched inodes, task membership, secret holders.
+
+use aya::maps::{HashMap, MapData, MapError};
+use monitor_common::maps::{InodeKey, WatchedInode};
+
+use super::decode::kernel_dev;
+use crate::event::InodeId;
+
+/// Typed handles on `WATCHED`, `TASK_OF` and `HOLDERS`.
+pub struct KernelMaps {
+    pub(super) watched: HashMap<MapData, InodeKey, WatchedInode>,
+    pub(super) task_of: HashMap<MapData, u32, u32>,
+    pub(super) holders: HashMap<MapData, u32, u32>,
+}
+
+fn inode_key(inode: InodeId) -> InodeKey {
+    let InodeId { dev, ino } = inode;
+    InodeKey { dev: kernel_dev(dev), _pad: 0, ino }
+}
+
+/// `ENOENT` from a delete means there was nothing to delete, which is what was wanted.
+fn ignore_missing(result: Result<(), MapError>) -> Result<(), MapError> {
+    match result {
+        Err(MapError::KeyNotFound) => Ok(()),
+        other => other,
+    }
+}
+
+impl KernelMaps {
+    /// Watches `inode` as secret `secret`, with `owner_task` (0: unbound) and a `policy`
+    /// (`monitor_common::maps::policy`).
+    pub fn watch(&mut self, inode: InodeId, secret: u32, owner_task: u32, policy: u32) -> Result<(), MapError> {
+        let value = WatchedInode { secret, owner_task, policy, _pad: 0 };
+        self.watched.insert(inode_key(inode), value, 0)
+    }
+
+    pub fn unwatch(&mut self, inode: InodeId) -> Result<(), MapError> {
+        ignore_missing(self.watched.remove(&inode_key(inode)))
+    }
+
+    /// Makes process `tgid` a member of kernel task handle `task`; its future children inherit it.
+    pub fn join_task(&mut self, tgid: u32, task: u32) -> Result<(), MapError> {
+        self.task_of.insert(tgid, task, 0)
+    }
+
+    pub fn leave_task(&mut self, tgid: u32) -> Result<(), MapError> {
+        ignore_missing(self.task_of.remove(&tgid))
+    }
+
+    /// Marks process `tgid` as holding a secret, so its connects are reported.
+    pub fn hold(&mut self, tgid: u32) -> Result<(), MapError> {
+        self.holders.insert(tgid, 1, 0)
+    }
+
+    pub fn is_holder(&self, tgid: u32) -> bool {
+        self.holders.get(&tgid, 0).is_ok()
+    }
+
+    pub fn task_of(&self, tgid: u32) -> Option<u32> {
+        self.task_of.get(&tgid, 0).ok()
+    }
+}

@@ -1,0 +1,11 @@
+//! Kernel sensors: load and attach the eBPF programs, decode what they report.
+
+pub mod btf;
+pub mod decode;
+pub mod kallsyms;
+mod loader;
+pub mod loss;
+pub mod maps;
+pub mod offsets;
+
+pub use loader::{SensorError, SensorGap, SensorOptions, Sensors};

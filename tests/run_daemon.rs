@@ -1,0 +1,85 @@
+//! `credwatch run` as a user starts it: sensors attach, exec and exit lines are logged at debug
+//! level, and SIGINT or SIGTERM detach cleanly with exit status 0. Needs root.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Child, ChildStderr, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+/// The daemon's stderr, line by line, read on a thread so the test can wait with a timeout.
+struct Daemon {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Daemon {
+    fn start() -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_credwatch"))
+            .args(["run", "--log", "debug"])
+            .env("NO_COLOR", "1")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = forward_lines(child.stderr.take().unwrap());
+        let mut daemon = Self { child, lines, seen: Vec::new() };
+        daemon.wait_for(|line| line.contains("sensors attached"));
+        daemon
+    }
+
+    /// Returns the first new line matching `wanted`, panicking with the log after 10 s.
+    fn wait_for(&mut self, wanted: impl Fn(&str) -> bool) -> String {
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(10)) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if wanted(&line) {
+                        return line;
+                    }
+                }
+                Err(error) => panic!("{error}; daemon log so far:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    fn stop(mut self, signal: libc::c_int) {
+        // SAFETY: signalling our own child.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+        self.wait_for(|line| line.contains("sensors detached"));
+        let status = self.child.wait().unwrap();
+        assert_eq!(status.code(), Some(0), "clean exit; log:\n{}", self.seen.join("\n"));
+    }
+}
+
+fn forward_lines(stderr: ChildStderr) -> mpsc::Receiver<String> {
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            if sender.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+#[test]
+fn run_logs_exec_and_exit_and_stops_on_sigint() {
+    let mut daemon = Daemon::start();
+    let mut child = Command::new("/bin/sh").args(["-c", "exit 5"]).spawn().unwrap();
+    let pid = child.id();
+    assert_eq!(child.wait().unwrap().code(), Some(5));
+    let exec = daemon.wait_for(|line| line.contains(" exec ") && line.contains(&format!("pid={pid} ")));
+    assert!(exec.contains("DEBUG"), "{exec}");
+    assert!(exec.contains("filename=/bin/sh"), "{exec}");
+    assert!(exec.contains(&format!("ppid={}", std::process::id())), "{exec}");
+    daemon.wait_for(|line| line.contains(" exit ") && line.contains(&format!("pid={pid} ")) && line.contains("status=exited 5"));
+    daemon.stop(libc::SIGINT);
+}
+
+#[test]
+fn run_stops_cleanly_on_sigterm() {
+    Daemon::start().stop(libc::SIGTERM);
+}
