@@ -22,7 +22,7 @@ async fn exec_fork_and_exit_of_a_real_child_are_reported() {
         .spawn()
         .unwrap();
     let pid = child.id();
-    let start_ticks = common::proc_start_ticks(pid);
+    let start_ticks = monitor::procfs::start_ticks(pid).unwrap();
     child.stdin.take().unwrap().write_all(b"go\n").unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(7));
 
@@ -39,7 +39,7 @@ async fn exec_fork_and_exit_of_a_real_child_are_reported() {
             _ => None,
         })
         .expect("fork of the child by the test process");
-    assert_eq!(common::ns_to_ticks(child_id.start_time), start_ticks, "start time matches /proc");
+    assert_eq!(monitor::procfs::ns_to_ticks(child_id.start_time), start_ticks, "start time matches /proc");
 
     let execs: Vec<_> = events
         .iter()

@@ -6,7 +6,7 @@
 //! unrelated open costs the fd → inode reads and one `WATCHED` lookup.
 
 use aya_ebpf::{
-    helpers::{bpf_probe_read_user_str_bytes, bpf_send_signal},
+    helpers::bpf_probe_read_user_str_bytes,
     macros::raw_tracepoint,
     programs::RawTracePointContext,
     EbpfContext as _,
@@ -24,6 +24,7 @@ use monitor_common::{
 };
 
 use crate::{
+    kill::kill_current,
     emit::{reserve, set_flag, str_read_flag},
     maps::{HOLDERS, TASK_OF, WATCHED},
     task::{file_inode, file_open_op, proc_inode_pid, syscall_arg, syscall_nr, Task},
@@ -32,8 +33,6 @@ use crate::{
 /// Filled in by the daemon from /proc/kallsyms before load.
 #[unsafe(no_mangle)]
 static SYMBOLS: KernelSymbols = KernelSymbols { environ_open: 0, mem_open: 0 };
-
-const SIGKILL: u32 = 9;
 
 /// `TP_PROTO(struct pt_regs *regs, long ret)`.
 #[raw_tracepoint(tracepoint = "sys_exit")]
@@ -94,14 +93,8 @@ fn on_secret_open(ctx: &RawTracePointContext, regs: u64, nr: u32, fd: u32, key: 
     let tgid = ctx.tgid();
     // SAFETY: plain value copied out.
     let caller_task = unsafe { TASK_OF.get(&tgid) }.copied().unwrap_or(0);
-    let kill = match watched.policy {
-        policy::KILL_ALL => true,
-        policy::KILL_FOREIGN => watched.owner_task != 0 && caller_task != watched.owner_task,
-        _ => false,
-    };
-    let action = if kill {
-        // SAFETY: no preconditions; the signal is delivered before the return to user space.
-        unsafe { bpf_send_signal(SIGKILL) };
+    let action = if policy::kills(watched.policy, watched.owner_task, caller_task) {
+        kill_current();
         kernel_action::KILLED
     } else {
         let _ = HOLDERS.insert(&tgid, &1, 0);

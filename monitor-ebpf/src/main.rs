@@ -7,6 +7,7 @@
 
 mod emit;
 mod files;
+mod kill;
 mod maps;
 mod network;
 mod process;

@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use monitor_common::{
     loss::LOST_SLOTS,
@@ -33,3 +33,13 @@ pub static TASK_OF: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
 /// inherited at fork.
 #[map]
 pub static HOLDERS: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
+
+/// Processes the daemon decided to kill, by tgid: SIGKILL at their next syscall, in case the
+/// daemon's own signal raced with a fork or lost to a pid reuse check.
+#[map]
+pub static VERDICTS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
+
+/// Slot 0: number of entries in `VERDICTS`, kept by the daemon, so that every process's syscall
+/// entry costs one array read (not a hash lookup) while no verdict is pending.
+#[map]
+pub static VERDICT_COUNT: Array<u64> = Array::with_max_entries(1, 0);

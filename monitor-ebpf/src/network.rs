@@ -1,8 +1,8 @@
-//! Syscall-entry sensors: connects and datagram sends by secret holders, and ptrace /
-//! process_vm_readv against other processes.
+//! Syscall-entry sensors: pending kill verdicts, connects and datagram sends by secret holders,
+//! and ptrace / process_vm_readv against other processes.
 //!
-//! Raw tracepoint `sys_enter` (Linux 4.17+). A process that holds no secret pays one `HOLDERS`
-//! lookup on connect/sendto/sendmsg and nothing on other syscalls.
+//! Raw tracepoint `sys_enter` (Linux 4.17+). A process that holds no secret pays one array read
+//! per syscall, plus one `HOLDERS` lookup on connect/sendto/sendmsg.
 
 use aya_ebpf::{
     helpers::bpf_probe_read_user_buf,
@@ -21,9 +21,10 @@ use monitor_common::{
 };
 
 use crate::{
+    kill::kill_current,
     emit::{reserve, set_flag},
     files::report_harvest,
-    maps::HOLDERS,
+    maps::{HOLDERS, VERDICTS, VERDICT_COUNT},
     task::{read_user, syscall_arg},
 };
 
@@ -33,6 +34,10 @@ const AF_INET6: u16 = 10;
 /// `TP_PROTO(struct pt_regs *regs, long id)`.
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
+    if pending_verdicts() && VERDICTS.get_ptr(ctx.tgid()).is_some() {
+        kill_current();
+        return 0;
+    }
     let regs: u64 = ctx.arg(0);
     let nr: u64 = ctx.arg(1);
     match nr as u32 {
@@ -79,6 +84,11 @@ fn report_other(ctx: &RawTracePointContext, harvest_kind: u32, target: u32) {
     if target != ctx.tgid() {
         report_harvest(harvest_kind, target);
     }
+}
+
+#[inline(always)]
+fn pending_verdicts() -> bool {
+    VERDICT_COUNT.get(0).is_some_and(|&count| count > 0)
 }
 
 #[inline(always)]

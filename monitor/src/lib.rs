@@ -3,7 +3,9 @@
 //! Data flows one way: [`sensors`] (kernel programs and their decoded events) feed the engine,
 //! whose findings go to actions and exports. [`doctor`] probes what the running kernel allows.
 
+pub mod actions;
 pub mod cli;
 pub mod doctor;
 pub mod event;
+pub mod procfs;
 pub mod sensors;

@@ -29,21 +29,6 @@ pub async fn collect_until(
     }
 }
 
-/// Field 22 of /proc/PID/stat: start time in clock ticks since boot.
-pub fn proc_start_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // The command name may hold spaces and parentheses: fields start after the last ')'.
-    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-    after_name.split(' ').nth(19).unwrap().parse().unwrap()
-}
-
-/// Converts a kernel start time in ns to /proc's clock ticks.
-pub fn ns_to_ticks(ns: u64) -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    ns / (1_000_000_000 / ticks_per_second)
-}
-
 /// A secret file with a random value in a fresh directory. The value is never printed.
 pub struct Planted {
     pub dir: tempfile::TempDir,

@@ -1,7 +1,7 @@
 //! Loading, attaching and reading the tracepoint-tier sensors.
 
 use aya::{
-    maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
     programs::{ProgramError, RawTracePoint},
     Ebpf, EbpfError, EbpfLoader,
 };
@@ -118,6 +118,9 @@ impl Sensors {
             watched: take_map(&mut ebpf, "WATCHED", HashMap::try_from)?,
             task_of: take_map(&mut ebpf, "TASK_OF", HashMap::try_from)?,
             holders: take_map(&mut ebpf, "HOLDERS", HashMap::try_from)?,
+            verdicts: take_map(&mut ebpf, "VERDICTS", HashMap::try_from)?,
+            verdict_count: take_map(&mut ebpf, "VERDICT_COUNT", Array::try_from)?,
+            pending: Default::default(),
         };
         // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long as
         // the AsyncFd owns the ring buffer.

@@ -1,16 +1,23 @@
-//! The maps the daemon writes for the kernel: watched inodes, task membership, secret holders.
+//! The maps the daemon writes for the kernel: watched inodes, task membership, secret holders,
+//! kill verdicts.
 
-use aya::maps::{HashMap, MapData, MapError};
+use std::collections::HashSet;
+
+use aya::maps::{Array, HashMap, MapData, MapError};
 use monitor_common::maps::{InodeKey, WatchedInode};
 
 use super::decode::kernel_dev;
 use crate::event::InodeId;
 
-/// Typed handles on `WATCHED`, `TASK_OF` and `HOLDERS`.
+/// Typed handles on `WATCHED`, `TASK_OF`, `HOLDERS`, `VERDICTS` and `VERDICT_COUNT`.
 pub struct KernelMaps {
     pub(super) watched: HashMap<MapData, InodeKey, WatchedInode>,
     pub(super) task_of: HashMap<MapData, u32, u32>,
     pub(super) holders: HashMap<MapData, u32, u32>,
+    pub(super) verdicts: HashMap<MapData, u32, u32>,
+    pub(super) verdict_count: Array<MapData, u64>,
+    /// Mirror of `VERDICTS`' keys, so that `VERDICT_COUNT` is exact.
+    pub(super) pending: HashSet<u32>,
 }
 
 fn inode_key(inode: InodeId) -> InodeKey {
@@ -50,6 +57,37 @@ impl KernelMaps {
     /// Marks process `tgid` as holding a secret, so its connects are reported.
     pub fn hold(&mut self, tgid: u32) -> Result<(), MapError> {
         self.holders.insert(tgid, 1, 0)
+    }
+
+    /// Kills process `tgid` at its next syscall entry.
+    pub fn add_verdict(&mut self, tgid: u32) -> Result<(), MapError> {
+        self.verdicts.insert(tgid, 1, 0)?;
+        self.pending.insert(tgid);
+        self.publish_verdict_count()
+    }
+
+    /// Forgets the verdict on `tgid` (it exited).
+    pub fn clear_verdict(&mut self, tgid: u32) -> Result<(), MapError> {
+        if !self.pending.remove(&tgid) {
+            return Ok(());
+        }
+        ignore_missing(self.verdicts.remove(&tgid))?;
+        self.publish_verdict_count()
+    }
+
+    fn publish_verdict_count(&mut self) -> Result<(), MapError> {
+        self.verdict_count.set(0, self.pending.len() as u64, 0)
+    }
+
+    /// Every process the kernel counts as a member of task handle `task`, including children
+    /// that left the process tree (double forks): membership is inherited in the kernel.
+    pub fn members_of(&self, task: u32) -> Vec<u32> {
+        self.task_of
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|&(_, member_task)| member_task == task)
+            .map(|(tgid, _)| tgid)
+            .collect()
     }
 
     pub fn is_holder(&self, tgid: u32) -> bool {

@@ -1,0 +1,41 @@
+//! Process identity read from /proc, to compare with the kernel's [`ExecId`]s.
+
+use crate::event::ExecId;
+
+/// Field 22 of /proc/PID/stat (start time in clock ticks since boot), or None if the process is
+/// gone.
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields resume after the last ')'.
+    let after_name = stat.get(stat.rfind(')')? + 2..)?;
+    after_name.split(' ').nth(19)?.parse().ok()
+}
+
+/// A kernel start time (`start_boottime`, ns) in /proc's clock ticks.
+pub fn ns_to_ticks(ns: u64) -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    ns / (1_000_000_000 / ticks_per_second)
+}
+
+/// Whether pid `process.tgid` still is the process `process` names (not a reuse of its pid).
+pub fn is_alive(process: ExecId) -> bool {
+    start_ticks(process.tgid) == Some(ns_to_ticks(process.start_time))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_ticks_reads_this_process_and_not_a_missing_one() {
+        assert!(start_ticks(std::process::id()).unwrap() > 0);
+        assert_eq!(start_ticks(u32::MAX), None);
+    }
+
+    #[test]
+    fn a_wrong_start_time_is_not_alive() {
+        let me = std::process::id();
+        assert!(!is_alive(ExecId { tgid: me, start_time: 1 }));
+    }
+}

@@ -1,0 +1,176 @@
+//! Kill switches on the real kernel: the in-kernel kill at syscall exit, userspace kills with
+//! kernel verdicts, and killing a whole task including a double-forked child. Needs root.
+
+mod common;
+
+use std::{
+    io::Read as _,
+    os::unix::{fs::MetadataExt as _, process::ExitStatusExt as _},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::Planted;
+use monitor::{
+    actions::kill::{kill_process, kill_task, KillOutcome},
+    event::{EventKind, ExecId, InodeId, KernelAction},
+    sensors::{SensorOptions, Sensors},
+};
+use monitor_common::maps::policy;
+
+const OWNER: u32 = 1;
+const ROGUE: u32 = 2;
+
+fn load() -> Sensors {
+    Sensors::load(SensorOptions::default()).expect("loading the sensors (run as root)")
+}
+
+/// `sh -c script` that waits on stdin, joins kernel task `task` (if any), then runs.
+fn run_in_task(sensors: &mut Sensors, task: Option<u32>, script: &str, dir: &std::path::Path) -> (std::process::ExitStatus, String, u32) {
+    let mut child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!("read _; {script}"))
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    if let Some(task) = task {
+        sensors.maps().join_task(pid, task).unwrap();
+    }
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"go\n").unwrap();
+    let mut output = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut output).unwrap();
+    (child.wait().unwrap(), output, pid)
+}
+
+#[tokio::test]
+async fn a_rogue_task_is_killed_in_the_kernel_before_it_reads_one_byte() {
+    let planted = Planted::new("kernel-kill");
+    let mut sensors = load();
+    let meta = std::fs::metadata(&planted.path).unwrap();
+    let inode = InodeId { dev: meta.dev(), ino: meta.ino() };
+    sensors.maps().watch(inode, 9, OWNER, policy::KILL_OTHER_TASK).unwrap();
+    let dir = planted.dir.path();
+
+    let (status, output, rogue) = run_in_task(&mut sensors, Some(ROGUE), "exec cat secret", dir);
+    assert_eq!(status.signal(), Some(9), "{status}");
+    assert!(output.is_empty(), "the rogue printed {} bytes", output.len());
+
+    let (status, output, _) = run_in_task(&mut sensors, Some(OWNER), "exec cat secret", dir);
+    assert!(status.success(), "the owner reads its secret: {status}");
+    // Compared without printing: a failure must not write the planted value.
+    assert!(output == planted.value, "the owner's read differs ({} bytes)", output.len());
+
+    let (status, _, _) = run_in_task(&mut sensors, None, "exec cat secret", dir);
+    assert!(status.success(), "KILL_OTHER_TASK spares untasked processes: {status}");
+
+    let events = common::collect_until(&mut sensors, Duration::from_secs(10), |event| {
+        event.process.tgid == rogue && matches!(event.kind, EventKind::Exit(_))
+    })
+    .await;
+    let actions: Vec<_> = events
+        .iter()
+        .filter_map(|event| match &event.kind {
+            EventKind::SecretOpen(open) if event.process.tgid == rogue => Some(open.kernel_action),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(actions, [KernelAction::Killed]);
+}
+
+#[tokio::test]
+async fn after_its_task_ended_even_an_owner_process_is_killed() {
+    let planted = Planted::new("post-task");
+    let mut sensors = load();
+    let meta = std::fs::metadata(&planted.path).unwrap();
+    sensors
+        .maps()
+        .watch(InodeId { dev: meta.dev(), ino: meta.ino() }, 9, OWNER, policy::KILL_ANY)
+        .unwrap();
+    let (status, output, _) = run_in_task(&mut sensors, Some(OWNER), "exec cat secret", planted.dir.path());
+    assert_eq!(status.signal(), Some(9), "{status}");
+    assert!(output.is_empty());
+}
+
+#[tokio::test]
+async fn a_userspace_kill_checks_identity_and_leaves_a_kernel_verdict() {
+    let mut sensors = load();
+    let mut sleeper = Command::new("/bin/sleep").arg("60").spawn().unwrap();
+    let pid = sleeper.id();
+    let ticks = monitor::procfs::start_ticks(pid).unwrap();
+    let tick_ns = 1_000_000_000 / monitor::procfs::ns_to_ticks(1_000_000_000);
+
+    let wrong = ExecId { tgid: pid, start_time: (ticks + 100) * tick_ns };
+    assert_eq!(kill_process(wrong, sensors.maps()).unwrap(), KillOutcome::Gone, "a reused pid is spared");
+    assert!(sleeper.try_wait().unwrap().is_none());
+
+    let right = ExecId { tgid: pid, start_time: ticks * tick_ns };
+    assert_eq!(kill_process(right, sensors.maps()).unwrap(), KillOutcome::Signalled);
+    assert_eq!(sleeper.wait().unwrap().signal(), Some(9));
+    sensors.maps().clear_verdict(pid).unwrap();
+
+    // A verdict alone kills at the next syscall.
+    let mut waiting = Command::new("/bin/sh").args(["-c", "read _; echo alive"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    sensors.maps().add_verdict(waiting.id()).unwrap();
+    let _ = std::io::Write::write_all(&mut waiting.stdin.take().unwrap(), b"go\n");
+    let mut output = String::new();
+    waiting.stdout.take().unwrap().read_to_string(&mut output).unwrap();
+    assert_eq!(waiting.wait().unwrap().signal(), Some(9));
+    assert!(output.is_empty(), "{output}");
+    sensors.maps().clear_verdict(waiting.id()).unwrap();
+}
+
+#[tokio::test]
+async fn kill_task_reaches_a_double_forked_child() {
+    const TASK: u32 = 5;
+    let mut sensors = load();
+    let mut root = Command::new("/bin/sh")
+        .args(["-c", "read _; (setsid /bin/sleep 60 &); exec /bin/sleep 60"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    sensors.maps().join_task(root.id(), TASK).unwrap();
+    std::io::Write::write_all(&mut root.stdin.take().unwrap(), b"go\n").unwrap();
+
+    // Wait for the detached sleeper: a member whose parent is not the root.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let detached = loop {
+        let members = sensors.maps().members_of(TASK);
+        if let Some(&pid) = members.iter().find(|&&pid| pid != root.id() && is_sleep(pid)) {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "no detached member among {members:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_ne!(parent_of(detached), root.id(), "the child left the tree");
+
+    let signalled = kill_task(TASK, None, sensors.maps()).unwrap();
+    assert!(signalled >= 2, "{signalled}");
+    assert_eq!(root.wait().unwrap().signal(), Some(9));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while is_running(detached) {
+        assert!(Instant::now() < deadline, "the detached child survived");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn stat_field(pid: u32, index: usize) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    after_name.split(' ').nth(index).map(str::to_owned)
+}
+
+fn is_sleep(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "sleep")
+}
+
+fn parent_of(pid: u32) -> u32 {
+    stat_field(pid, 1).unwrap().parse().unwrap()
+}
+
+/// Alive and not a zombie waiting for whoever adopted it.
+fn is_running(pid: u32) -> bool {
+    stat_field(pid, 0).is_some_and(|state| state != "Z")
+}
