@@ -23,9 +23,10 @@ const WORKING_HOOKS: [&str; 5] = [
 ];
 const EPERM_HOOKS: [&str; 2] = ["fentry", "lsm"];
 
-fn doctor(command: &mut Command) -> (Output, String, String) {
+fn doctor(command: &mut Command, args: &[&str]) -> (Output, String, String) {
     let output = command
         .arg("doctor")
+        .args(args)
         .output()
         .expect("running credwatch doctor");
     let stdout = String::from_utf8(output.stdout.clone()).expect("stdout is UTF-8");
@@ -83,7 +84,7 @@ impl Table {
 
 #[test]
 fn table_shows_what_this_kernel_allows() {
-    let (output, stdout, stderr) = doctor(&mut credwatch());
+    let (output, stdout, stderr) = doctor(&mut credwatch(), &[]);
     assert!(
         output.status.success(),
         "exit {:?}; stdout:\n{stdout}\nstderr:\n{stderr}",
@@ -154,7 +155,7 @@ fn table_shows_what_this_kernel_allows() {
 
 #[test]
 fn json_shows_what_this_kernel_allows() {
-    let (output, stdout, stderr) = doctor(credwatch().arg("--json"));
+    let (output, stdout, stderr) = doctor(&mut credwatch(), &["--json"]);
     assert!(
         output.status.success(),
         "exit {:?}; stderr:\n{stderr}",
@@ -246,7 +247,7 @@ fn json_shows_what_this_kernel_allows() {
 /// kernel refuses every BPF program and doctor must fail with the reason.
 #[test]
 fn without_privileges_no_tier_is_available() {
-    let (output, stdout, stderr) = doctor(credwatch().uid(NOBODY).gid(NOBODY));
+    let (output, stdout, stderr) = doctor(credwatch().uid(NOBODY).gid(NOBODY), &[]);
     assert_eq!(
         output.status.code(),
         Some(1),

@@ -27,6 +27,9 @@ const SYS_ENTER: &str = "sys_enter";
 const FILE_OPEN_FUNCTION: &str = "security_file_open";
 const FILE_OPEN_LSM_HOOK: &str = "file_open";
 const UPROBE_SYMBOL: &str = "credwatch_doctor_uprobe_target";
+/// The running binary, even when its path was replaced or deleted since it started (a rebuild):
+/// aya reads the symbol from it and the kernel puts the uprobe on its inode.
+const OWN_EXECUTABLE: &str = "/proc/self/exe";
 /// Opening it reaches `security_file_open` and the `file_open` LSM hook.
 const OPENED_FILE: &str = "/dev/null";
 
@@ -139,8 +142,6 @@ pub enum ProbeError {
         target: String,
         source: ProgramError,
     },
-    #[error("locating this executable for the uprobe")]
-    CurrentExe(#[source] io::Error),
     #[error("attaching `{program}` to {target}")]
     Attach {
         program: &'static str,
@@ -176,7 +177,7 @@ impl ProbeError {
         match self {
             Self::Object(_) | Self::MissingProgram(_) | Self::ProgramType { .. } => Phase::Object,
             Self::NoBtf(_) | Self::Load { .. } => Phase::Load,
-            Self::CurrentExe(_) | Self::Attach { .. } => Phase::Attach,
+            Self::Attach { .. } => Phase::Attach,
             Self::Trigger(_)
             | Self::Spawn(..)
             | Self::Wait(..)
@@ -449,9 +450,8 @@ fn probe_uprobe(btf: Option<&Btf>) -> Result<u64, ProbeError> {
     probe_in_self(btf, |ebpf| {
         let program: &mut UProbe = program(ebpf, hook)?;
         program.load().map_err(load_error(hook))?;
-        let exe = std::env::current_exe().map_err(ProbeError::CurrentExe)?;
         program
-            .attach(UPROBE_SYMBOL, exe, UProbeScope::CallingProcess)
+            .attach(UPROBE_SYMBOL, OWN_EXECUTABLE, UProbeScope::CallingProcess)
             .map_err(attach_error(hook))?;
         Ok(Trigger::CallUprobeTarget)
     })
