@@ -37,7 +37,7 @@ fn run_in_task(sensors: &mut Sensors, task: Option<u32>, script: &str, dir: &std
         .unwrap();
     let pid = child.id();
     if let Some(task) = task {
-        sensors.maps().join_task(pid, task).unwrap();
+        sensors.maps_mut().join_task(pid, task).unwrap();
     }
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"go\n").unwrap();
     let mut output = String::new();
@@ -51,7 +51,7 @@ async fn a_rogue_task_is_killed_in_the_kernel_before_it_reads_one_byte() {
     let mut sensors = load();
     let meta = std::fs::metadata(&planted.path).unwrap();
     let inode = InodeId { dev: meta.dev(), ino: meta.ino() };
-    sensors.maps().watch(inode, 9, OWNER, policy::KILL_OTHER_TASK).unwrap();
+    sensors.maps_mut().watch(inode, 9, OWNER, policy::KILL_OTHER_TASK).unwrap();
     let dir = planted.dir.path();
 
     let (status, output, rogue) = run_in_task(&mut sensors, Some(ROGUE), "exec cat secret", dir);
@@ -99,27 +99,24 @@ async fn a_userspace_kill_checks_identity_and_leaves_a_kernel_verdict() {
     let mut sensors = load();
     let mut sleeper = Command::new("/bin/sleep").arg("60").spawn().unwrap();
     let pid = sleeper.id();
-    let ticks = monitor::procfs::start_ticks(pid).unwrap();
-    let tick_ns = 1_000_000_000 / monitor::procfs::ns_to_ticks(1_000_000_000);
-
-    let wrong = ExecId { tgid: pid, start_time: (ticks + 100) * tick_ns };
-    assert_eq!(kill_process(wrong, sensors.maps()).unwrap(), KillOutcome::Gone, "a reused pid is spared");
+    let right = monitor::procfs::exec_id(pid).unwrap();
+    let wrong = ExecId { start_time: right.start_time + 1_000_000_000, ..right };
+    assert_eq!(kill_process(wrong, sensors.maps_mut()).unwrap(), KillOutcome::Gone, "a reused pid is spared");
     assert!(sleeper.try_wait().unwrap().is_none());
 
-    let right = ExecId { tgid: pid, start_time: ticks * tick_ns };
-    assert_eq!(kill_process(right, sensors.maps()).unwrap(), KillOutcome::Signalled);
+    assert_eq!(kill_process(right, sensors.maps_mut()).unwrap(), KillOutcome::Signalled);
     assert_eq!(sleeper.wait().unwrap().signal(), Some(9));
-    sensors.maps().clear_verdict(pid).unwrap();
+    sensors.maps_mut().clear_verdict(pid).unwrap();
 
     // A verdict alone kills at the next syscall.
     let mut waiting = Command::new("/bin/sh").args(["-c", "read _; echo alive"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
-    sensors.maps().add_verdict(waiting.id()).unwrap();
+    sensors.maps_mut().add_verdict(waiting.id()).unwrap();
     let _ = std::io::Write::write_all(&mut waiting.stdin.take().unwrap(), b"go\n");
     let mut output = String::new();
     waiting.stdout.take().unwrap().read_to_string(&mut output).unwrap();
     assert_eq!(waiting.wait().unwrap().signal(), Some(9));
     assert!(output.is_empty(), "{output}");
-    sensors.maps().clear_verdict(waiting.id()).unwrap();
+    sensors.maps_mut().clear_verdict(waiting.id()).unwrap();
 }
 
 #[tokio::test]
@@ -131,13 +128,13 @@ async fn kill_task_reaches_a_double_forked_child() {
         .stdin(Stdio::piped())
         .spawn()
         .unwrap();
-    sensors.maps().join_task(root.id(), TASK).unwrap();
+    sensors.maps_mut().join_task(root.id(), TASK).unwrap();
     std::io::Write::write_all(&mut root.stdin.take().unwrap(), b"go\n").unwrap();
 
     // Wait for the detached sleeper: a member whose parent is not the root.
     let deadline = Instant::now() + Duration::from_secs(10);
     let detached = loop {
-        let members = sensors.maps().members_of(TASK);
+        let members = sensors.maps_mut().members_of(TASK);
         if let Some(&pid) = members.iter().find(|&&pid| pid != root.id() && is_sleep(pid)) {
             break pid;
         }
@@ -146,7 +143,7 @@ async fn kill_task_reaches_a_double_forked_child() {
     };
     assert_ne!(parent_of(detached), root.id(), "the child left the tree");
 
-    let signalled = kill_task(TASK, None, sensors.maps()).unwrap();
+    let signalled = kill_task(TASK, None, sensors.maps_mut()).unwrap();
     assert!(signalled >= 2, "{signalled}");
     assert_eq!(root.wait().unwrap().signal(), Some(9));
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -10,6 +10,7 @@ use std::{
 
 /// The daemon's stderr, line by line, read on a thread so the test can wait with a timeout.
 struct Daemon {
+    _state: tempfile::TempDir,
     child: Child,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
@@ -17,14 +18,18 @@ struct Daemon {
 
 impl Daemon {
     fn start() -> Self {
+        let state = tempfile::tempdir().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_credwatch"))
-            .args(["run", "--log", "debug"])
+            .args(["run", "--log", "debug", "--state-dir"])
+            .arg(state.path())
+            .arg("--socket")
+            .arg(state.path().join("api.sock"))
             .env("NO_COLOR", "1")
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let lines = forward_lines(child.stderr.take().unwrap());
-        let mut daemon = Self { child, lines, seen: Vec::new() };
+        let mut daemon = Self { _state: state, child, lines, seen: Vec::new() };
         daemon.wait_for(|line| line.contains("sensors attached"));
         daemon
     }

@@ -23,7 +23,7 @@ fn inode(path: &Path) -> InodeId {
 
 async fn watched_sensors(planted: &Planted) -> Sensors {
     let mut sensors = Sensors::load(SensorOptions::default()).expect("loading the sensors (run as root)");
-    sensors.maps().watch(inode(&planted.path), SECRET.0, 0, policy::REPORT).unwrap();
+    sensors.maps_mut().watch(inode(&planted.path), SECRET.0, 0, policy::REPORT).unwrap();
     sensors
 }
 
@@ -145,7 +145,7 @@ async fn an_fd_opened_before_the_watch_is_a_documented_gap() {
     let mut sensors = Sensors::load(SensorOptions::default()).expect("loading the sensors (run as root)");
     let mut child = common::sh_waiting("exec 3<secret; read _; exec 4<&3; cat <&4 >/dev/null", dir);
     child.wait_for_fd(3);
-    sensors.maps().watch(inode(&planted.path), SECRET.0, 0, policy::REPORT).unwrap();
+    sensors.maps_mut().watch(inode(&planted.path), SECRET.0, 0, policy::REPORT).unwrap();
     let pid = child.release();
     let opens: Vec<_> = events_of(&mut sensors, pid)
         .await

@@ -38,6 +38,8 @@ pub struct KernelOffsets {
     pub fdtable_fd: u32,
     /// `file::f_inode` (pointer).
     pub file_inode: u32,
+    /// `file::f_flags` (unsigned int, the open flags).
+    pub file_flags: u32,
     /// `file::f_op` (pointer).
     pub file_op: u32,
     /// `file_operations::open` (function pointer).

@@ -27,12 +27,20 @@ use crate::{
     kill::kill_current,
     emit::{reserve, set_flag, str_read_flag},
     maps::{HOLDERS, TASK_OF, WATCHED},
-    task::{file_inode, file_open_op, proc_inode_pid, syscall_arg, syscall_nr, Task},
+    task::{file_flags, file_inode, file_open_op, proc_inode_pid, syscall_arg, syscall_nr, Task},
 };
 
 /// Filled in by the daemon from /proc/kallsyms before load.
 #[unsafe(no_mangle)]
 static SYMBOLS: KernelSymbols = KernelSymbols { environ_open: 0, mem_open: 0 };
+
+/// The daemon's own tgid, set before load: it reads every new process's environ and keeps
+/// O_PATH handles on secret files, none of which is a use of a secret.
+#[unsafe(no_mangle)]
+static IGNORED_TGID: u32 = 0;
+
+/// `O_PATH` (uapi): a handle that cannot read the file's content.
+const O_PATH: u32 = 0o10_000_000;
 
 /// `TP_PROTO(struct pt_regs *regs, long ret)`.
 #[raw_tracepoint(tracepoint = "sys_exit")]
@@ -47,7 +55,9 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
         syscalls::OPEN | syscalls::CREAT | syscalls::OPENAT | syscalls::OPENAT2 | syscalls::OPEN_BY_HANDLE_AT
     ) {
         let ret: i64 = ctx.arg(1);
-        if ret >= 0 {
+        // SAFETY: reading a plain static set before load.
+        let ignored = unsafe { core::ptr::read_volatile(&raw const IGNORED_TGID) };
+        if ret >= 0 && ctx.tgid() != ignored {
             on_open(&ctx, regs, nr, ret as u32);
         }
     }
@@ -59,6 +69,9 @@ fn on_open(ctx: &RawTracePointContext, regs: u64, nr: u32, fd: u32) {
     let Ok(file) = Task::current().file(fd) else {
         return;
     };
+    if file_flags(file).is_ok_and(|flags| flags & O_PATH != 0) {
+        return;
+    }
     let Ok((inode, key)) = file_inode(file) else {
         return;
     };

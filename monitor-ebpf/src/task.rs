@@ -140,6 +140,12 @@ pub fn file_inode(file: *const u8) -> Result<(*const u8, monitor_common::maps::I
     Ok((inode, monitor_common::maps::InodeKey { dev, _pad: 0, ino }))
 }
 
+/// The open flags of an open `struct file`.
+#[inline(always)]
+pub fn file_flags(file: *const u8) -> Result<u32, i32> {
+    read_kernel(file, offset!(file_flags))
+}
+
 /// `f_op->open` of an open `struct file`: identifies /proc special files.
 #[inline(always)]
 pub fn file_open_op(file: *const u8) -> Result<u64, i32> {

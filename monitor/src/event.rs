@@ -187,6 +187,8 @@ pub enum HarvestKind {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Harvest {
+    /// Named `harvest` in JSON: `kind` is already the tag of `EventKind`.
+    #[serde(rename = "harvest")]
     pub kind: HarvestKind,
     /// Pid of the process whose environment or memory was reached.
     pub target: u32,

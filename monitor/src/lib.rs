@@ -4,8 +4,15 @@
 //! whose findings go to actions and exports. [`doctor`] probes what the running kernel allows.
 
 pub mod actions;
+pub mod api;
+pub mod catalogue;
 pub mod cli;
+pub mod config;
+pub mod daemon;
 pub mod doctor;
+pub mod engine;
 pub mod event;
+pub mod fingerprint;
 pub mod procfs;
+pub mod secrets;
 pub mod sensors;

@@ -9,6 +9,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => monitor::cli::run::main(args),
         Command::Doctor(args) => monitor::cli::doctor::main(args),
+        Command::Task(args) => monitor::cli::task::main(args),
+        Command::Findings(args) => monitor::cli::findings::main(args),
+        Command::Status(args) => monitor::cli::status::main(args),
+        Command::Replay(args) => monitor::cli::replay::main(args),
     };
     match result {
         Ok(code) => code,

@@ -11,11 +11,27 @@ pub fn start_ticks(pid: u32) -> Option<u64> {
     after_name.split(' ').nth(19)?.parse().ok()
 }
 
-/// A kernel start time (`start_boottime`, ns) in /proc's clock ticks.
-pub fn ns_to_ticks(ns: u64) -> u64 {
+fn ns_per_tick() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    ns / (1_000_000_000 / ticks_per_second)
+    1_000_000_000 / ticks_per_second
+}
+
+/// A kernel start time (`start_boottime`, ns) in /proc's clock ticks.
+pub fn ns_to_ticks(ns: u64) -> u64 {
+    ns / ns_per_tick()
+}
+
+/// A start time cut to /proc's precision, so that an [`ExecId`] built from the kernel's
+/// nanoseconds equals one built from `/proc/PID/stat`. Two processes with one pid in one tick
+/// (10 ms) would need the pid space to wrap within it.
+pub fn start_time_ns(ns: u64) -> u64 {
+    ns - ns % ns_per_tick()
+}
+
+/// The identity of live process `pid` as read from /proc.
+pub fn exec_id(pid: u32) -> Option<ExecId> {
+    Some(ExecId { tgid: pid, start_time: start_ticks(pid)? * ns_per_tick() })
 }
 
 /// Whether pid `process.tgid` still is the process `process` names (not a reuse of its pid).
@@ -31,6 +47,14 @@ mod tests {
     fn start_ticks_reads_this_process_and_not_a_missing_one() {
         assert!(start_ticks(std::process::id()).unwrap() > 0);
         assert_eq!(start_ticks(u32::MAX), None);
+    }
+
+    #[test]
+    fn proc_and_kernel_start_times_agree_at_tick_precision() {
+        let me = exec_id(std::process::id()).unwrap();
+        assert!(is_alive(me));
+        assert_eq!(start_time_ns(me.start_time + 1), me.start_time);
+        assert_eq!(start_time_ns(me.start_time), me.start_time);
     }
 
     #[test]

@@ -1,7 +1,14 @@
 //! Command-line interface: one module per subcommand.
 
 pub mod doctor;
+pub mod findings;
+pub mod replay;
 pub mod run;
+pub mod status;
+pub mod task;
+
+mod render;
+mod socket;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +31,14 @@ pub enum Command {
     Run(run::RunArgs),
     /// Probe which hooks this kernel allows and which tier `run` will use.
     Doctor(doctor::DoctorArgs),
+    /// Register, end and list tasks; run a command as a task.
+    Task(task::TaskArgs),
+    /// Show the running daemon's findings, or follow them live.
+    Findings(findings::FindingsArgs),
+    /// Show the running daemon's state: tier, tasks, secrets watched, counters.
+    Status(status::StatusArgs),
+    /// Run the engine over a recording (JSON lines of inputs) and print its findings.
+    Replay(replay::ReplayArgs),
 }
 
 /// Logs go to stderr so that stdout stays free for command output.
@@ -34,4 +49,19 @@ pub fn init_tracing(filter: Option<&str>) {
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// Displays an error with its chain of causes on one line: `outer: cause: root cause`.
+pub struct ErrorChain<'a>(pub &'a dyn std::error::Error);
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
 }

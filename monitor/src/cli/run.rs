@@ -1,21 +1,40 @@
 //! `credwatch run`: the daemon.
 
-use std::{process::ExitCode, time::Duration};
+use std::{path::PathBuf, process::ExitCode};
 
-use tokio::signal::unix::{signal, SignalKind};
-use tracing::{debug, info, trace, warn};
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::mpsc,
+};
 
 use super::CommandError;
 use crate::{
-    event::{Event, EventKind},
-    sensors::{loss::LossCounts, SensorOptions, Sensors},
+    api,
+    config::Config,
+    daemon::{Daemon, DaemonOptions},
 };
 
-/// How often the kernel's loss counters are read and reported.
-const LOSS_CHECK_PERIOD: Duration = Duration::from_secs(10);
+/// Control requests waiting for the daemon's loop; an API caller beyond this waits its turn.
+const CONTROL_QUEUE: usize = 64;
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  credwatch run                                  built-in catalogue, auto mode, API on /run/credwatch/api.sock
+  credwatch run --config /etc/credwatch/credwatch.toml
+  credwatch run --log debug --record /tmp/trace.jsonl   log every exec/exit, record inputs for `credwatch replay`")]
 pub struct RunArgs {
+    /// TOML configuration file; without it, the built-in defaults.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Overrides `state_dir` (task registry, host key).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Overrides `api.socket`.
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Writes every engine input to this file as JSON lines, for `credwatch replay`.
+    #[arg(long)]
+    pub record: Option<PathBuf>,
     /// Size of the kernel → daemon ring buffer in MiB (a power of two).
     #[arg(long, default_value_t = 4, value_parser = parse_ring_buffer_mib)]
     pub ring_buffer_mib: u32,
@@ -35,62 +54,31 @@ pub fn main(args: RunArgs) -> Result<ExitCode, CommandError> {
 }
 
 async fn run(args: RunArgs) -> Result<ExitCode, CommandError> {
-    let RunArgs { ring_buffer_mib } = args;
+    let RunArgs { config, state_dir, socket, record, ring_buffer_mib } = args;
+    let mut config = match config {
+        Some(path) => Config::load(&path)?,
+        None => Config::default(),
+    };
+    if let Some(state_dir) = state_dir {
+        config.state_dir = state_dir;
+    }
+    if let Some(socket) = socket {
+        config.api.socket = socket;
+    }
     // Handlers first: a signal that arrives once the sensors are up must stop them cleanly.
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sensors = Sensors::load(SensorOptions { ring_buffer_bytes: ring_buffer_mib << 20 })?;
-    info!(tier = "tracepoint", "sensors attached");
-
-    let mut loss_check = tokio::time::interval(LOSS_CHECK_PERIOD);
-    let mut reported_loss = LossCounts::default();
-    let mut batch = Vec::new();
-    let stop = loop {
+    let api_config = config.api.clone();
+    let daemon = Daemon::start(DaemonOptions { config, ring_buffer_bytes: ring_buffer_mib << 20, record })?;
+    let (control, requests) = mpsc::channel(CONTROL_QUEUE);
+    let server = api::serve(&api_config, control, daemon.feed()).await?;
+    let shutdown = async {
         tokio::select! {
-            _ = sigint.recv() => break "SIGINT",
-            _ = sigterm.recv() => break "SIGTERM",
-            result = sensors.next_batch(&mut batch) => {
-                result?;
-                batch.drain(..).for_each(|event| log_event(&event));
-            }
-            _ = loss_check.tick() => {
-                let lost = sensors.lost()?;
-                if lost != reported_loss {
-                    for (kind, count) in lost.iter().filter(|&(_, count)| count > 0) {
-                        warn!(kind, lost = count, "ring buffer full: events lost since start");
-                    }
-                    reported_loss = lost;
-                }
-            }
+            _ = sigint.recv() => "SIGINT",
+            _ = sigterm.recv() => "SIGTERM",
         }
     };
-    info!(signal = stop, "stopping");
-    drop(sensors);
-    info!("sensors detached");
+    daemon.run(requests, shutdown).await?;
+    drop(server);
     Ok(ExitCode::SUCCESS)
-}
-
-fn log_event(event: &Event) {
-    let Event { process, kind, .. } = event;
-    match kind {
-        EventKind::Exec(exec) => debug!(
-            pid = process.tgid,
-            ppid = exec.parent.tgid,
-            uid = exec.uid,
-            filename = %exec.filename,
-            argv0 = %exec.argv0,
-            "exec"
-        ),
-        EventKind::Fork(fork) => trace!(pid = process.tgid, child = fork.child.tgid, "fork"),
-        EventKind::Exit(exit) => debug!(pid = process.tgid, status = %exit.status, "exit"),
-        EventKind::SecretOpen(open) => {
-            debug!(pid = process.tgid, secret = open.secret.0, path = %open.path, "secret open")
-        }
-        EventKind::Harvest(harvest) => {
-            debug!(pid = process.tgid, target = harvest.target, kind = ?harvest.kind, "harvest")
-        }
-        EventKind::Connect(connect) => {
-            debug!(pid = process.tgid, destination = %connect.destination, "connect")
-        }
-    }
 }

@@ -21,6 +21,15 @@ pub enum Rule {
 }
 
 impl Rule {
+    pub const ALL: [Self; 6] = [
+        Self::CrossTaskReuse,
+        Self::PostTaskReuse,
+        Self::UnexpectedDestination,
+        Self::EnvironHarvest,
+        Self::SecretPropagation,
+        Self::UntaskedAccess,
+    ];
+
     /// The stable snake_case name used in findings, metrics and configuration.
     pub const fn name(self) -> &'static str {
         match self {

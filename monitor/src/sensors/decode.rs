@@ -13,6 +13,7 @@ use monitor_common::{
     syscalls,
 };
 
+use crate::procfs::start_time_ns;
 use crate::event::{
     Connect, ConnectSyscall, EnvScan, Event, EventKind, Exec, ExecId, Exit, ExitStatus, Fork, Harvest,
     HarvestKind, InodeId, KernelAction, OpenSyscall, SecretId, SecretOpen,
@@ -40,7 +41,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             let ExecBody { parent_tgid, uid, parent_start_time, filename, argv0 } =
                 body::<ExecBody>(record_kind, bytes)?;
             EventKind::Exec(Exec {
-                parent: ExecId { tgid: parent_tgid, start_time: parent_start_time },
+                parent: ExecId { tgid: parent_tgid, start_time: start_time_ns(parent_start_time) },
                 uid,
                 filename: lossy(&filename),
                 argv0: lossy(&argv0),
@@ -49,7 +50,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         }
         RecordKind::Fork => {
             let ForkBody { child_tgid, _pad, child_start_time } = body::<ForkBody>(record_kind, bytes)?;
-            EventKind::Fork(Fork { child: ExecId { tgid: child_tgid, start_time: child_start_time } })
+            EventKind::Fork(Fork { child: ExecId { tgid: child_tgid, start_time: start_time_ns(child_start_time) } })
         }
         RecordKind::Exit => {
             let ExitBody { exit_code, _pad } = body::<ExitBody>(record_kind, bytes)?;
@@ -72,7 +73,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let EventHeader { kind: _, pid, tgid, flags: header_flags, ktime_ns, start_time } = header;
     Ok(Event {
         ktime_ns,
-        process: ExecId { tgid, start_time },
+        process: ExecId { tgid, start_time: start_time_ns(start_time) },
         thread: pid,
         truncated: header_flags & flags::TRUNCATED != 0,
         read_failed: header_flags & flags::READ_FAILED != 0,
@@ -169,6 +170,9 @@ mod tests {
 
     use super::*;
 
+    /// One clock tick in ns (USER_HZ = 100 on every Linux architecture).
+    const TICK: u64 = 10_000_000;
+
     fn bytes_of<T>(value: &T) -> Vec<u8> {
         // SAFETY: reading the bytes of a plain repr(C) value of integers and arrays.
         unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
@@ -176,7 +180,7 @@ mod tests {
     }
 
     fn header(kind: RecordKind, flags: u32) -> EventHeader {
-        EventHeader { kind: kind as u32, pid: 12, tgid: 11, flags, ktime_ns: 1000, start_time: 77 }
+        EventHeader { kind: kind as u32, pid: 12, tgid: 11, flags, ktime_ns: 1000, start_time: 77 * TICK }
     }
 
     #[test]
@@ -187,17 +191,17 @@ mod tests {
         argv0[..2].copy_from_slice(b"sh");
         let record = Record {
             header: header(RecordKind::Exec, flags::TRUNCATED),
-            body: ExecBody { parent_tgid: 1, uid: 1000, parent_start_time: 5, filename, argv0 },
+            body: ExecBody { parent_tgid: 1, uid: 1000, parent_start_time: 5 * TICK + 3, filename, argv0 },
         };
         let event = decode(&bytes_of(&record)).unwrap();
-        assert_eq!(event.process, ExecId { tgid: 11, start_time: 77 });
+        assert_eq!(event.process, ExecId { tgid: 11, start_time: 77 * TICK });
         assert_eq!(event.thread, 12);
         assert!(event.truncated);
         assert!(!event.read_failed);
         assert_eq!(
             event.kind,
             EventKind::Exec(Exec {
-                parent: ExecId { tgid: 1, start_time: 5 },
+                parent: ExecId { tgid: 1, start_time: 5 * TICK },
                 uid: 1000,
                 filename: "/bin/sh".into(),
                 argv0: "sh".into(),
@@ -212,11 +216,11 @@ mod tests {
         assert_eq!(decode(&bytes_of(&exit)).unwrap().kind, EventKind::Exit(Exit { status: ExitStatus::Exited(7) }));
         let fork = Record {
             header: header(RecordKind::Fork, 0),
-            body: ForkBody { child_tgid: 13, _pad: 0, child_start_time: 78 },
+            body: ForkBody { child_tgid: 13, _pad: 0, child_start_time: 78 * TICK },
         };
         assert_eq!(
             decode(&bytes_of(&fork)).unwrap().kind,
-            EventKind::Fork(Fork { child: ExecId { tgid: 13, start_time: 78 } })
+            EventKind::Fork(Fork { child: ExecId { tgid: 13, start_time: 78 * TICK } })
         );
     }
 

@@ -57,11 +57,14 @@ pub enum SensorError {
 pub struct SensorOptions {
     /// Ring buffer size in bytes: a power-of-two multiple of the page size.
     pub ring_buffer_bytes: u32,
+    /// A process whose opens are not reported: the daemon itself, which reads every new
+    /// process's environment and holds O_PATH handles on secret files.
+    pub ignored_tgid: Option<u32>,
 }
 
 impl Default for SensorOptions {
     fn default() -> Self {
-        Self { ring_buffer_bytes: 4 << 20 }
+        Self { ring_buffer_bytes: 4 << 20, ignored_tgid: None }
     }
 }
 
@@ -97,10 +100,12 @@ impl Sensors {
             gaps.push(SensorGap { capability: "harvest:proc_open", reason: error.to_string() });
             Default::default()
         });
-        let SensorOptions { ring_buffer_bytes } = options;
+        let SensorOptions { ring_buffer_bytes, ignored_tgid } = options;
+        let ignored_tgid = ignored_tgid.unwrap_or(0);
         let mut ebpf = EbpfLoader::new()
             .override_global("OFFSETS", &offsets, true)
             .override_global("SYMBOLS", &symbols, true)
+            .override_global("IGNORED_TGID", &ignored_tgid, true)
             .map_max_entries("EVENTS", ring_buffer_bytes)
             .load(OBJECT)?;
         for name in RAW_TRACEPOINTS {
@@ -160,7 +165,11 @@ impl Sensors {
     }
 
     /// The maps the daemon writes.
-    pub fn maps(&mut self) -> &mut KernelMaps {
+    pub fn maps(&self) -> &KernelMaps {
+        &self.maps
+    }
+
+    pub fn maps_mut(&mut self) -> &mut KernelMaps {
         &mut self.maps
     }
 

@@ -1,0 +1,172 @@
+//! `credwatch task exec`: runs a command as a task. The command's process is registered as the
+//! task's root before it starts, and the task ends when it exits, however it exits.
+
+use std::{
+    ffi::OsString,
+    io,
+    os::unix::process::ExitStatusExt as _,
+    process::{Child, Command, ExitCode, ExitStatus},
+};
+
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tracing::debug;
+
+use super::{gate::HeldChild, GrantArgs};
+use crate::{
+    api::client::ApiClient,
+    cli::{
+        socket::{self, SocketArgs},
+        CommandError, ErrorChain,
+    },
+};
+
+/// Exit status when the task could not be registered (the command did not run).
+const REGISTRATION_FAILED: u8 = 2;
+/// Exit statuses when the command could not be started, as shells use them.
+const NOT_EXECUTABLE: u8 = 126;
+const NOT_FOUND: u8 = 127;
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  credwatch task exec --id review-42 --secret ~/.config/gh/hosts.yml --allow api.github.com:443 \\
+      --ttl 30m -- claude -p 'review PR 42'
+  credwatch task exec --id deploy --env AWS_SECRET_ACCESS_KEY --allow 10.0.0.0/8 -- ./deploy.sh
+
+The command runs with credwatch's environment, so --env names variables set for credwatch.
+Exit status: the command's (128+N if it was killed by signal N), 2 if the task could not be
+registered, 126 or 127 if the command could not be started.")]
+pub struct ExecArgs {
+    /// The task's id: 1 to 128 of A-Z a-z 0-9 . _ : -
+    #[arg(long)]
+    pub id: String,
+    #[command(flatten)]
+    pub grants: GrantArgs,
+    #[command(flatten)]
+    pub api: SocketArgs,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("holding {program:?} for registration")]
+    Spawn { program: OsString, source: io::Error },
+    #[error("installing signal handlers")]
+    Signals(#[source] io::Error),
+    #[error("waiting for the command")]
+    Wait(#[source] io::Error),
+}
+
+pub fn main(args: ExecArgs) -> Result<ExitCode, CommandError> {
+    socket::block_on(run(args))?
+}
+
+async fn run(args: ExecArgs) -> Result<ExitCode, CommandError> {
+    let ExecArgs { id, grants, api, command } = args;
+    let client = api.client();
+    // Before the child exists, so that a Ctrl-C from now on ends the task rather than credwatch.
+    let mut signals = Forwarded::install().map_err(ExecError::Signals)?;
+    let (program, arguments) = command.split_first().ok_or("no command given")?;
+    let mut request = grants.request(id.clone())?;
+
+    let mut command = Command::new(program);
+    command.args(arguments);
+    let held = HeldChild::spawn(command).map_err(|source| ExecError::Spawn { program: program.clone(), source })?;
+    request.root_pid = Some(held.pid());
+    match client.start_task(&request).await {
+        Ok(reply) => debug!(%reply, "task registered"),
+        Err(error) => {
+            held.abandon();
+            eprintln!("credwatch: registering task {id}: {}", ErrorChain(&error));
+            return Ok(ExitCode::from(REGISTRATION_FAILED));
+        }
+    }
+
+    let child = match held.release() {
+        Ok(child) => child,
+        Err(error) => {
+            end_task(&client, &id).await;
+            eprintln!("credwatch: starting {program:?}: {error}");
+            let code = if error.kind() == io::ErrorKind::NotFound { NOT_FOUND } else { NOT_EXECUTABLE };
+            return Ok(ExitCode::from(code));
+        }
+    };
+    let status = wait_forwarding(child, &mut signals).await;
+    end_task(&client, &id).await;
+    Ok(exit_code(status.map_err(ExecError::Wait)?))
+}
+
+/// Ends the task; a failure is reported but does not change the command's exit status.
+async fn end_task(client: &ApiClient, id: &str) {
+    match client.end_task(id).await {
+        Ok(reply) => debug!(%reply, "task ended"),
+        Err(error) => eprintln!("credwatch: ending task {id}: {}", ErrorChain(&error)),
+    }
+}
+
+/// Waits for the child, passing on the signals that would otherwise stop credwatch first.
+async fn wait_forwarding(mut child: Child, signals: &mut Forwarded) -> io::Result<ExitStatus> {
+    let pid = child.id();
+    let mut exited = tokio::task::spawn_blocking(move || super::gate::wait_for_exit(pid));
+    loop {
+        tokio::select! {
+            result = &mut exited => {
+                result.map_err(io::Error::other)??;
+                break;
+            }
+            number = signals.next() => {
+                debug!(signal = number, pid, "forwarding signal to the command");
+                // SAFETY: the child is not reaped yet (see `wait_for_exit`), so the pid is still its.
+                unsafe { libc::kill(pid as libc::pid_t, number) };
+            }
+        }
+    }
+    child.wait()
+}
+
+/// The signals that stop a foreground program: interrupt, terminate, hangup and quit.
+struct Forwarded {
+    interrupt: Signal,
+    terminate: Signal,
+    hangup: Signal,
+    quit: Signal,
+}
+
+impl Forwarded {
+    fn install() -> io::Result<Self> {
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+            quit: signal(SignalKind::quit())?,
+        })
+    }
+
+    async fn next(&mut self) -> libc::c_int {
+        tokio::select! {
+            _ = self.interrupt.recv() => libc::SIGINT,
+            _ = self.terminate.recv() => libc::SIGTERM,
+            _ = self.hangup.recv() => libc::SIGHUP,
+            _ = self.quit.recv() => libc::SIGQUIT,
+        }
+    }
+}
+
+/// The command's exit code, or 128 + the signal that killed it, as shells report it.
+fn exit_code(status: ExitStatus) -> ExitCode {
+    let code = status.code().or_else(|| status.signal().map(|signal| 128 + signal)).unwrap_or(1);
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_shell_convention() {
+        assert_eq!(exit_code(ExitStatus::from_raw(3 << 8)), ExitCode::from(3));
+        assert_eq!(exit_code(ExitStatus::from_raw(libc::SIGKILL)), ExitCode::from(137));
+    }
+}

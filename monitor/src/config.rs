@@ -1,0 +1,493 @@
+//! The daemon's TOML config. Every key is optional; [`Config::default`] is what `credwatch run`
+//! uses without a config file. Unknown keys, wrong types and invalid values are errors that
+//! name the file, the line and the key.
+//!
+//! ```toml
+//! mode = "auto"                          # or "enforce"
+//! state_dir = "/var/lib/credwatch"
+//! key_file = "/etc/credwatch/fleet.key"  # fleet-wide fingerprint key; default <state_dir>/host.key
+//! [catalogue]
+//! defaults = true                        # false replaces the built-in catalogue
+//! files = ["~/.myapp/token", "/etc/myapp/*.key"]
+//! exclude = ["~/.myapp/*.pub", "*.example"]
+//! env = ["MYAPP_*_KEY"]
+//! dotenv_roots = ["/srv/agents"]
+//! dotenv_depth = 2
+//! homes = ["/home/agent"]
+//! ```
+
+use std::{
+    collections::BTreeMap,
+    ops::Range,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+use toml::{
+    de::{DeTable, DeValue},
+    Spanned,
+};
+
+use crate::{
+    actions::plan::{Action, ActionPlan},
+    api::ApiConfig,
+    catalogue::{
+        defaults,
+        pattern::{ExcludePattern, NamePattern, PathPattern},
+    },
+    engine::Rule,
+};
+
+/// The deepest project root search allowed: each level multiplies the directories watched.
+pub const MAX_DOTENV_DEPTH: u32 = 8;
+
+/// How bindings are made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// A secret is bound to the first task that uses it; use outside any task is counted.
+    #[default]
+    Auto,
+    /// Only secrets granted to a task are bound; the rules' actions apply.
+    Enforce,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub mode: Mode,
+    /// Where the daemon keeps its state, the host key among it.
+    pub state_dir: PathBuf,
+    /// A fingerprint key shared by a fleet, so that the same secret seen on two hosts has the
+    /// same fingerprint; `None` uses `<state_dir>/host.key`, created on first start.
+    pub key_file: Option<PathBuf>,
+    pub catalogue: CatalogueConfig,
+    /// The task API's socket and who may use it.
+    pub api: ApiConfig,
+    /// What each rule does besides publishing its findings.
+    pub actions: ActionPlan,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            mode: Mode::default(),
+            state_dir: PathBuf::from("/var/lib/credwatch"),
+            key_file: None,
+            catalogue: CatalogueConfig::default(),
+            api: ApiConfig::default(),
+            actions: ActionPlan::default(),
+        }
+    }
+}
+
+/// The `[catalogue]` section; `crate::catalogue::Catalogue::from_config` merges it with the
+/// built-in catalogue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CatalogueConfig {
+    /// Include the built-in catalogue.
+    pub defaults: bool,
+    pub files: Vec<PathPattern>,
+    pub exclude: Vec<ExcludePattern>,
+    pub env: Vec<NamePattern>,
+    /// Directories searched for `.env` files and project MCP configs.
+    pub dotenv_roots: Vec<PathBuf>,
+    /// How many directory levels below each root are searched.
+    pub dotenv_depth: u32,
+    /// What `~` stands for; `None`: root's and the ordinary users' homes (see
+    /// `crate::catalogue::homes`).
+    pub homes: Option<Vec<PathBuf>>,
+}
+
+impl Default for CatalogueConfig {
+    fn default() -> Self {
+        Self {
+            defaults: true,
+            files: Vec::new(),
+            exclude: Vec::new(),
+            env: Vec::new(),
+            dotenv_roots: Vec::new(),
+            dotenv_depth: defaults::PROJECT_DEPTH,
+            homes: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `key` is where the error is, e.g. `catalogue.files[1]`, when it could be told.
+    #[error("{}:{line}: {}{message}", path.display(), key.as_ref().map(|key| format!("{key}: ")).unwrap_or_default())]
+    Invalid { path: PathBuf, line: usize, key: Option<String>, message: String },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses the text of a config file; `path` only names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|error| {
+            let span = error.span().unwrap_or(0..0);
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                line: line_of(text, span.start),
+                key: key_at(text, &span),
+                message: error.message().to_owned(),
+            }
+        })?;
+        raw.validate().map_err(|Invalid { key, span, message }| ConfigError::Invalid {
+            path: path.to_owned(),
+            line: line_of(text, span.start),
+            key: Some(key),
+            message,
+        })
+    }
+}
+
+/// The file as written, before the values are checked; spans locate semantic errors.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    mode: Option<Mode>,
+    state_dir: Option<Spanned<String>>,
+    key_file: Option<Spanned<String>>,
+    catalogue: Option<RawCatalogue>,
+    api: Option<ApiConfig>,
+    /// Rule name → action names.
+    actions: Option<BTreeMap<Spanned<String>, Vec<Spanned<String>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawCatalogue {
+    defaults: Option<bool>,
+    files: Option<Vec<Spanned<String>>>,
+    exclude: Option<Vec<Spanned<String>>>,
+    env: Option<Vec<Spanned<String>>>,
+    dotenv_roots: Option<Vec<Spanned<String>>>,
+    dotenv_depth: Option<Spanned<u32>>,
+    homes: Option<Vec<Spanned<String>>>,
+}
+
+/// A value that parsed but means nothing valid.
+struct Invalid {
+    key: String,
+    span: Range<usize>,
+    message: String,
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, Invalid> {
+        let Self { mode, state_dir, key_file, catalogue, api, actions } = self;
+        let default = Config::default();
+        Ok(Config {
+            mode: mode.unwrap_or(default.mode),
+            state_dir: state_dir.map(|dir| absolute_path("state_dir", &dir)).transpose()?.unwrap_or(default.state_dir),
+            key_file: key_file.map(|file| absolute_path("key_file", &file)).transpose()?,
+            catalogue: catalogue.map(RawCatalogue::validate).transpose()?.unwrap_or_default(),
+            api: api.unwrap_or_default(),
+            actions: actions.map(validate_actions).transpose()?.unwrap_or_default(),
+        })
+    }
+}
+
+/// `[actions]`: each key a rule, each value a list of actions.
+fn validate_actions(table: BTreeMap<Spanned<String>, Vec<Spanned<String>>>) -> Result<ActionPlan, Invalid> {
+    let mut per_rule = BTreeMap::new();
+    for (rule_name, actions) in table {
+        let key = format!("actions.{}", rule_name.get_ref());
+        let rule = Rule::ALL.into_iter().find(|rule| rule.name() == rule_name.get_ref()).ok_or_else(|| Invalid {
+            key: key.clone(),
+            span: rule_name.span(),
+            message: format!(
+                "unknown rule; one of {}",
+                Rule::ALL.iter().map(|rule| rule.name()).collect::<Vec<_>>().join(", ")
+            ),
+        })?;
+        let parsed = each(&key, Some(actions), |name| {
+            serde_json::from_value::<Action>(serde_json::Value::String(name.to_owned())).map_err(|_| {
+                format!("unknown action {name:?}; one of alert, kill_process, kill_task, deny, revoke")
+            })
+        })?;
+        per_rule.insert(rule, parsed);
+    }
+    Ok(ActionPlan::with(per_rule))
+}
+
+impl RawCatalogue {
+    fn validate(self) -> Result<CatalogueConfig, Invalid> {
+        let Self { defaults, files, exclude, env, dotenv_roots, dotenv_depth, homes } = self;
+        let default = CatalogueConfig::default();
+        let dotenv_depth = match dotenv_depth {
+            Some(depth) if *depth.get_ref() > MAX_DOTENV_DEPTH => {
+                return Err(Invalid {
+                    key: "catalogue.dotenv_depth".into(),
+                    span: depth.span(),
+                    message: format!("{} is deeper than the maximum, {MAX_DOTENV_DEPTH}", depth.get_ref()),
+                });
+            }
+            Some(depth) => depth.into_inner(),
+            None => default.dotenv_depth,
+        };
+        Ok(CatalogueConfig {
+            defaults: defaults.unwrap_or(default.defaults),
+            files: each("catalogue.files", files, |text| PathPattern::parse(text).map_err(|error| error.to_string()))?,
+            exclude: each("catalogue.exclude", exclude, |text| {
+                ExcludePattern::parse(text).map_err(|error| error.to_string())
+            })?,
+            env: each("catalogue.env", env, |text| NamePattern::parse(text).map_err(|error| error.to_string()))?,
+            dotenv_roots: each("catalogue.dotenv_roots", dotenv_roots, check_absolute)?,
+            dotenv_depth,
+            homes: homes.map(|homes| each("catalogue.homes", Some(homes), check_absolute)).transpose()?,
+        })
+    }
+}
+
+/// Parses each element of an optional array, naming the first bad one as `key[index]`.
+fn each<T>(
+    key: &str,
+    values: Option<Vec<Spanned<String>>>,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Vec<T>, Invalid> {
+    values
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(index, value)| {
+            parse(value.get_ref()).map_err(|message| Invalid {
+                key: format!("{key}[{index}]"),
+                span: value.span(),
+                message,
+            })
+        })
+        .collect()
+}
+
+fn absolute_path(key: &str, value: &Spanned<String>) -> Result<PathBuf, Invalid> {
+    check_absolute(value.get_ref()).map_err(|message| Invalid { key: key.to_owned(), span: value.span(), message })
+}
+
+/// An absolute path without `..`, so that what it names cannot depend on the directory the
+/// daemon was started from or on symlinks above it.
+fn check_absolute(text: &str) -> Result<PathBuf, String> {
+    let path = Path::new(text);
+    if !path.is_absolute() {
+        return Err(format!("path {text:?} must be absolute"));
+    }
+    if path.components().any(|component| component == std::path::Component::ParentDir) {
+        return Err(format!("path {text:?} must not contain `..`"));
+    }
+    Ok(path.to_owned())
+}
+
+/// The 1-based line that byte `offset` of `text` is on.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())].iter().filter(|&&byte| byte == b'\n').count() + 1
+}
+
+/// The dotted key (with array indices) whose key or value holds `span`, for errors that
+/// toml reports with a span only.
+fn key_at(text: &str, span: &Range<usize>) -> Option<String> {
+    let document = DeTable::parse(text).ok()?;
+    key_in_table(document.get_ref(), span, "")
+}
+
+fn key_in_table(table: &DeTable<'_>, span: &Range<usize>, prefix: &str) -> Option<String> {
+    table.iter().find_map(|(key, value)| {
+        let path = if prefix.is_empty() { key.get_ref().to_string() } else { format!("{prefix}.{}", key.get_ref()) };
+        if contains(&key.span(), span) {
+            return Some(path);
+        }
+        key_in_value(value, span, path)
+    })
+}
+
+fn key_in_value(value: &Spanned<DeValue<'_>>, span: &Range<usize>, path: String) -> Option<String> {
+    // A `[table]`'s own span does not cover its keys, so tables are searched whatever their span.
+    let inner = match value.get_ref() {
+        DeValue::Table(table) => key_in_table(table, span, &path),
+        DeValue::Array(array) => {
+            array.iter().enumerate().find_map(|(index, item)| key_in_value(item, span, format!("{path}[{index}]")))
+        }
+        _ => None,
+    };
+    inner.or_else(|| contains(&value.span(), span).then_some(path))
+}
+
+fn contains(outer: &Range<usize>, inner: &Range<usize>) -> bool {
+    outer.start <= inner.start && inner.end <= outer.end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_and_api_are_read_and_bad_names_are_located() {
+        let config = parse("[api]\nallow_uids = [0, 1000]\n\n[actions]\nenviron_harvest = [\"kill_task\", \"revoke\"]\n").unwrap();
+        assert_eq!(config.api.allow_uids, [0, 1000]);
+        assert_eq!(config.actions.actions(Rule::EnvironHarvest), [Action::KillTask, Action::Revoke]);
+        assert_eq!(config.actions.actions(Rule::CrossTaskReuse), [Action::KillProcess], "unnamed rules keep defaults");
+        let error = parse("[actions]\ncross_task_reuse = [\"alert\", \"nuke\"]\n").unwrap_err();
+        assert!(error.starts_with("credwatch.toml:2: actions.cross_task_reuse[1]: unknown action \"nuke\""), "{error}");
+        let error = parse("\n[actions]\nreuse = [\"alert\"]\n").unwrap_err();
+        assert!(error.starts_with("credwatch.toml:3: actions.reuse: unknown rule"), "{error}");
+        let error = parse("[api]\nsocket = 5\n").unwrap_err();
+        assert!(error.starts_with("credwatch.toml:2: api.socket: "), "{error}");
+    }
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("credwatch.toml")).map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn an_empty_file_is_the_default() {
+        assert_eq!(parse("").unwrap(), Config::default());
+        assert_eq!(Config::default().mode, Mode::Auto);
+        assert!(Config::default().catalogue.defaults);
+    }
+
+    #[test]
+    fn a_full_file_is_read_into_every_field() {
+        let text = r#"
+mode = "enforce"
+state_dir = "/var/lib/cw"
+key_file = "/etc/credwatch/fleet.key"
+
+[catalogue]
+defaults = false
+files = ["~/.myapp/token", "/etc/myapp/*.key"]
+exclude = ["~/.myapp/*.pub", "*.example"]
+env = ["MYAPP_*_KEY"]
+dotenv_roots = ["/srv/agents"]
+dotenv_depth = 3
+homes = ["/home/agent"]
+"#;
+        let config = parse(text).unwrap();
+        assert_eq!(
+            config,
+            Config {
+                mode: Mode::Enforce,
+                state_dir: PathBuf::from("/var/lib/cw"),
+                key_file: Some(PathBuf::from("/etc/credwatch/fleet.key")),
+                catalogue: CatalogueConfig {
+                    defaults: false,
+                    files: vec![
+                        PathPattern::parse("~/.myapp/token").unwrap(),
+                        PathPattern::parse("/etc/myapp/*.key").unwrap()
+                    ],
+                    exclude: vec![
+                        ExcludePattern::parse("~/.myapp/*.pub").unwrap(),
+                        ExcludePattern::parse("*.example").unwrap()
+                    ],
+                    env: vec![NamePattern::parse("MYAPP_*_KEY").unwrap()],
+                    dotenv_roots: vec![PathBuf::from("/srv/agents")],
+                    dotenv_depth: 3,
+                    homes: Some(vec![PathBuf::from("/home/agent")]),
+                },
+                api: ApiConfig::default(),
+                actions: ActionPlan::default(),
+            }
+        );
+    }
+
+    #[test]
+    fn a_relative_file_pattern_is_named_with_its_line_and_index() {
+        let text = "mode = \"auto\"\n\n[catalogue]\nfiles = [\n  \"~/.myapp/token\",\n  \"myapp/*.key\",\n]\n";
+        assert_eq!(
+            parse(text).unwrap_err(),
+            r#"credwatch.toml:6: catalogue.files[1]: pattern "myapp/*.key" must be absolute or start with ~/"#
+        );
+    }
+
+    #[test]
+    fn a_recursive_pattern_is_refused() {
+        let error = parse("[catalogue]\nfiles = [\"/srv/**/.env\"]\n").unwrap_err();
+        assert!(
+            error.starts_with("credwatch.toml:2: catalogue.files[0]: pattern \"/srv/**/.env\" uses `**`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_empty_env_pattern_is_refused() {
+        assert_eq!(
+            parse("[catalogue]\nenv = [\"A_*\", \"\"]\n").unwrap_err(),
+            "credwatch.toml:2: catalogue.env[1]: pattern is empty"
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_is_named() {
+        let error = parse("mode = \"auto\"\n[catalogue]\ndefaults = true\nfiels = []\n").unwrap_err();
+        assert!(error.starts_with("credwatch.toml:4: catalogue.fiels: unknown field `fiels`"), "{error}");
+        let error = parse("colour = 1\n").unwrap_err();
+        assert!(error.starts_with("credwatch.toml:1: colour: unknown field `colour`"), "{error}");
+    }
+
+    #[test]
+    fn a_wrong_type_is_named() {
+        let error = parse("[catalogue]\n\ndefaults = \"yes\"\n").unwrap_err();
+        assert!(
+            error.starts_with("credwatch.toml:3: catalogue.defaults: invalid type: string \"yes\", expected a boolean"),
+            "{error}"
+        );
+        let error = parse("[catalogue]\nfiles = [\"/a\", 3]\n").unwrap_err();
+        assert!(
+            error.starts_with("credwatch.toml:2: catalogue.files[1]: invalid type: integer `3`, expected a string"),
+            "{error}"
+        );
+        let error = parse("catalogue = 5\n").unwrap_err();
+        assert!(
+            error.starts_with("credwatch.toml:1: catalogue: invalid type: integer `5`, expected a table"),
+            "{error}"
+        );
+        let error = parse("[catalogue]\ndotenv_depth = -1\n").unwrap_err();
+        assert!(error.starts_with("credwatch.toml:2: catalogue.dotenv_depth: "), "{error}");
+    }
+
+    #[test]
+    fn a_bad_mode_is_named() {
+        let error = parse("\nmode = \"strict\"\n").unwrap_err();
+        assert!(
+            error.starts_with("credwatch.toml:2: mode: unknown variant `strict`, expected `auto` or `enforce`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn relative_and_parent_paths_are_refused() {
+        assert_eq!(
+            parse("state_dir = \"var/lib\"\n").unwrap_err(),
+            r#"credwatch.toml:1: state_dir: path "var/lib" must be absolute"#
+        );
+        assert_eq!(
+            parse("[catalogue]\nhomes = [\"/home/../etc\"]\n").unwrap_err(),
+            r#"credwatch.toml:2: catalogue.homes[0]: path "/home/../etc" must not contain `..`"#
+        );
+        assert_eq!(
+            parse("[catalogue]\ndotenv_depth = 9\n").unwrap_err(),
+            "credwatch.toml:2: catalogue.dotenv_depth: 9 is deeper than the maximum, 8"
+        );
+    }
+
+    #[test]
+    fn a_syntax_error_gives_its_line() {
+        let error = parse("mode = \"auto\"\n[catalogue\n").unwrap_err();
+        assert!(error.starts_with("credwatch.toml:2: "), "{error}");
+    }
+
+    #[test]
+    fn load_names_a_missing_file() {
+        let error = Config::load(Path::new("/nonexistent/credwatch.toml")).unwrap_err().to_string();
+        assert!(error.starts_with("cannot read config file /nonexistent/credwatch.toml: "), "{error}");
+    }
+}

@@ -1,0 +1,320 @@
+//! Answers to control requests, and the restore of persisted tasks at start.
+
+use std::{collections::BTreeSet, net::ToSocketAddrs as _, path::Path, str::FromStr as _};
+
+use serde_json::json;
+use tracing::info;
+
+use super::{
+    clock,
+    control::{duration_text, Caller, ControlError, ControlReply, ControlRequest, TaskRequest, TokenRequest},
+    kernel_sync,
+    tasks::TaskEntry,
+    Daemon, DaemonError,
+};
+use crate::{
+    catalogue::pattern::{EnvPatterns, NamePattern},
+    engine::{Destination, Effect, Grant, Input, TaskId, TaskSpec, TaskState},
+    event::{EnvScan, EnvSecret, KernelAction, SecretId},
+    procfs,
+    secrets::environ::scan_environ,
+};
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ControlError {
+    ControlError::Invalid { field: field.into(), message: message.into() }
+}
+
+fn valid_task_id(id: &str) -> bool {
+    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_secs())
+}
+
+/// `allow` entries: a CIDR or address (with an optional port), or `HOST:PORT` resolved now.
+fn destinations(allow: &[String]) -> Result<Vec<Destination>, ControlError> {
+    let mut out = Vec::new();
+    for (index, text) in allow.iter().enumerate() {
+        let field = format!("allow[{index}]");
+        match Destination::from_str(text) {
+            Ok(destination) => out.push(destination),
+            Err(parse_error) => {
+                let Some((host, port)) = text.rsplit_once(':') else {
+                    return Err(invalid(field, parse_error.to_string()));
+                };
+                let port: u16 = port.parse().map_err(|_| invalid(&field, format!("{port:?} is not a port")))?;
+                let addresses = (host, port)
+                    .to_socket_addrs()
+                    .map_err(|error| invalid(&field, format!("cannot resolve {host:?}: {error}")))?;
+                for address in addresses {
+                    let exact = address.to_string();
+                    out.push(Destination::from_str(&exact).map_err(|error| invalid(&field, error.to_string()))?);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl Daemon {
+    pub(super) fn handle_control(&mut self, request: ControlRequest) -> Result<ControlReply, DaemonError> {
+        Ok(match request {
+            ControlRequest::StartTask { request, caller } => self.start_task(request, caller),
+            ControlRequest::EndTask { id, caller } => self.end_task(&TaskId(id), caller),
+            ControlRequest::ListTasks => Ok(self.list_tasks()),
+            ControlRequest::RegisterToken { request, caller } => self.register_token(request, caller),
+            ControlRequest::Status => Ok(self.status()),
+        })
+    }
+
+    /// A process inside a task must never steer tasks: an agent could otherwise end its own task
+    /// or grant itself secrets.
+    fn check_caller(&mut self, caller: Caller) -> Result<(), ControlError> {
+        let task = self.sensors.maps_mut().task_of(caller.pid).map(|handle| format!("kernel task {handle}"));
+        let task = task.or_else(|| self.engine.task_of_pid(caller.pid).map(|(id, _)| id.to_string()));
+        match task {
+            Some(task) => Err(ControlError::Forbidden(format!(
+                "process {} is a member of {task}; a task's processes cannot register, end or change tasks",
+                caller.pid
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn start_task(&mut self, request: TaskRequest, caller: Caller) -> ControlReply {
+        self.check_caller(caller)?;
+        let id = TaskId(request.id.clone());
+        if !valid_task_id(&request.id) {
+            return Err(invalid("id", "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -"));
+        }
+        if self.tasks.is_active(&id) {
+            return Err(ControlError::Conflict(format!("task {id} is already active")));
+        }
+        let mut roots = Vec::new();
+        if let Some(pid) = request.root_pid {
+            procfs::exec_id(pid).ok_or_else(|| invalid("root_pid", format!("no process {pid}")))?;
+            roots.push(pid);
+        }
+        if let Some(cgroup) = &request.cgroup {
+            roots.extend(cgroup_pids(Path::new(cgroup)).map_err(|message| invalid("cgroup", message))?);
+        }
+        if request.root_pid.is_none() && request.cgroup.is_none() {
+            return Err(invalid("root_pid", "a task needs a root_pid or a cgroup"));
+        }
+        let mut granted = Vec::new();
+        let mut granted_files = Vec::new();
+        for (index, path) in request.secrets.iter().enumerate() {
+            let secret = self.grant_file(Path::new(path)).map_err(|message| invalid(format!("secrets[{index}]"), message))?;
+            granted_files.push(secret);
+            granted.push(Grant::File { secret });
+        }
+        granted.extend(self.env_grants(&request.env, roots.first().copied())?);
+        let allowed = request.allow.as_deref().map(destinations).transpose()?;
+        let spec = TaskSpec {
+            id: id.clone(),
+            owner: request.owner.clone().unwrap_or_else(|| format!("uid:{}", caller.uid)),
+            roots,
+            cgroup: request.cgroup.clone(),
+            granted,
+            allowed,
+            ttl_ns: request.ttl.map(|ttl| ttl.as_nanos() as u64),
+        };
+        let handle = self.tasks.next_handle();
+        let started_ns = clock::boottime_ns();
+        let entry = TaskEntry {
+            handle,
+            state: TaskState::Active,
+            request,
+            spec: spec.clone(),
+            granted_files,
+            started_ns,
+            started_unix: unix_now(),
+            members: BTreeSet::new(),
+        };
+        let previous = self.tasks.get(&id).cloned();
+        self.tasks.insert(entry);
+        if let Some(rejection) = self.feed_task(started_ns, spec)? {
+            match previous {
+                Some(previous) => self.tasks.insert(previous),
+                None => self.tasks.remove(&id),
+            }
+            return Err(ControlError::Conflict(rejection));
+        }
+        self.save_registry();
+        info!(task = %id, handle, "task started");
+        Ok(self.task_json(self.tasks.get(&id).expect("just inserted")))
+    }
+
+    /// Feeds a task start to the engine; `Some(reason)` if the engine rejected it.
+    fn feed_task(&mut self, at_ns: u64, task: TaskSpec) -> Result<Option<String>, ControlError> {
+        let outcome = self.engine.apply(&Input::TaskStarted { at_ns, task: task.clone() });
+        let rejection = outcome.effects.iter().find_map(|effect| match effect {
+            Effect::Rejected(rejection) => Some(rejection.to_string()),
+            _ => None,
+        });
+        if let Some(recorder) = &mut self.recorder {
+            recorder.write(&Input::TaskStarted { at_ns, task }).map_err(|error| ControlError::Internal(error.to_string()))?;
+        }
+        kernel_sync::apply(&outcome.effects, self.sensors.maps_mut(), &mut self.watched, &mut self.tasks, &self.plan);
+        Ok(rejection)
+    }
+
+    /// The id of the secret file at `path`, watching it if the catalogue does not.
+    fn grant_file(&mut self, path: &Path) -> Result<SecretId, String> {
+        if !path.is_absolute() {
+            return Err(format!("{} is not an absolute path", path.display()));
+        }
+        if let Some(id) = self.secret_at(path) {
+            return Ok(id);
+        }
+        let changes = self.secret_files.grant(path).map_err(|error| error.to_string())?;
+        self.apply_file_changes(changes).map_err(|error| error.to_string())?;
+        self.secret_at(path).ok_or_else(|| format!("{} cannot be watched", path.display()))
+    }
+
+    /// Env grants: each name's value in the root's environment, fingerprinted now; a name not
+    /// set there is bound to the first value a member of the task is seen with.
+    fn env_grants(&self, names: &[String], root: Option<u32>) -> Result<Vec<Grant>, ControlError> {
+        let mut patterns = Vec::new();
+        for (index, name) in names.iter().enumerate() {
+            if name.is_empty() || name.contains(['=', '*', '\0']) {
+                return Err(invalid(format!("env[{index}]"), format!("{name:?} is not a variable name")));
+            }
+            patterns.push(NamePattern::parse(name).map_err(|error| invalid(format!("env[{index}]"), error.to_string()))?);
+        }
+        let found = match root {
+            Some(pid) if !names.is_empty() => match scan_environ(pid, &EnvPatterns::new(patterns), &self.key) {
+                EnvScan::Scanned { secrets } => secrets,
+                EnvScan::Unreadable | EnvScan::NotScanned => Vec::new(),
+            },
+            _ => Vec::new(),
+        };
+        Ok(names
+            .iter()
+            .map(|name| Grant::Env {
+                name: name.clone(),
+                fingerprint: found.iter().find(|secret| &secret.name == name).map(|EnvSecret { fingerprint, .. }| *fingerprint),
+            })
+            .collect())
+    }
+
+    fn end_task(&mut self, id: &TaskId, caller: Caller) -> ControlReply {
+        self.check_caller(caller)?;
+        let Some(entry) = self.tasks.get(id) else {
+            return Err(ControlError::NotFound(id.to_string()));
+        };
+        if entry.state == TaskState::Active {
+            self.tasks.finish(id, TaskState::Ended);
+            let at_ns = clock::boottime_ns();
+            self.input(Input::TaskEnded { at_ns, id: id.clone() }, KernelAction::None)
+                .map_err(|error| ControlError::Internal(error.to_string()))?;
+            kernel_sync::end_bindings(id, self.sensors.maps_mut(), &mut self.watched, &self.tasks, &self.plan);
+            self.save_registry();
+            info!(task = %id, "task ended");
+        }
+        Ok(self.task_json(self.tasks.get(id).expect("present")))
+    }
+
+    fn register_token(&mut self, request: TokenRequest, caller: Caller) -> ControlReply {
+        self.check_caller(caller)?;
+        let TokenRequest { task, label, value } = request;
+        let fingerprint = self.key.fingerprint(value.as_bytes());
+        drop(zeroize::Zeroizing::new(value));
+        let id = TaskId(task);
+        if !self.tasks.is_active(&id) {
+            return Err(ControlError::NotFound(id.to_string()));
+        }
+        let grant = Grant::Token { fingerprint, label: label.clone() };
+        self.input(Input::GrantAdded { at_ns: clock::boottime_ns(), task: id.clone(), grant }, KernelAction::None)
+            .map_err(|error| ControlError::Internal(error.to_string()))?;
+        Ok(json!({ "task": id, "label": label, "fingerprint_prefix": fingerprint.prefix() }))
+    }
+
+    fn task_json(&self, entry: &TaskEntry) -> serde_json::Value {
+        let TaskEntry { handle, state, request, spec, granted_files: _, started_ns: _, started_unix, members } = entry;
+        let members_alive = self.sensors_members(*handle);
+        json!({
+            "id": spec.id,
+            "state": state,
+            "owner": spec.owner,
+            "handle": handle,
+            "root_pid": request.root_pid,
+            "cgroup": request.cgroup,
+            "secrets": request.secrets,
+            "env": request.env,
+            "allow": spec.allowed,
+            "ttl": request.ttl.map(duration_text::format),
+            "started_unix": started_unix,
+            "members_seen": members.len(),
+            "members_alive": members_alive,
+        })
+    }
+
+    fn sensors_members(&self, handle: u32) -> usize {
+        self.sensors.maps().members_of(handle).len()
+    }
+
+    fn list_tasks(&self) -> serde_json::Value {
+        serde_json::Value::Array(self.tasks.entries().map(|entry| self.task_json(entry)).collect())
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let lost = self.sensors.lost().unwrap_or_default();
+        let engine = self.engine.stats();
+        json!({
+            "tier": self.tier,
+            "tasks": self.tasks.counts(),
+            "secrets": {
+                "files_watched": self.watched.count(),
+                "known": self.engine.secrets_known(),
+                "bindings": self.engine.bindings(),
+                "files": self.secret_files.stats(),
+            },
+            "processes_tracked": self.engine.processes_tracked(),
+            "daemon": self.counters,
+            "kernel": {
+                "lost": lost.iter().collect::<std::collections::BTreeMap<_, _>>(),
+                "decode_errors": self.sensors.decode_errors(),
+                "gaps": self.sensors.gaps().iter().map(|gap| json!({"capability": gap.capability, "reason": gap.reason})).collect::<Vec<_>>(),
+            },
+            "engine": engine,
+        })
+    }
+
+    /// Re-registers persisted tasks after a restart: their members still alive rejoin them in
+    /// the kernel and the engine; ended and expired ones are kept so post-task reuse is caught.
+    pub(super) fn restore_tasks(&mut self, entries: Vec<TaskEntry>) -> Result<(), DaemonError> {
+        let now = clock::boottime_ns();
+        for mut entry in entries {
+            // Boot time restarts at 0 after a reboot: such a task's processes are all gone.
+            if entry.started_ns > now && entry.state == TaskState::Active {
+                entry.state = TaskState::Ended;
+            }
+            let alive: Vec<u32> =
+                entry.members.iter().filter(|&&member| procfs::is_alive(member)).map(|member| member.tgid).collect();
+            let mut spec = entry.spec.clone();
+            spec.roots = alive;
+            let (id, state, started_ns) = (spec.id.clone(), entry.state, entry.started_ns.min(now));
+            self.tasks.insert(entry);
+            if let Some(rejection) = self.feed_task(started_ns, spec).map_err(|error| DaemonError::Restore(error.to_string()))? {
+                tracing::warn!(task = %id, %rejection, "cannot restore task");
+                continue;
+            }
+            if state != TaskState::Active {
+                self.input(Input::TaskEnded { at_ns: now, id: id.clone() }, KernelAction::None)?;
+                self.tasks.finish(&id, state);
+                kernel_sync::end_bindings(&id, self.sensors.maps_mut(), &mut self.watched, &self.tasks, &self.plan);
+            }
+            info!(task = %id, ?state, "task restored");
+        }
+        Ok(())
+    }
+}
+
+/// The pids in a cgroup v2 directory.
+fn cgroup_pids(dir: &Path) -> Result<Vec<u32>, String> {
+    let procs = dir.join("cgroup.procs");
+    let text = std::fs::read_to_string(&procs).map_err(|error| format!("cannot read {}: {error}", procs.display()))?;
+    Ok(text.lines().filter_map(|line| line.trim().parse().ok()).collect())
+}

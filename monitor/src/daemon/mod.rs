@@ -1,0 +1,314 @@
+//! The running daemon: sensors → engine → actions and exports, and the control requests that
+//! register and end tasks. One loop owns every piece of state, so nothing is shared mutably.
+
+pub mod clock;
+pub mod control;
+pub mod feed;
+mod handlers;
+mod kernel_sync;
+pub mod record;
+mod registry;
+pub mod respond;
+mod tasks;
+
+use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
+
+use tokio::sync::mpsc;
+use tracing::{debug, info, trace, warn};
+
+use self::{
+    control::ControlMessage,
+    feed::FindingsFeed,
+    kernel_sync::WatchedFiles,
+    record::{RecordError, Recorder},
+    registry::{Registry, RegistryError},
+    respond::{respond, Responders},
+    tasks::TaskTable,
+};
+use crate::{
+    actions::plan::ActionPlan,
+    catalogue::{self, pattern::EnvPatterns, Catalogue},
+    config::{Config, Mode},
+    doctor::{self, Tier},
+    engine::{Engine, EngineConfig, Input, SecretKind, SecretSpec},
+    event::{Event, EventKind, KernelAction, SecretId},
+    fingerprint::{FingerprintKey, KeyError},
+    secrets::{
+        environ::scan_environ,
+        files::{Change, FilesError, SecretFiles},
+    },
+    sensors::{loss::LossCounts, SensorError, SensorOptions, Sensors},
+};
+
+/// How often time passes for the engine with no other input (TTL expiry).
+const TICK: Duration = Duration::from_secs(1);
+/// How often the kernel's loss counters are read and reported.
+const LOSS_CHECK: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Tier(#[from] doctor::TierError),
+    #[error("cannot load the fingerprint key")]
+    Key(#[from] KeyError),
+    #[error("cannot start the sensors")]
+    Sensors(#[from] SensorError),
+    #[error("cannot find the users' home directories")]
+    Homes(#[from] catalogue::homes::HomesError),
+    #[error("cannot watch the secret files")]
+    Files(#[from] FilesError),
+    #[error("cannot use the task registry")]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error("cannot restore persisted tasks: {0}")]
+    Restore(String),
+}
+
+pub struct DaemonOptions {
+    pub config: Config,
+    pub ring_buffer_bytes: u32,
+    pub record: Option<PathBuf>,
+}
+
+/// Counters of what the daemon itself could not see or do; exported by `status` and metrics.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct DaemonCounters {
+    pub events: u64,
+    pub execs_env_scanned: u64,
+    /// Execs whose `/proc/PID/environ` could not be read (the process was already gone).
+    pub execs_env_unreadable: u64,
+    pub findings: u64,
+    pub control_requests: u64,
+}
+
+pub struct Daemon {
+    tier: Tier,
+    sensors: Sensors,
+    engine: Engine,
+    secret_files: SecretFiles,
+    env_patterns: EnvPatterns,
+    key: FingerprintKey,
+    watched: WatchedFiles,
+    tasks: TaskTable,
+    registry: Registry,
+    recorder: Option<Recorder>,
+    feed: FindingsFeed,
+    plan: ActionPlan,
+    counters: DaemonCounters,
+    reported_loss: LossCounts,
+    batch: Vec<Event>,
+}
+
+impl Daemon {
+    /// Probes the kernel, loads the sensors, resolves the catalogue and restores persisted tasks.
+    /// Must run inside a tokio runtime.
+    pub fn start(options: DaemonOptions) -> Result<Self, DaemonError> {
+        let DaemonOptions { config, ring_buffer_bytes, record } = options;
+        let plan = config.actions.clone();
+        let tier = doctor::inspect().tier()?;
+        let key = FingerprintKey::for_config(&config)?;
+        let sensors = Sensors::load(SensorOptions { ring_buffer_bytes, ignored_tgid: Some(std::process::id()) })?;
+        for gap in sensors.gaps() {
+            warn!(capability = gap.capability, reason = %gap.reason, "sensor gap");
+        }
+        let catalogue = Catalogue::from_config(&config.catalogue);
+        let homes = catalogue::homes::resolve(config.catalogue.homes.as_deref())?;
+        let secret_files = SecretFiles::new(&catalogue, &homes)?;
+        let engine = Engine::new(EngineConfig { auto_mode: config.mode == Mode::Auto });
+        let registry = Registry::new(&config.state_dir);
+        let recorder = record.as_deref().map(Recorder::create).transpose()?;
+        let mut daemon = Self {
+            tier,
+            sensors,
+            engine,
+            secret_files,
+            env_patterns: catalogue.env.clone(),
+            key,
+            watched: WatchedFiles::default(),
+            tasks: TaskTable::default(),
+            registry,
+            recorder,
+            feed: FindingsFeed::default(),
+            plan,
+            counters: DaemonCounters::default(),
+            reported_loss: LossCounts::default(),
+            batch: Vec::new(),
+        };
+        let initial = daemon.secret_files.initial();
+        daemon.apply_file_changes(initial)?;
+        let persisted = daemon.registry.load()?;
+        daemon.restore_tasks(persisted)?;
+        info!(tier = %tier, secrets = daemon.watched.count(), tasks = daemon.tasks.entries().count(), "sensors attached");
+        Ok(daemon)
+    }
+
+    pub fn feed(&self) -> FindingsFeed {
+        self.feed.clone()
+    }
+
+    /// Runs until `shutdown` resolves (to the name of what stopped it), answering `control`.
+    pub async fn run(
+        mut self,
+        mut control: mpsc::Receiver<ControlMessage>,
+        shutdown: impl Future<Output = &'static str>,
+    ) -> Result<(), DaemonError> {
+        let mut tick = tokio::time::interval(TICK);
+        let mut loss_check = tokio::time::interval(LOSS_CHECK);
+        tokio::pin!(shutdown);
+        let stop = loop {
+            tokio::select! {
+                stop = &mut shutdown => break stop,
+                result = self.sensors.next_batch(&mut self.batch) => {
+                    result?;
+                    self.handle_batch()?;
+                }
+                changes = self.secret_files.changes() => self.apply_file_changes(changes?)?,
+                Some(ControlMessage { request, reply }) = control.recv() => {
+                    self.counters.control_requests += 1;
+                    let answer = self.handle_control(request)?;
+                    // The caller may have gone away; its request was still carried out.
+                    let _ = reply.send(answer);
+                }
+                _ = tick.tick() => self.input(Input::Tick { at_ns: clock::boottime_ns() }, KernelAction::None)?,
+                _ = loss_check.tick() => self.report_losses(),
+            }
+        };
+        info!(signal = stop, "stopping");
+        self.save_registry();
+        if let Some(recorder) = &mut self.recorder {
+            recorder.flush()?;
+        }
+        drop(self);
+        info!("sensors detached");
+        Ok(())
+    }
+
+    fn handle_batch(&mut self) -> Result<(), DaemonError> {
+        let mut batch = std::mem::take(&mut self.batch);
+        for mut event in batch.drain(..) {
+            self.counters.events += 1;
+            log_event(&event);
+            let kernel_action = match &mut event.kind {
+                EventKind::Exec(exec) => {
+                    exec.env = scan_environ(event.process.tgid, &self.env_patterns, &self.key);
+                    match exec.env {
+                        crate::event::EnvScan::Unreadable => self.counters.execs_env_unreadable += 1,
+                        _ => self.counters.execs_env_scanned += 1,
+                    }
+                    KernelAction::None
+                }
+                EventKind::Exit(_) => {
+                    if let Err(error) = self.sensors.maps_mut().clear_verdict(event.process.tgid) {
+                        warn!(%error, "cannot clear a kill verdict");
+                    }
+                    KernelAction::None
+                }
+                EventKind::SecretOpen(open) => open.kernel_action,
+                EventKind::Fork(_) | EventKind::Harvest(_) | EventKind::Connect(_) => KernelAction::None,
+            };
+            self.input(Input::Event(event), kernel_action)?;
+        }
+        self.batch = batch;
+        if let Some(recorder) = &mut self.recorder {
+            recorder.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Feeds one input to the engine and carries out what it decided.
+    fn input(&mut self, input: Input, kernel_action: KernelAction) -> Result<(), DaemonError> {
+        let outcome = self.engine.apply(&input);
+        let is_idle_tick = matches!(input, Input::Tick { .. }) && outcome.findings.is_empty() && outcome.effects.is_empty();
+        if let (Some(recorder), false) = (&mut self.recorder, is_idle_tick) {
+            recorder.write(&input)?;
+        }
+        kernel_sync::apply(&outcome.effects, self.sensors.maps_mut(), &mut self.watched, &mut self.tasks, &self.plan);
+        if outcome.effects.iter().any(|effect| matches!(effect, crate::engine::Effect::TaskExpired { .. })) {
+            self.save_registry();
+        }
+        for finding in outcome.findings {
+            self.counters.findings += 1;
+            let mut with = Responders { maps: self.sensors.maps_mut(), tasks: &self.tasks, tier: self.tier };
+            let report = respond(finding, kernel_action, &self.plan, &mut with);
+            let line = serde_json::to_string(&report).expect("reports always serialize");
+            warn!(
+                rule = report.finding.rule.name(),
+                severity = %report.finding.severity,
+                pid = report.finding.process.tgid,
+                task = report.finding.task.as_ref().map(|task| task.0.as_str()),
+                secret = %report.finding.secret.name,
+                detail = %report.finding.detail,
+                "finding"
+            );
+            self.feed.publish(Arc::from(line));
+        }
+        Ok(())
+    }
+
+    fn apply_file_changes(&mut self, changes: Vec<Change>) -> Result<(), DaemonError> {
+        for change in changes {
+            match change {
+                Change::Watch { id, path, inode } => {
+                    self.watched.add(self.sensors.maps_mut(), id, inode);
+                    let path = path.display().to_string();
+                    let secret = SecretSpec { id, name: path.clone(), kind: SecretKind::File { inode, path }, fingerprint: None };
+                    self.input(Input::SecretWatched { at_ns: clock::boottime_ns(), secret }, KernelAction::None)?;
+                }
+                Change::Unwatch { id, inode } => self.watched.remove(self.sensors.maps_mut(), id, inode),
+            }
+        }
+        Ok(())
+    }
+
+    fn report_losses(&mut self) {
+        match self.sensors.lost() {
+            Ok(lost) if lost != self.reported_loss => {
+                for (kind, count) in lost.iter().filter(|&(_, count)| count > 0) {
+                    warn!(kind, lost = count, "ring buffer full: events lost since start");
+                }
+                self.reported_loss = lost;
+            }
+            Ok(_) => {}
+            Err(error) => warn!(%error, "cannot read the loss counters"),
+        }
+    }
+
+    fn save_registry(&mut self) {
+        let entries: Vec<_> = self.tasks.entries().collect();
+        if let Err(error) = self.registry.save(&entries) {
+            warn!(error = %crate::cli::ErrorChain(&error), "cannot persist the task registry");
+        }
+    }
+
+    /// The id of the watched secret file at `path`, if any.
+    fn secret_at(&self, path: &std::path::Path) -> Option<SecretId> {
+        self.secret_files.id_of(path)
+    }
+}
+
+/// One debug line per event (trace for forks): what `--log debug` shows.
+fn log_event(event: &Event) {
+    let Event { process, kind, .. } = event;
+    match kind {
+        EventKind::Exec(exec) => debug!(
+            pid = process.tgid,
+            ppid = exec.parent.tgid,
+            uid = exec.uid,
+            filename = %exec.filename,
+            argv0 = %exec.argv0,
+            "exec"
+        ),
+        EventKind::Fork(fork) => trace!(pid = process.tgid, child = fork.child.tgid, "fork"),
+        EventKind::Exit(exit) => debug!(pid = process.tgid, status = %exit.status, "exit"),
+        EventKind::SecretOpen(open) => {
+            debug!(pid = process.tgid, secret = open.secret.0, path = %open.path, "secret open")
+        }
+        EventKind::Harvest(harvest) => {
+            debug!(pid = process.tgid, target = harvest.target, kind = ?harvest.kind, "harvest")
+        }
+        EventKind::Connect(connect) => {
+            debug!(pid = process.tgid, destination = %connect.destination, "connect")
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! What the daemon does with a finding: the configured actions per rule, then publication.
+
+use serde::Serialize;
+use tracing::warn;
+
+use super::tasks::TaskTable;
+use crate::{
+    actions::{
+        kill::{kill_process, kill_task, KillOutcome},
+        plan::{Action, ActionPlan},
+    },
+    doctor::Tier,
+    engine::Finding,
+    event::KernelAction,
+    sensors::maps::KernelMaps,
+};
+
+/// What became of one action.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ActionResult {
+    pub action: Action,
+    /// `killed_in_kernel`, `signalled`, `gone`, `killed_n`, `queued`, `published`, `failed`, ...
+    pub result: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// A finding as it is published: the engine's finding and what was done about it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    #[serde(flatten)]
+    pub finding: Finding,
+    pub actions: Vec<ActionResult>,
+}
+
+/// Everything an action may touch.
+pub struct Responders<'a> {
+    pub maps: &'a mut KernelMaps,
+    pub tasks: &'a TaskTable,
+    pub tier: Tier,
+}
+
+/// Carries out the plan for `finding`. `kernel_action` is what the kernel already did to the
+/// event that fired it.
+pub fn respond(finding: Finding, kernel_action: KernelAction, plan: &ActionPlan, with: &mut Responders<'_>) -> Report {
+    let mut results = Vec::new();
+    for &action in plan.actions(finding.rule) {
+        let result = match action {
+            Action::Alert => done(action, "published"),
+            Action::KillProcess | Action::Deny if kernel_action == KernelAction::Killed => {
+                done(action, "killed_in_kernel")
+            }
+            Action::Deny if kernel_action == KernelAction::Denied => done(action, "denied_in_kernel"),
+            Action::KillProcess => kill_one(action, &finding, with, None),
+            Action::Deny => kill_one(
+                action,
+                &finding,
+                with,
+                Some(format!("deny needs the LSM tier; the {} tier killed the process instead", tier_name(with.tier))),
+            ),
+            Action::KillTask => kill_all(&finding, with),
+            Action::Revoke => ActionResult {
+                action,
+                result: "unavailable".to_owned(),
+                detail: Some("no revocation webhook is configured".to_owned()),
+            },
+        };
+        results.push(result);
+    }
+    Report { finding, actions: results }
+}
+
+fn tier_name(tier: Tier) -> &'static str {
+    match tier {
+        Tier::Tracepoint => "tracepoint",
+        Tier::Lsm => "lsm",
+    }
+}
+
+fn done(action: Action, result: &str) -> ActionResult {
+    ActionResult { action, result: result.to_owned(), detail: None }
+}
+
+fn failed(action: Action, error: &dyn std::error::Error) -> ActionResult {
+    warn!(?action, %error, "action failed");
+    ActionResult { action, result: "failed".to_owned(), detail: Some(error.to_string()) }
+}
+
+fn kill_one(action: Action, finding: &Finding, with: &mut Responders<'_>, detail: Option<String>) -> ActionResult {
+    match kill_process(finding.process, with.maps) {
+        Ok(KillOutcome::Signalled) => ActionResult { action, result: "signalled".to_owned(), detail },
+        Ok(KillOutcome::Gone) => ActionResult { action, result: "gone".to_owned(), detail },
+        Err(error) => failed(action, &error),
+    }
+}
+
+fn kill_all(finding: &Finding, with: &mut Responders<'_>) -> ActionResult {
+    let action = Action::KillTask;
+    let Some(task) = &finding.task else {
+        return ActionResult { action, result: "no_task".to_owned(), detail: None };
+    };
+    let Some(handle) = with.tasks.handle(task) else {
+        return ActionResult { action, result: "no_task".to_owned(), detail: None };
+    };
+    match kill_task(handle, with.tasks.cgroup(task), with.maps) {
+        Ok(count) => done(action, &format!("killed_{count}")),
+        Err(error) => failed(action, &error),
+    }
+}

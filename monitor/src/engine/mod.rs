@@ -1,0 +1,386 @@
+//! The correlation engine: a process table, tasks, secrets and their bindings, turned into
+//! findings by the rules.
+//!
+//! It is pure: no I/O and no clock but the inputs' timestamps, so it runs the same on live
+//! events, on a recording (`credwatch replay`), in tests and in benchmarks. The same inputs in
+//! the same order give the same findings and effects.
+
+mod destinations;
+mod effect;
+mod finding;
+mod input;
+mod processes;
+mod rules;
+#[cfg(test)]
+mod scenario;
+mod secrets;
+mod stats;
+mod tasks;
+#[cfg(test)]
+mod tests;
+
+pub use destinations::{Destination, DestinationError};
+pub use effect::{Effect, Rejection};
+pub use finding::{Ancestor, Finding, Rule, SecretLabel, Severity, Sprawl};
+pub use input::Input;
+pub use secrets::{BindingKind, SecretKind, SecretSpec};
+pub use stats::{InputCounts, Stats};
+pub use tasks::{Grant, TaskCounts, TaskId, TaskSpec, TaskState};
+
+use processes::Processes;
+use rules::{SecretUse, Via};
+use secrets::{SecretKey, Secrets};
+use tasks::{Membership, TaskRef, Tasks};
+
+use crate::event::{
+    Connect, EnvScan, EnvSecret, Event, EventKind, Exec, ExecId, Exit, Fork, Harvest, KernelAction, SecretOpen,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// A secret no task was granted is bound to the first active task that uses it, until that
+    /// task ends; uses outside any task are then reported as `info` with sprawl counts.
+    pub auto_mode: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self { auto_mode: true }
+    }
+}
+
+/// What one input produced.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub findings: Vec<Finding>,
+    pub effects: Vec<Effect>,
+}
+
+#[derive(Debug)]
+pub struct Engine {
+    state: State,
+    /// The latest input time seen: inputs from several CPUs may arrive slightly out of order, and
+    /// a task must not come back to life.
+    now_ns: u64,
+    stats: Stats,
+}
+
+/// Everything the rules read.
+#[derive(Debug)]
+struct State {
+    config: EngineConfig,
+    processes: Processes,
+    tasks: Tasks,
+    secrets: Secrets,
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig) -> Self {
+        let state =
+            State { config, processes: Processes::default(), tasks: Tasks::default(), secrets: Secrets::default() };
+        Self { state, now_ns: 0, stats: Stats::default() }
+    }
+
+    pub fn apply(&mut self, input: &Input) -> Outcome {
+        let mut out = Outcome::default();
+        self.stats.inputs.count(input);
+        self.now_ns = self.now_ns.max(input.at_ns());
+        self.expire(&mut out);
+        match input {
+            Input::Event(event) => self.event(event, &mut out),
+            Input::TaskStarted { at_ns, task } => self.start_task(*at_ns, task, &mut out),
+            Input::TaskEnded { at_ns: _, id } => self.end_task(id, &mut out),
+            Input::GrantAdded { at_ns: _, task, grant } => self.add_grant(task, grant, &mut out),
+            Input::SecretWatched { at_ns: _, secret } => self.state.secrets.watch(secret),
+            Input::Tick { at_ns: _ } => {}
+        }
+        for finding in &out.findings {
+            *self.stats.findings.entry(finding.rule).or_default() += 1;
+        }
+        self.stats.rejected += out.effects.iter().filter(|effect| matches!(effect, Effect::Rejected(_))).count() as u64;
+        out
+    }
+
+    /// The task of a process the engine knows, and the task's state.
+    pub fn task_of(&self, process: ExecId) -> Option<(&TaskId, TaskState)> {
+        let task = self.state.tasks.get(self.state.processes.task_of(process)?);
+        Some((&task.id, task.state))
+    }
+
+    /// The task of the live process with this pid.
+    pub fn task_of_pid(&self, pid: u32) -> Option<(&TaskId, TaskState)> {
+        self.task_of(self.state.processes.live_by_pid(pid)?)
+    }
+
+    /// Processes in the table: live ones, and exited ones kept as ancestors of live ones.
+    pub fn processes_tracked(&self) -> usize {
+        self.state.processes.len()
+    }
+
+    pub fn task_counts(&self) -> TaskCounts {
+        self.state.tasks.counts()
+    }
+
+    /// Secrets the engine knows: watched, granted, or seen in an environment.
+    pub fn secrets_known(&self) -> usize {
+        self.state.secrets.len()
+    }
+
+    /// Secrets bound to a task.
+    pub fn bindings(&self) -> usize {
+        self.state.secrets.bound()
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    fn expire(&mut self, out: &mut Outcome) {
+        for task in self.state.tasks.expire_due(self.now_ns) {
+            out.effects.push(Effect::TaskExpired { task: self.task_id(task) });
+            self.release(task, out);
+        }
+    }
+
+    fn start_task(&mut self, at_ns: u64, spec: &TaskSpec, out: &mut Outcome) {
+        // The task API checks the owner; the cgroup is for the kill_task action.
+        let TaskSpec { id, owner: _, roots, cgroup: _, granted, allowed, ttl_ns } = spec;
+        let env_grants = granted
+            .iter()
+            .filter_map(|grant| match grant {
+                Grant::Env { name, fingerprint: None } => Some(name.clone()),
+                Grant::Env { name: _, fingerprint: Some(_) } | Grant::File { .. } | Grant::Token { .. } => None,
+            })
+            .collect();
+        let task = match self.state.tasks.start(id, at_ns, *ttl_ns, allowed.clone(), env_grants) {
+            Ok(task) => task,
+            Err(rejection) => return out.effects.push(Effect::Rejected(rejection)),
+        };
+        for grant in granted {
+            self.grant_to(grant, task, out);
+        }
+        for &pid in roots {
+            match self.state.processes.live_by_pid(pid) {
+                Some(root) => self.join(task, root, out),
+                None => match self.state.tasks.add_pending_root(pid, task) {
+                    Ok(()) => out.effects.push(Effect::TaskRootPending { task: id.clone(), pid }),
+                    Err(rejection) => out.effects.push(Effect::Rejected(rejection)),
+                },
+            }
+        }
+    }
+
+    /// Grants one more secret to an active task (a broker's token registered after the start).
+    fn add_grant(&mut self, id: &TaskId, grant: &Grant, out: &mut Outcome) {
+        match self.state.tasks.find(id).filter(|&task| self.state.tasks.is_active(task)) {
+            Some(task) => self.grant_to(grant, task, out),
+            None => out.effects.push(Effect::Rejected(Rejection::UnknownTask { task: id.clone() })),
+        }
+    }
+
+    fn grant_to(&mut self, grant: &Grant, task: TaskRef, out: &mut Outcome) {
+        let (key, name) = match grant {
+            Grant::File { secret } => (SecretKey::Watched(*secret), ""),
+            Grant::Env { name, fingerprint: Some(fingerprint) } => (self.state.secrets.key_of(*fingerprint), name.as_str()),
+            // Bound later, to the first value a member of the task is seen with.
+            Grant::Env { name: _, fingerprint: None } => return,
+            Grant::Token { fingerprint, label } => (self.state.secrets.key_of(*fingerprint), label.as_str()),
+        };
+        self.state.secrets.ensure(key, name);
+        self.grant(key, task, out);
+    }
+
+    fn end_task(&mut self, id: &TaskId, out: &mut Outcome) {
+        match self.state.tasks.end(id) {
+            Ok(Some(task)) => self.release(task, out),
+            Ok(None) => {}
+            Err(rejection) => out.effects.push(Effect::Rejected(rejection)),
+        }
+    }
+
+    /// Makes `root` and its live descendants not in an active task members of `task`.
+    fn join(&mut self, task: TaskRef, root: ExecId, out: &mut Outcome) {
+        let State { processes, tasks, .. } = &self.state;
+        if let Some(other) = processes.task_of(root).filter(|&other| other != task && tasks.is_active(other)) {
+            let rejection =
+                Rejection::RootInOtherTask { task: self.task_id(task), pid: root.tgid, other: self.task_id(other) };
+            return out.effects.push(Effect::Rejected(rejection));
+        }
+        let joining = processes.descendants(root).into_iter().filter(|&descendant| {
+            processes.task_of(descendant).is_none_or(|current| current != task && !tasks.is_active(current))
+        });
+        let joining: Vec<ExecId> = std::iter::once(root).chain(joining).collect();
+        for process in joining {
+            self.state.processes.set_task(process, task);
+            out.effects.push(Effect::TaskJoined { task: self.task_id(task), process });
+        }
+    }
+
+    fn grant(&mut self, key: SecretKey, task: TaskRef, out: &mut Outcome) {
+        let displaced = self.state.secrets.grant(key, task, &self.state.tasks);
+        let secret = self.state.secrets.label(key);
+        if let Some(previous) = displaced.filter(|&previous| previous != task) {
+            out.effects.push(Effect::SecretReleased { secret: secret.clone(), task: self.task_id(previous) });
+        }
+        out.effects.push(Effect::SecretBound { secret, task: self.task_id(task), binding: BindingKind::Granted });
+    }
+
+    fn release(&mut self, task: TaskRef, out: &mut Outcome) {
+        for key in self.state.secrets.release(task) {
+            out.effects
+                .push(Effect::SecretReleased { secret: self.state.secrets.label(key), task: self.task_id(task) });
+        }
+    }
+
+    fn event(&mut self, event: &Event, out: &mut Outcome) {
+        // Truncated strings and failed reads only degrade labels; the engine uses what arrived.
+        let Event { ktime_ns, process, thread: _, truncated: _, read_failed: _, kind } = event;
+        let (at_ns, process) = (*ktime_ns, *process);
+        match kind {
+            EventKind::Exec(Exec { parent, uid: _, filename, argv0: _, env }) => {
+                if self.state.processes.get(process).is_none() {
+                    self.stats.unknown_processes += 1;
+                    self.admit(process, Some(*parent), out);
+                }
+                self.state.processes.set_filename(process, filename);
+                match env {
+                    EnvScan::Scanned { secrets } => {
+                        for EnvSecret { name, fingerprint } in secrets {
+                            let key = self.state.secrets.key_of(*fingerprint);
+                            self.use_secret(at_ns, process, key, Via::Env { name }, true, out);
+                        }
+                    }
+                    EnvScan::NotScanned | EnvScan::Unreadable => {}
+                }
+            }
+            EventKind::Fork(Fork { child }) => {
+                self.see(process, out);
+                if self.state.processes.get(*child).is_none() {
+                    self.admit(*child, Some(process), out);
+                }
+            }
+            // A process unknown at exit never mattered: there is nothing to forget.
+            EventKind::Exit(Exit { status: _ }) => self.state.processes.exit(process),
+            EventKind::SecretOpen(SecretOpen { secret, inode: _, syscall: _, path, fd: _, kernel_action }) => {
+                self.see(process, out);
+                // A denied open gave the process nothing to hold; the attempt is still judged.
+                let holds = match kernel_action {
+                    KernelAction::None | KernelAction::Killed => true,
+                    KernelAction::Denied => false,
+                };
+                self.use_secret(at_ns, process, SecretKey::Watched(*secret), Via::Open { path }, holds, out);
+            }
+            EventKind::Harvest(Harvest { kind, target }) => {
+                self.see(process, out);
+                match self.state.processes.live_by_pid(*target) {
+                    Some(target) => {
+                        let draft = rules::harvest(&self.state, process, target, *kind);
+                        self.emit(at_ns, process, draft, out);
+                    }
+                    None => self.stats.unknown_harvest_targets += 1,
+                }
+            }
+            EventKind::Connect(Connect { syscall: _, destination }) => {
+                self.see(process, out);
+                let draft = rules::connect(&self.state, process, *destination);
+                self.emit(at_ns, process, draft, out);
+            }
+        }
+    }
+
+    /// Adds a process first seen acting, with its parent unknown.
+    fn see(&mut self, process: ExecId, out: &mut Outcome) {
+        if self.state.processes.get(process).is_none() {
+            self.stats.unknown_processes += 1;
+            self.admit(process, None, out);
+        }
+    }
+
+    fn admit(&mut self, process: ExecId, parent: Option<ExecId>, out: &mut Outcome) {
+        if self.state.processes.insert(process, parent) {
+            out.effects.push(Effect::ProcessHolds { process });
+        }
+        if let Some(task) = self.state.tasks.take_pending_root(process.tgid) {
+            self.join(task, process, out);
+        }
+    }
+
+    /// A process opened a secret or started with it in its environment: update bindings, held
+    /// secrets and sprawl, then let the rules judge the use.
+    fn use_secret(
+        &mut self,
+        at_ns: u64,
+        process: ExecId,
+        key: SecretKey,
+        via: Via<'_>,
+        holds: bool,
+        out: &mut Outcome,
+    ) {
+        let name = match via {
+            Via::Open { path } => path,
+            Via::Env { name } => name,
+        };
+        self.state.secrets.ensure(key, name);
+        let key = self.state.secrets.canonical(key);
+        let task = self.state.processes.task_of(process);
+        let membership = self.state.tasks.membership(task);
+        if let Membership::Active(task) = membership {
+            self.claim(key, task, &via, out);
+        }
+        if holds {
+            let change = self.state.processes.hold(process, key);
+            if change.first_hold {
+                out.effects.push(Effect::ProcessHolds { process });
+            }
+            self.state.secrets.record_use(key, task, change.first_use);
+        }
+        let draft = rules::secret_use(&self.state, &SecretUse { membership, key, via });
+        self.emit(at_ns, process, draft, out);
+    }
+
+    /// Binds the secret to the active task using it, when a grant by name or auto mode says so.
+    fn claim(&mut self, key: SecretKey, task: TaskRef, via: &Via<'_>, out: &mut Outcome) {
+        let State { config, tasks, secrets, .. } = &mut self.state;
+        if let Via::Env { name } = via {
+            if tasks.has_env_grant(task, name) && secrets.grantable_to(key, task, tasks) {
+                tasks.remove_env_grant(task, name);
+                return self.grant(key, task, out);
+            }
+        }
+        if config.auto_mode && secrets.claim(key, task) {
+            let secret = secrets.label(key);
+            out.effects.push(Effect::SecretBound { secret, task: self.task_id(task), binding: BindingKind::Auto });
+        }
+    }
+
+    /// Completes a rule's draft into a finding, unless the same one fired before for the process.
+    fn emit(&mut self, at_ns: u64, process: ExecId, draft: Option<rules::Draft>, out: &mut Outcome) {
+        let Some(rules::Draft { rule, severity, secret, owner_task, subject, destination, target, detail, sprawl }) =
+            draft
+        else {
+            return;
+        };
+        if !self.state.processes.first_firing(process, rule, subject) {
+            self.stats.suppressed_repeats += 1;
+            return;
+        }
+        out.findings.push(Finding {
+            rule,
+            severity,
+            at_ns,
+            process,
+            ancestry: self.state.processes.ancestry(process),
+            task: self.state.processes.task_of(process).map(|task| self.task_id(task)),
+            owner_task: owner_task.map(|task| self.task_id(task)),
+            secret: self.state.secrets.label(secret),
+            destination,
+            target,
+            detail,
+            sprawl: sprawl.then(|| self.state.secrets.sprawl(secret)).flatten(),
+        });
+    }
+
+    fn task_id(&self, task: TaskRef) -> TaskId {
+        self.state.tasks.get(task).id.clone()
+    }
+}

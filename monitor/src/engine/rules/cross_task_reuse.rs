@@ -1,0 +1,106 @@
+//! cross_task_reuse (critical): a secret bound to an active task is opened, or its value shows up
+//! in an environment at exec, in a process of another active task.
+
+use super::{action, actor, task_id, Draft, SecretUse};
+use crate::engine::{
+    finding::{Rule, Severity},
+    tasks::Membership,
+    State,
+};
+
+pub(super) fn check(state: &State, observed: &SecretUse<'_>) -> Option<Draft> {
+    let Membership::Active(task) = observed.membership else { return None };
+    let binding = state.secrets.binding(observed.key)?;
+    if binding.is_owner(task) {
+        return None;
+    }
+    let owner = binding.active_owner(&state.tasks)?;
+    let detail = format!(
+        "{} {}, which is bound to task {}",
+        actor(state, observed.membership),
+        action(state, observed),
+        task_id(state, owner)
+    );
+    Some(Draft::about_use(Rule::CrossTaskReuse, Severity::Critical, observed, Some(owner), detail))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::{
+        scenario::{fingerprint, task, Scenario, AWS},
+        Rule, Severity, TaskId,
+    };
+    use crate::event::SecretId;
+
+    /// Tasks a (pid 100, granted the AWS credentials) and b (pid 200) side by side.
+    fn two_tasks() -> Scenario {
+        let mut scenario = Scenario::new();
+        scenario
+            .watch_file(AWS, "/home/agent/.aws/credentials")
+            .spawn(1, 100)
+            .spawn(1, 200)
+            .start(task("a").root(100).file(AWS))
+            .start(task("b").root(200));
+        scenario
+    }
+
+    #[test]
+    fn another_task_opening_a_granted_file_is_cross_task_reuse() {
+        let mut scenario = two_tasks();
+        scenario.open(200, AWS);
+        let finding = scenario.only_finding();
+        assert_eq!(finding.rule, Rule::CrossTaskReuse);
+        assert_eq!(finding.severity, Severity::Critical);
+        assert_eq!(finding.process, scenario.id(200));
+        assert_eq!(finding.task, Some(TaskId("b".to_owned())));
+        assert_eq!(finding.owner_task, Some(TaskId("a".to_owned())));
+        assert_eq!(finding.secret.id, Some(SecretId(AWS)));
+        assert_eq!(finding.secret.name, "/home/agent/.aws/credentials");
+        assert_eq!(finding.detail, "a process of task b opened /home/agent/.aws/credentials, which is bound to task a");
+    }
+
+    #[test]
+    fn a_task_and_its_children_using_their_own_secret_stay_silent() {
+        let mut scenario = two_tasks();
+        scenario.open(100, AWS).spawn(100, 101).exec(101, "/usr/bin/aws", &[]).open(101, AWS);
+        scenario.assert_silent();
+    }
+
+    #[test]
+    fn a_granted_token_in_another_tasks_environment_is_cross_task_reuse() {
+        let token = fingerprint(0x5e);
+        let mut scenario = Scenario::new();
+        scenario
+            .spawn(1, 100)
+            .spawn(1, 200)
+            .start(task("a").root(100).token(token, "github deploy token"))
+            .start(task("b").root(200))
+            .spawn(200, 201)
+            .exec(201, "/usr/bin/git", &[("GH_TOKEN", token)]);
+        let finding = scenario.only_finding();
+        assert_eq!(finding.rule, Rule::CrossTaskReuse);
+        assert_eq!(finding.process, scenario.id(201));
+        assert_eq!(finding.task, Some(TaskId("b".to_owned())));
+        assert_eq!(finding.owner_task, Some(TaskId("a".to_owned())));
+        assert_eq!(finding.secret.id, None);
+        assert_eq!(finding.secret.name, "github deploy token");
+        assert_eq!(finding.secret.fingerprint_prefix.as_deref(), Some("5e5e5e5e"));
+    }
+
+    #[test]
+    fn in_auto_mode_the_first_task_to_use_a_secret_owns_it() {
+        let mut scenario = Scenario::new();
+        scenario
+            .watch_file(AWS, "/root/.aws/credentials")
+            .spawn(1, 100)
+            .spawn(1, 200)
+            .start(task("a").root(100))
+            .start(task("b").root(200))
+            .open(100, AWS);
+        scenario.assert_silent();
+        scenario.open(200, AWS);
+        let finding = scenario.only_finding();
+        assert_eq!(finding.rule, Rule::CrossTaskReuse);
+        assert_eq!(finding.owner_task, Some(TaskId("a".to_owned())));
+    }
+}

@@ -1,0 +1,228 @@
+//! Tasks: units of agent work, their lifetime and what they were granted.
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use super::{destinations::Destination, effect::Rejection};
+use crate::event::{Fingerprint, SecretId};
+
+/// A task's name, chosen by whoever registered it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TaskId(pub String);
+
+impl std::fmt::Display for TaskId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A task as registered through the task API.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub id: TaskId,
+    /// Who registered the task.
+    pub owner: String,
+    /// Pids of the task's first processes; their descendants join the task.
+    #[serde(default)]
+    pub roots: Vec<u32>,
+    /// The task's own cgroup, when it has one (used to kill the whole task).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    #[serde(default)]
+    pub granted: Vec<Grant>,
+    /// `None`: processes holding a secret may connect anywhere. `Some(empty)`: nowhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed: Option<Vec<Destination>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ns: Option<u64>,
+}
+
+/// A secret a task may use.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Grant {
+    /// A watched secret file.
+    File { secret: SecretId },
+    /// An environment variable; without a fingerprint, the first value the task's processes are
+    /// seen with under this name.
+    Env {
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fingerprint: Option<Fingerprint>,
+    },
+    /// A token handed out by a broker.
+    Token { fingerprint: Fingerprint, label: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    Active,
+    Ended,
+    /// Its time to live ran out before it ended.
+    Expired,
+}
+
+/// One task's lifetime: a task id started again after it ended is a new `TaskRef`, so processes
+/// left over from the first run stay with the first run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(super) struct TaskRef(usize);
+
+/// Where a process stands, from the rules' point of view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Membership {
+    Untasked,
+    Active(TaskRef),
+    /// Its task ended or expired.
+    Finished(TaskRef),
+}
+
+#[derive(Debug)]
+pub(super) struct Task {
+    pub(super) id: TaskId,
+    pub(super) state: TaskState,
+    pub(super) allowed: Option<Vec<Destination>>,
+    deadline_ns: Option<u64>,
+    /// Names of `Grant::Env` without a fingerprint, not yet seen in a member's environment.
+    env_grants: Vec<String>,
+}
+
+/// Tasks per state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TaskCounts {
+    pub active: usize,
+    pub ended: usize,
+    pub expired: usize,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Tasks {
+    /// Every task lifetime, indexed by `TaskRef`; kept so that findings about left-over processes
+    /// can still name their task.
+    all: Vec<Task>,
+    /// The latest lifetime of each id.
+    by_id: HashMap<TaskId, TaskRef>,
+    /// Active tasks with a time to live, by deadline.
+    deadlines: BTreeSet<(u64, TaskRef)>,
+    /// Roots announced before their process was seen, by pid.
+    pending_roots: HashMap<u32, TaskRef>,
+}
+
+impl Tasks {
+    pub(super) fn start(
+        &mut self,
+        id: &TaskId,
+        at_ns: u64,
+        ttl_ns: Option<u64>,
+        allowed: Option<Vec<Destination>>,
+        env_grants: Vec<String>,
+    ) -> Result<TaskRef, Rejection> {
+        if self.find(id).is_some_and(|task| self.is_active(task)) {
+            return Err(Rejection::TaskAlreadyActive { task: id.clone() });
+        }
+        let task = TaskRef(self.all.len());
+        let deadline_ns = ttl_ns.map(|ttl| at_ns.saturating_add(ttl));
+        if let Some(deadline) = deadline_ns {
+            self.deadlines.insert((deadline, task));
+        }
+        self.all.push(Task { id: id.clone(), state: TaskState::Active, allowed, deadline_ns, env_grants });
+        self.by_id.insert(id.clone(), task);
+        Ok(task)
+    }
+
+    /// Ends the latest lifetime of `id`; returns it if it was active. Ending an expired or already
+    /// ended task is not an error: `task exec` ends its task when the command exits, whatever
+    /// happened before.
+    pub(super) fn end(&mut self, id: &TaskId) -> Result<Option<TaskRef>, Rejection> {
+        let task = self.find(id).ok_or_else(|| Rejection::UnknownTask { task: id.clone() })?;
+        if !self.is_active(task) {
+            return Ok(None);
+        }
+        self.finish(task, TaskState::Ended);
+        Ok(Some(task))
+    }
+
+    /// Expires every active task whose deadline is at or before `now_ns`, in deadline order.
+    pub(super) fn expire_due(&mut self, now_ns: u64) -> Vec<TaskRef> {
+        let mut expired = Vec::new();
+        while let Some(&(deadline, task)) = self.deadlines.first() {
+            if deadline > now_ns {
+                break;
+            }
+            self.finish(task, TaskState::Expired);
+            expired.push(task);
+        }
+        expired
+    }
+
+    fn finish(&mut self, task: TaskRef, state: TaskState) {
+        let record = &mut self.all[task.0];
+        record.state = state;
+        if let Some(deadline) = record.deadline_ns {
+            self.deadlines.remove(&(deadline, task));
+        }
+        self.pending_roots.retain(|_, pending| *pending != task);
+    }
+
+    pub(super) fn get(&self, task: TaskRef) -> &Task {
+        &self.all[task.0]
+    }
+
+    pub(super) fn find(&self, id: &TaskId) -> Option<TaskRef> {
+        self.by_id.get(id).copied()
+    }
+
+    pub(super) fn is_active(&self, task: TaskRef) -> bool {
+        self.get(task).state == TaskState::Active
+    }
+
+    pub(super) fn membership(&self, task: Option<TaskRef>) -> Membership {
+        match task {
+            None => Membership::Untasked,
+            Some(task) if self.is_active(task) => Membership::Active(task),
+            Some(task) => Membership::Finished(task),
+        }
+    }
+
+    /// Remembers a root whose process the engine has not seen yet.
+    pub(super) fn add_pending_root(&mut self, pid: u32, task: TaskRef) -> Result<(), Rejection> {
+        match self.pending_roots.get(&pid) {
+            Some(&other) if other != task => Err(Rejection::RootInOtherTask {
+                task: self.get(task).id.clone(),
+                pid,
+                other: self.get(other).id.clone(),
+            }),
+            _ => {
+                self.pending_roots.insert(pid, task);
+                Ok(())
+            }
+        }
+    }
+
+    /// The active task waiting for a process with this pid, if any; it waits no longer.
+    pub(super) fn take_pending_root(&mut self, pid: u32) -> Option<TaskRef> {
+        self.pending_roots.remove(&pid)
+    }
+
+    pub(super) fn has_env_grant(&self, task: TaskRef, name: &str) -> bool {
+        self.get(task).env_grants.iter().any(|granted| granted == name)
+    }
+
+    pub(super) fn remove_env_grant(&mut self, task: TaskRef, name: &str) {
+        self.all[task.0].env_grants.retain(|granted| granted != name);
+    }
+
+    pub(super) fn counts(&self) -> TaskCounts {
+        // Only the latest lifetime of each id counts, as `status` lists tasks by id.
+        self.by_id.values().fold(TaskCounts::default(), |mut counts, &task| {
+            match self.get(task).state {
+                TaskState::Active => counts.active += 1,
+                TaskState::Ended => counts.ended += 1,
+                TaskState::Expired => counts.expired += 1,
+            }
+            counts
+        })
+    }
+}
