@@ -4,7 +4,6 @@
 mod common;
 
 use std::{
-    io::Read as _,
     os::unix::{fs::MetadataExt as _, process::ExitStatusExt as _},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -25,24 +24,15 @@ fn load() -> Sensors {
     Sensors::load(SensorOptions::default()).expect("loading the sensors (run as root)")
 }
 
-/// `sh -c script` that waits on stdin, joins kernel task `task` (if any), then runs.
+/// Runs `script` in a gated shell that first joins kernel task `task` (if any).
 fn run_in_task(sensors: &mut Sensors, task: Option<u32>, script: &str, dir: &std::path::Path) -> (std::process::ExitStatus, String, u32) {
-    let mut child = Command::new("/bin/sh")
-        .arg("-c")
-        .arg(format!("read _; {script}"))
-        .current_dir(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
+    let child = common::Gated::spawn(script, dir, &[]);
+    let pid = child.pid;
     if let Some(task) = task {
         sensors.maps_mut().join_task(pid, task).unwrap();
     }
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"go\n").unwrap();
-    let mut output = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut output).unwrap();
-    (child.wait().unwrap(), output, pid)
+    let (status, output) = child.release();
+    (status, output, pid)
 }
 
 #[tokio::test]
@@ -109,14 +99,13 @@ async fn a_userspace_kill_checks_identity_and_leaves_a_kernel_verdict() {
     sensors.maps_mut().clear_verdict(pid).unwrap();
 
     // A verdict alone kills at the next syscall.
-    let mut waiting = Command::new("/bin/sh").args(["-c", "read _; echo alive"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
-    sensors.maps_mut().add_verdict(waiting.id()).unwrap();
-    let _ = std::io::Write::write_all(&mut waiting.stdin.take().unwrap(), b"go\n");
-    let mut output = String::new();
-    waiting.stdout.take().unwrap().read_to_string(&mut output).unwrap();
-    assert_eq!(waiting.wait().unwrap().signal(), Some(9));
+    let waiting = common::Gated::spawn("echo alive", &std::env::temp_dir(), &[]);
+    let pid = waiting.pid;
+    sensors.maps_mut().add_verdict(pid).unwrap();
+    let (status, output) = waiting.release();
+    assert_eq!(status.signal(), Some(9));
     assert!(output.is_empty(), "{output}");
-    sensors.maps_mut().clear_verdict(waiting.id()).unwrap();
+    sensors.maps_mut().clear_verdict(pid).unwrap();
 }
 
 #[tokio::test]

@@ -143,10 +143,12 @@ async fn an_fd_opened_before_the_watch_is_a_documented_gap() {
     let planted = Planted::new("early-fd");
     let dir = planted.dir.path();
     let mut sensors = Sensors::load(SensorOptions::default()).expect("loading the sensors (run as root)");
-    let mut child = common::sh_waiting("exec 3<secret; read _; exec 4<&3; cat <&4 >/dev/null", dir);
+    let child = common::Gated::spawn_after("exec 3<secret;", "exec 4<&3; cat <&4 >/dev/null", dir, &[]);
     child.wait_for_fd(3);
+    let pid = child.pid;
     sensors.maps_mut().watch(inode(&planted.path), SECRET.0, 0, policy::REPORT).unwrap();
-    let pid = child.release();
+    let (status, _) = child.release();
+    assert!(status.success(), "{status}");
     let opens: Vec<_> = events_of(&mut sensors, pid)
         .await
         .into_iter()

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![expect(dead_code, reason = "each test binary uses a different subset of these helpers")]
 
+pub mod daemon;
+
 use std::time::Duration;
 
 use monitor::{event::Event, sensors::Sensors};
@@ -65,26 +67,42 @@ pub fn sh(script: &str, dir: &std::path::Path) -> u32 {
     pid
 }
 
-/// A shell that runs until its first `read` gets a line.
-pub struct Waiting(std::process::Child);
-
-pub fn sh_waiting(script: &str, dir: &std::path::Path) -> Waiting {
-    Waiting(
-        std::process::Command::new("/bin/sh")
-            .arg("-c")
-            .arg(script)
-            .current_dir(dir)
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    )
+/// A shell held at a gate: it runs `script` once released, so that a test can register it
+/// (as a task root, a kernel task member, ...) before it does anything.
+pub struct Gated {
+    child: std::process::Child,
+    pub pid: u32,
 }
 
-impl Waiting {
-    /// Waits (up to 10 s) until the shell has descriptor `fd` open, i.e. it got past the
-    /// redirections that come before its `read`.
+impl Gated {
+    pub fn spawn(script: &str, dir: &std::path::Path, env: &[(&str, &str)]) -> Self {
+        Self::spawn_after("", script, dir, env)
+    }
+
+    /// Like `spawn`, running `prelude` (e.g. redirections) before the gate.
+    pub fn spawn_after(prelude: &str, script: &str, dir: &std::path::Path, env: &[(&str, &str)]) -> Self {
+        let child = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("{prelude} read _; {script}"))
+            .current_dir(dir)
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        Self { child, pid }
+    }
+
+    /// Its identity, read from /proc while it waits.
+    pub fn exec_id(&self) -> monitor::event::ExecId {
+        monitor::procfs::exec_id(self.pid).expect("the gated shell is alive")
+    }
+
+    /// Waits (up to 10 s) until it has descriptor `fd` open, i.e. it got past the redirections
+    /// that come before the gate.
     pub fn wait_for_fd(&self, fd: u32) {
-        let path = format!("/proc/{}/fd/{fd}", self.0.id());
+        let path = format!("/proc/{}/fd/{fd}", self.pid);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while std::fs::symlink_metadata(&path).is_err() {
             assert!(std::time::Instant::now() < deadline, "{path} never appeared");
@@ -92,12 +110,13 @@ impl Waiting {
         }
     }
 
-    /// Lets it go on, waits for it to succeed, and returns its pid.
-    pub fn release(&mut self) -> u32 {
-        use std::io::Write as _;
-        self.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
-        let status = self.0.wait().unwrap();
-        assert!(status.success(), "{status}");
-        self.0.id()
+    /// Opens the gate, then waits for the end: exit status and everything it printed.
+    pub fn release(mut self) -> (std::process::ExitStatus, String) {
+        use std::io::{Read as _, Write as _};
+        // A process killed before reading the gate line makes this write fail: that is fine.
+        let _ = self.child.stdin.take().unwrap().write_all(b"go\n");
+        let mut output = String::new();
+        self.child.stdout.take().unwrap().read_to_string(&mut output).unwrap();
+        (self.child.wait().unwrap(), output)
     }
 }

@@ -250,12 +250,16 @@ impl Daemon {
         for change in changes {
             match change {
                 Change::Watch { id, path, inode } => {
+                    debug!(secret = id.0, path = %path.display(), "watching secret file");
                     self.watched.add(self.sensors.maps_mut(), id, inode);
                     let path = path.display().to_string();
                     let secret = SecretSpec { id, name: path.clone(), kind: SecretKind::File { inode, path }, fingerprint: None };
                     self.input(Input::SecretWatched { at_ns: clock::boottime_ns(), secret }, KernelAction::None)?;
                 }
-                Change::Unwatch { id, inode } => self.watched.remove(self.sensors.maps_mut(), id, inode),
+                Change::Unwatch { id, inode } => {
+                    debug!(secret = id.0, ino = inode.ino, "unwatching secret inode");
+                    self.watched.remove(self.sensors.maps_mut(), id, inode);
+                }
             }
         }
         Ok(())

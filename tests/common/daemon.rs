@@ -1,0 +1,168 @@
+//! A real `credwatch run` for end-to-end tests: its own HOME with planted secrets, state
+//! directory, API socket and recording, and its log captured for assertions.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use monitor::api::client::ApiClient;
+use serde_json::Value;
+
+pub struct RunningDaemon {
+    pub home: tempfile::TempDir,
+    pub state: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub record: PathBuf,
+    pub client: ApiClient,
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+    /// Values planted by the test; none may appear in any output.
+    planted: Vec<String>,
+}
+
+impl RunningDaemon {
+    /// Starts the daemon on the built-in catalogue with `~` = a fresh HOME; `extra_config` is
+    /// appended to the config file (e.g. an `[actions]` table).
+    pub fn start(extra_config: &str) -> Self {
+        let home = tempfile::Builder::new().prefix("credwatch-home-").tempdir().unwrap();
+        let state = tempfile::Builder::new().prefix("credwatch-state-").tempdir().unwrap();
+        Self::start_in(home, state, extra_config)
+    }
+
+    /// Starts a daemon on an existing HOME and state directory (a restart).
+    pub fn start_in(home: tempfile::TempDir, state: tempfile::TempDir, extra_config: &str) -> Self {
+        let config = state.path().join("credwatch.toml");
+        std::fs::write(
+            &config,
+            format!("[catalogue]\nhomes = [{:?}]\n{extra_config}\n", home.path().display().to_string()),
+        )
+        .unwrap();
+        let socket = state.path().join("api.sock");
+        let record = state.path().join(format!("record-{}.jsonl", Instant::now().elapsed().as_nanos()));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_credwatch"))
+            .arg("run")
+            .arg("--log")
+            .arg("info,monitor=debug")
+            .arg("--config")
+            .arg(&config)
+            .arg("--state-dir")
+            .arg(state.path())
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--record")
+            .arg(&record)
+            .env("NO_COLOR", "1")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&log);
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let daemon =
+            Self { home, state, client: ApiClient::new(&socket), socket, record, child, log, planted: Vec::new() };
+        daemon.wait_for_log("sensors attached");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !daemon.socket.exists() {
+            assert!(Instant::now() < deadline, "no API socket; log:\n{}", daemon.log_text());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        daemon
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    pub fn wait_for_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.log.lock().unwrap().iter().any(|line| line.contains(needle)) {
+            assert!(self.child_alive(), "daemon died; log:\n{}", self.log_text());
+            assert!(Instant::now() < deadline, "no {needle:?} in the log:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn child_alive(&self) -> bool {
+        // SAFETY: signal 0 only checks that the process exists.
+        unsafe { libc::kill(self.child.id() as i32, 0) == 0 }
+    }
+
+    /// Writes a secret file under HOME with a fresh random value, and remembers the value.
+    pub fn plant(&mut self, relative: &str) -> (PathBuf, String) {
+        let path = self.home.path().join(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let value = super::planted_value();
+        std::fs::write(&path, &value).unwrap();
+        self.planted.push(value.clone());
+        (path, value)
+    }
+
+    /// A fresh random value for an environment variable, remembered like a planted file.
+    pub fn plant_value(&mut self) -> String {
+        let value = super::planted_value();
+        self.planted.push(value.clone());
+        value
+    }
+
+    /// Waits until the daemon watches `path` (it appeared after start: inotify).
+    pub fn wait_watched(&self, path: &Path) {
+        self.wait_for_log(&format!("{}", path.display()));
+    }
+
+    /// Polls the findings until one matches `wanted` (10 s), returning it.
+    pub async fn finding(&self, wanted: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(found) = self.findings().await.into_iter().find(|finding| wanted(finding)) {
+                return found;
+            }
+            assert!(Instant::now() < deadline, "no such finding; all: {:#?}\nlog:\n{}", self.findings().await, self.log_text());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn findings(&self) -> Vec<Value> {
+        let mut lines = self.client.findings(false).await.expect("findings over the API");
+        let mut out = Vec::new();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            out.push(serde_json::from_str(&line).unwrap());
+        }
+        out
+    }
+
+    /// Lets the daemon's loop catch up with everything the kernel has sent so far: a status
+    /// request is answered only after the events queued before it.
+    pub async fn settle(&self) {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.client.status().await.unwrap();
+    }
+
+    /// Stops the daemon with SIGTERM, checks it exited cleanly, and checks that no planted value
+    /// appears in its log, its findings or its recording. Returns HOME and the state directory
+    /// for a restart.
+    pub async fn stop(mut self) -> (tempfile::TempDir, tempfile::TempDir) {
+        let findings = serde_json::to_string(&self.findings().await).unwrap();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        assert_eq!(status.code(), Some(0), "daemon exit; log:\n{}", self.log_text());
+        let recording = std::fs::read_to_string(&self.record).unwrap_or_default();
+        let registry = std::fs::read_to_string(self.state.path().join("tasks.json")).unwrap_or_default();
+        for (name, text) in [("log", self.log_text()), ("findings", findings), ("recording", recording), ("registry", registry)] {
+            for value in &self.planted {
+                assert!(!text.contains(value.as_str()), "a planted secret value appears in the daemon's {name}");
+            }
+        }
+        let Self { home, state, .. } = self;
+        (home, state)
+    }
+}
