@@ -51,6 +51,20 @@ pub enum EventKind {
     Connect(Connect),
 }
 
+impl EventKind {
+    /// The kind's name, as in `monitor_common::event::EventKind::name` and metric labels.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Self::Exec(_) => "exec",
+            Self::Fork(_) => "fork",
+            Self::Exit(_) => "exit",
+            Self::SecretOpen(_) => "secret_open",
+            Self::Harvest(_) => "harvest",
+            Self::Connect(_) => "connect",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Exec {
     pub parent: ExecId,

@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod doctor;
 pub mod engine;
 pub mod event;
+pub mod export;
 pub mod fingerprint;
 pub mod procfs;
 pub mod secrets;

@@ -8,6 +8,7 @@ fn main() -> ExitCode {
     monitor::cli::init_tracing(cli.log.as_deref());
     let result = match cli.command {
         Command::Run(args) => monitor::cli::run::main(args),
+        Command::Demo(args) => monitor::cli::demo::main(args),
         Command::Doctor(args) => monitor::cli::doctor::main(args),
         Command::Task(args) => monitor::cli::task::main(args),
         Command::Findings(args) => monitor::cli::findings::main(args),

@@ -70,8 +70,18 @@ pub fn sh(script: &str, dir: &std::path::Path) -> u32 {
 /// A shell held at a gate: it runs `script` once released, so that a test can register it
 /// (as a task root, a kernel task member, ...) before it does anything.
 pub struct Gated {
-    child: std::process::Child,
+    /// Taken by `release`; a gated shell dropped unreleased is killed.
+    child: Option<std::process::Child>,
     pub pid: u32,
+}
+
+impl Drop for Gated {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 impl Gated {
@@ -91,7 +101,7 @@ impl Gated {
             .spawn()
             .unwrap();
         let pid = child.id();
-        Self { child, pid }
+        Self { child: Some(child), pid }
     }
 
     /// Its identity, read from /proc while it waits.
@@ -113,10 +123,11 @@ impl Gated {
     /// Opens the gate, then waits for the end: exit status and everything it printed.
     pub fn release(mut self) -> (std::process::ExitStatus, String) {
         use std::io::{Read as _, Write as _};
+        let mut child = self.child.take().expect("released once");
         // A process killed before reading the gate line makes this write fail: that is fine.
-        let _ = self.child.stdin.take().unwrap().write_all(b"go\n");
+        let _ = child.stdin.take().unwrap().write_all(b"go\n");
         let mut output = String::new();
-        self.child.stdout.take().unwrap().read_to_string(&mut output).unwrap();
-        (self.child.wait().unwrap(), output)
+        child.stdout.take().unwrap().read_to_string(&mut output).unwrap();
+        (child.wait().unwrap(), output)
     }
 }

@@ -23,6 +23,19 @@ pub enum Action {
     Revoke,
 }
 
+impl Action {
+    /// The snake_case name used in configuration and metric labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Alert => "alert",
+            Self::KillProcess => "kill_process",
+            Self::KillTask => "kill_task",
+            Self::Deny => "deny",
+            Self::Revoke => "revoke",
+        }
+    }
+}
+
 /// The `[actions]` table: rule name → actions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ActionPlan(BTreeMap<Rule, Vec<Action>>);

@@ -1,5 +1,6 @@
 //! Command-line interface: one module per subcommand.
 
+pub mod demo;
 pub mod doctor;
 pub mod findings;
 pub mod replay;
@@ -29,6 +30,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon: load the kernel sensors and watch (root).
     Run(run::RunArgs),
+    /// A one-minute tour: a fake token, an agent using it, another reusing it (killed), a harvest.
+    Demo(demo::DemoArgs),
     /// Probe which hooks this kernel allows and which tier `run` will use.
     Doctor(doctor::DoctorArgs),
     /// Register, end and list tasks; run a command as a task.

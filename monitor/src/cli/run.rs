@@ -1,6 +1,6 @@
 //! `credwatch run`: the daemon.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
 use tokio::{
     signal::unix::{signal, SignalKind},
@@ -11,6 +11,7 @@ use super::CommandError;
 use crate::{
     api,
     config::Config,
+    export::{self, metrics::Metrics},
     daemon::{Daemon, DaemonOptions},
 };
 
@@ -69,7 +70,15 @@ async fn run(args: RunArgs) -> Result<ExitCode, CommandError> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let api_config = config.api.clone();
-    let daemon = Daemon::start(DaemonOptions { config, ring_buffer_bytes: ring_buffer_mib << 20, record })?;
+    let metrics = Arc::new(Metrics::default());
+    let (exports, records) = export::channel();
+    let daemon = Daemon::start(DaemonOptions {
+        config,
+        ring_buffer_bytes: ring_buffer_mib << 20,
+        record,
+        metrics: Arc::clone(&metrics),
+        exports,
+    })?;
     let (control, requests) = mpsc::channel(CONTROL_QUEUE);
     let server = api::serve(&api_config, control, daemon.feed()).await?;
     let shutdown = async {

@@ -13,6 +13,7 @@ use super::{
     Daemon, DaemonError,
 };
 use crate::{
+    export::TaskChange,
     catalogue::pattern::{EnvPatterns, NamePattern},
     engine::{Destination, Effect, Grant, Input, TaskId, TaskSpec, TaskState},
     event::{EnvScan, EnvSecret, KernelAction, SecretId},
@@ -142,6 +143,7 @@ impl Daemon {
             return Err(ControlError::Conflict(rejection));
         }
         self.save_registry();
+        self.export_task(&id, TaskChange::Started);
         info!(task = %id, handle, "task started");
         Ok(self.task_json(self.tasks.get(&id).expect("just inserted")))
     }
@@ -211,6 +213,7 @@ impl Daemon {
                 .map_err(|error| ControlError::Internal(error.to_string()))?;
             kernel_sync::end_bindings(id, self.sensors.maps_mut(), &mut self.watched, &self.tasks, &self.plan);
             self.save_registry();
+            self.export_task(id, TaskChange::Ended);
             info!(task = %id, "task ended");
         }
         Ok(self.task_json(self.tasks.get(id).expect("present")))
@@ -273,6 +276,8 @@ impl Daemon {
             },
             "processes_tracked": self.engine.processes_tracked(),
             "daemon": self.counters,
+            "latency": self.latency.summary(),
+            "export_dropped": self.exports.dropped(),
             "kernel": {
                 "lost": lost.iter().collect::<std::collections::BTreeMap<_, _>>(),
                 "decode_errors": self.sensors.decode_errors(),
@@ -306,6 +311,7 @@ impl Daemon {
                 self.tasks.finish(&id, state);
                 kernel_sync::end_bindings(&id, self.sensors.maps_mut(), &mut self.watched, &self.tasks, &self.plan);
             }
+            self.export_task(&id, TaskChange::Restored);
             info!(task = %id, ?state, "task restored");
         }
         Ok(())

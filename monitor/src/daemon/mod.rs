@@ -6,10 +6,11 @@ pub mod control;
 pub mod feed;
 mod handlers;
 mod kernel_sync;
+pub mod latency;
 pub mod record;
 mod registry;
 pub mod respond;
-mod tasks;
+pub mod tasks;
 
 use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
@@ -25,13 +26,15 @@ use self::{
     respond::{respond, Responders},
     tasks::TaskTable,
 };
+use self::latency::LatencyHistogram;
 use crate::{
     actions::plan::ActionPlan,
+    export::{metrics::Metrics, ExportSender, Record, TaskChange},
     catalogue::{self, pattern::EnvPatterns, Catalogue},
     config::{Config, Mode},
     doctor::{self, Tier},
-    engine::{Engine, EngineConfig, Input, SecretKind, SecretSpec},
-    event::{Event, EventKind, KernelAction, SecretId},
+    engine::{Effect, Engine, EngineConfig, Input, SecretKind, SecretSpec},
+    event::{EnvScan, Event, EventKind, KernelAction, SecretId},
     fingerprint::{FingerprintKey, KeyError},
     secrets::{
         environ::scan_environ,
@@ -42,8 +45,8 @@ use crate::{
 
 /// How often time passes for the engine with no other input (TTL expiry).
 const TICK: Duration = Duration::from_secs(1);
-/// How often the kernel's loss counters are read and reported.
-const LOSS_CHECK: Duration = Duration::from_secs(10);
+/// How often gauges and the kernel's loss counters are brought up to date.
+const REFRESH: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -69,12 +72,17 @@ pub struct DaemonOptions {
     pub config: Config,
     pub ring_buffer_bytes: u32,
     pub record: Option<PathBuf>,
+    /// Updated in place; served by the metrics endpoint.
+    pub metrics: Arc<Metrics>,
+    /// Findings, task changes and revocations for the exporters.
+    pub exports: ExportSender,
 }
 
-/// Counters of what the daemon itself could not see or do; exported by `status` and metrics.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+/// Counters of what the daemon did and could not do; reported by `status`.
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct DaemonCounters {
-    pub events: u64,
+    /// Events received, by kind.
+    pub events: std::collections::BTreeMap<&'static str, u64>,
     pub execs_env_scanned: u64,
     /// Execs whose `/proc/PID/environ` could not be read (the process was already gone).
     pub execs_env_unreadable: u64,
@@ -97,6 +105,11 @@ pub struct Daemon {
     plan: ActionPlan,
     counters: DaemonCounters,
     reported_loss: LossCounts,
+    reported_decode_errors: u64,
+    reported_export_drops: u64,
+    latency: LatencyHistogram,
+    metrics: Arc<Metrics>,
+    exports: ExportSender,
     batch: Vec<Event>,
 }
 
@@ -104,7 +117,7 @@ impl Daemon {
     /// Probes the kernel, loads the sensors, resolves the catalogue and restores persisted tasks.
     /// Must run inside a tokio runtime.
     pub fn start(options: DaemonOptions) -> Result<Self, DaemonError> {
-        let DaemonOptions { config, ring_buffer_bytes, record } = options;
+        let DaemonOptions { config, ring_buffer_bytes, record, metrics, exports } = options;
         let plan = config.actions.clone();
         let tier = doctor::inspect().tier()?;
         let key = FingerprintKey::for_config(&config)?;
@@ -133,8 +146,19 @@ impl Daemon {
             plan,
             counters: DaemonCounters::default(),
             reported_loss: LossCounts::default(),
+            reported_decode_errors: 0,
+            reported_export_drops: 0,
+            latency: LatencyHistogram::default(),
+            metrics,
+            exports,
             batch: Vec::new(),
         };
+        for hook in daemon.sensors.hooks() {
+            daemon.metrics.sensor_info.with_label_values(&[&tier.to_string(), hook]).set(1);
+        }
+        for gap in daemon.sensors.gaps() {
+            daemon.metrics.sensor_gaps.with_label_values(&[gap.capability]).set(1);
+        }
         let initial = daemon.secret_files.initial();
         daemon.apply_file_changes(initial)?;
         let persisted = daemon.registry.load()?;
@@ -154,7 +178,7 @@ impl Daemon {
         shutdown: impl Future<Output = &'static str>,
     ) -> Result<(), DaemonError> {
         let mut tick = tokio::time::interval(TICK);
-        let mut loss_check = tokio::time::interval(LOSS_CHECK);
+        let mut refresh = tokio::time::interval(REFRESH);
         tokio::pin!(shutdown);
         let stop = loop {
             tokio::select! {
@@ -171,10 +195,11 @@ impl Daemon {
                     let _ = reply.send(answer);
                 }
                 _ = tick.tick() => self.input(Input::Tick { at_ns: clock::boottime_ns() }, KernelAction::None)?,
-                _ = loss_check.tick() => self.report_losses(),
+                _ = refresh.tick() => self.refresh_metrics(),
             }
         };
         info!(signal = stop, "stopping");
+        self.refresh_metrics();
         self.save_registry();
         if let Some(recorder) = &mut self.recorder {
             recorder.flush()?;
@@ -187,14 +212,20 @@ impl Daemon {
     fn handle_batch(&mut self) -> Result<(), DaemonError> {
         let mut batch = std::mem::take(&mut self.batch);
         for mut event in batch.drain(..) {
-            self.counters.events += 1;
+            let kind = event.kind.name();
+            *self.counters.events.entry(kind).or_default() += 1;
+            self.metrics.events.with_label_values(&[kind]).inc();
             log_event(&event);
+            let ktime_ns = event.ktime_ns;
             let kernel_action = match &mut event.kind {
                 EventKind::Exec(exec) => {
                     exec.env = scan_environ(event.process.tgid, &self.env_patterns, &self.key);
                     match exec.env {
-                        crate::event::EnvScan::Unreadable => self.counters.execs_env_unreadable += 1,
-                        _ => self.counters.execs_env_scanned += 1,
+                        EnvScan::Unreadable => {
+                            self.counters.execs_env_unreadable += 1;
+                            self.metrics.environ_unreadable.inc();
+                        }
+                        EnvScan::NotScanned | EnvScan::Scanned { .. } => self.counters.execs_env_scanned += 1,
                     }
                     KernelAction::None
                 }
@@ -208,6 +239,9 @@ impl Daemon {
                 EventKind::Fork(_) | EventKind::Harvest(_) | EventKind::Connect(_) => KernelAction::None,
             };
             self.input(Input::Event(event), kernel_action)?;
+            let latency_ns = clock::boottime_ns().saturating_sub(ktime_ns);
+            self.latency.record(latency_ns);
+            self.metrics.event_latency.observe(latency_ns as f64 / 1e9);
         }
         self.batch = batch;
         if let Some(recorder) = &mut self.recorder {
@@ -224,13 +258,21 @@ impl Daemon {
             recorder.write(&input)?;
         }
         kernel_sync::apply(&outcome.effects, self.sensors.maps_mut(), &mut self.watched, &mut self.tasks, &self.plan);
-        if outcome.effects.iter().any(|effect| matches!(effect, crate::engine::Effect::TaskExpired { .. })) {
-            self.save_registry();
+        for effect in &outcome.effects {
+            if let Effect::TaskExpired { task } = effect {
+                self.export_task(task, TaskChange::Expired);
+                self.save_registry();
+            }
         }
         for finding in outcome.findings {
             self.counters.findings += 1;
-            let mut with = Responders { maps: self.sensors.maps_mut(), tasks: &self.tasks, tier: self.tier };
+            self.metrics.findings.with_label_values(&[finding.rule.name(), finding.severity.name()]).inc();
+            let mut with =
+                Responders { maps: self.sensors.maps_mut(), tasks: &self.tasks, tier: self.tier, exports: &self.exports };
             let report = respond(finding, kernel_action, &self.plan, &mut with);
+            for result in &report.actions {
+                self.metrics.actions.with_label_values(&[result.action.name(), &result.result]).inc();
+            }
             let line = serde_json::to_string(&report).expect("reports always serialize");
             warn!(
                 rule = report.finding.rule.name(),
@@ -242,15 +284,26 @@ impl Daemon {
                 "finding"
             );
             self.feed.publish(Arc::from(line));
+            self.exports.send(Record::Finding(Arc::new(report)));
         }
         Ok(())
+    }
+
+    /// Tells the exporters about a task's lifecycle change.
+    fn export_task(&self, id: &crate::engine::TaskId, change: TaskChange) {
+        if let Some(entry) = self.tasks.get(id) {
+            let at_unix = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_secs());
+            self.exports.send(Record::Task { change, at_unix, task: Arc::new(entry.clone()) });
+        }
     }
 
     fn apply_file_changes(&mut self, changes: Vec<Change>) -> Result<(), DaemonError> {
         for change in changes {
             match change {
                 Change::Watch { id, path, inode } => {
-                    debug!(secret = id.0, path = %path.display(), "watching secret file");
+                    debug!(secret = id.0, path = %path.display(), ino = inode.ino, "watching secret file");
                     self.watched.add(self.sensors.maps_mut(), id, inode);
                     let path = path.display().to_string();
                     let secret = SecretSpec { id, name: path.clone(), kind: SecretKind::File { inode, path }, fingerprint: None };
@@ -265,16 +318,39 @@ impl Daemon {
         Ok(())
     }
 
-    fn report_losses(&mut self) {
+    /// Brings gauges and the kernel's counters into the metrics, and logs new losses.
+    fn refresh_metrics(&mut self) {
         match self.sensors.lost() {
-            Ok(lost) if lost != self.reported_loss => {
-                for (kind, count) in lost.iter().filter(|&(_, count)| count > 0) {
-                    warn!(kind, lost = count, "ring buffer full: events lost since start");
+            Ok(lost) => {
+                for (kind, count) in lost.iter() {
+                    let before = self.reported_loss.iter().find(|&(name, _)| name == kind).map_or(0, |(_, n)| n);
+                    if count > before {
+                        warn!(kind, lost = count, "ring buffer full: events lost since start");
+                        self.metrics.events_lost.with_label_values(&[kind]).inc_by(count - before);
+                    }
                 }
                 self.reported_loss = lost;
             }
-            Ok(_) => {}
             Err(error) => warn!(%error, "cannot read the loss counters"),
+        }
+        let decode_errors = self.sensors.decode_errors();
+        self.metrics.decode_errors.inc_by(decode_errors - self.reported_decode_errors);
+        self.reported_decode_errors = decode_errors;
+        let export_drops = self.exports.dropped();
+        self.metrics.export_dropped.inc_by(export_drops - self.reported_export_drops);
+        self.reported_export_drops = export_drops;
+        for (state, count) in self.tasks.counts() {
+            self.metrics.tasks.with_label_values(&[state]).set(count as i64);
+        }
+        self.metrics.secrets_watched.set(self.watched.count() as i64);
+        self.metrics.processes_tracked.set(self.engine.processes_tracked() as i64);
+        let files = self.secret_files.stats();
+        for (reason, count) in [
+            ("watch_limit", files.over_watch_limit),
+            ("permission_denied", files.permission_denied),
+            ("other_error", files.other_errors),
+        ] {
+            self.metrics.secret_files_unwatched.with_label_values(&[reason]).set(count as i64);
         }
     }
 

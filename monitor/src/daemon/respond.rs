@@ -1,5 +1,7 @@
 //! What the daemon does with a finding: the configured actions per rule, then publication.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 use tracing::warn;
 
@@ -11,6 +13,7 @@ use crate::{
     },
     doctor::Tier,
     engine::Finding,
+    export::{ExportSender, Record, Revocation},
     event::KernelAction,
     sensors::maps::KernelMaps,
 };
@@ -38,6 +41,7 @@ pub struct Responders<'a> {
     pub maps: &'a mut KernelMaps,
     pub tasks: &'a TaskTable,
     pub tier: Tier,
+    pub exports: &'a ExportSender,
 }
 
 /// Carries out the plan for `finding`. `kernel_action` is what the kernel already did to the
@@ -56,25 +60,26 @@ pub fn respond(finding: Finding, kernel_action: KernelAction, plan: &ActionPlan,
                 action,
                 &finding,
                 with,
-                Some(format!("deny needs the LSM tier; the {} tier killed the process instead", tier_name(with.tier))),
+                Some(format!("deny needs the LSM tier; the {} tier killed the process instead", with.tier)),
             ),
             Action::KillTask => kill_all(&finding, with),
-            Action::Revoke => ActionResult {
-                action,
-                result: "unavailable".to_owned(),
-                detail: Some("no revocation webhook is configured".to_owned()),
-            },
+            Action::Revoke => {
+                with.exports.send(Record::Revoke(Arc::new(Revocation {
+                    task: finding.task.as_ref().map(|task| task.0.clone()),
+                    secret_id: finding.secret.id.map(|id| id.0),
+                    secret_name: finding.secret.name.clone(),
+                    fingerprint_prefix: finding.secret.fingerprint_prefix.clone(),
+                    rule: finding.rule.name(),
+                    at_unix: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |since| since.as_secs()),
+                })));
+                done(action, "queued")
+            }
         };
         results.push(result);
     }
     Report { finding, actions: results }
-}
-
-fn tier_name(tier: Tier) -> &'static str {
-    match tier {
-        Tier::Tracepoint => "tracepoint",
-        Tier::Lsm => "lsm",
-    }
 }
 
 fn done(action: Action, result: &str) -> ActionResult {

@@ -20,9 +20,15 @@ use crate::event::Event;
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/credwatch-sensors"));
 
-/// Raw tracepoints of the tracepoint tier; each program is named after its tracepoint.
-const RAW_TRACEPOINTS: [&str; 5] =
-    ["sched_process_exec", "sched_process_fork", "sched_process_exit", "sys_enter", "sys_exit"];
+/// Raw tracepoints of the tracepoint tier: each program is named after its tracepoint; the
+/// second name labels it in metrics.
+const RAW_TRACEPOINTS: [(&str, &str); 5] = [
+    ("sched_process_exec", "raw_tracepoint/sched_process_exec"),
+    ("sched_process_fork", "raw_tracepoint/sched_process_fork"),
+    ("sched_process_exit", "raw_tracepoint/sched_process_exit"),
+    ("sys_enter", "raw_tracepoint/sys_enter"),
+    ("sys_exit", "raw_tracepoint/sys_exit"),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum SensorError {
@@ -108,7 +114,7 @@ impl Sensors {
             .override_global("IGNORED_TGID", &ignored_tgid, true)
             .map_max_entries("EVENTS", ring_buffer_bytes)
             .load(OBJECT)?;
-        for name in RAW_TRACEPOINTS {
+        for (name, _) in RAW_TRACEPOINTS {
             let program: &mut RawTracePoint = ebpf
                 .program_mut(name)
                 .ok_or(SensorError::MissingProgram(name))?
@@ -171,6 +177,11 @@ impl Sensors {
 
     pub fn maps_mut(&mut self) -> &mut KernelMaps {
         &mut self.maps
+    }
+
+    /// The attached hooks, as `raw_tracepoint/<name>`.
+    pub fn hooks(&self) -> impl Iterator<Item = &'static str> {
+        RAW_TRACEPOINTS.iter().map(|&(_, label)| label)
     }
 
     /// What these sensors cannot see on this kernel.

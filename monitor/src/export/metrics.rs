@@ -1,0 +1,163 @@
+//! The Prometheus metrics. The daemon updates them in place (atomic operations, never a wait);
+//! the `/metrics` endpoint encodes the registry. No secret, path or pid is ever a label.
+
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+/// Kernel timestamp → decision, in seconds: 10 µs to 10 s.
+const LATENCY_BUCKETS: [f64; 13] =
+    [1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2, 1e-1, 1.0, 10.0];
+
+pub struct Metrics {
+    pub registry: Registry,
+    /// Events received from the kernel, by kind.
+    pub events: IntCounterVec,
+    /// Events the kernel could not deliver (ring buffer full), by kind.
+    pub events_lost: IntCounterVec,
+    /// Ring buffer records that could not be decoded.
+    pub decode_errors: IntCounter,
+    /// Execs whose environment could not be read.
+    pub environ_unreadable: IntCounter,
+    pub findings: IntCounterVec,
+    pub actions: IntCounterVec,
+    pub tasks: IntGaugeVec,
+    pub secrets_watched: IntGauge,
+    pub processes_tracked: IntGauge,
+    pub event_latency: Histogram,
+    /// 1 for each attached hook, labelled with the tier.
+    pub sensor_info: IntGaugeVec,
+    /// Things the sensors cannot see on this kernel (1 each), by capability.
+    pub sensor_gaps: IntGaugeVec,
+    /// Secret files or directories that could not be watched, by reason.
+    pub secret_files_unwatched: IntGaugeVec,
+    /// Export records dropped because the exporters fell behind.
+    pub export_dropped: IntCounter,
+    /// Alerts or webhook calls given up on, by sink.
+    pub sink_dropped: IntCounterVec,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let metric = IntCounter::new(name, help).expect("valid metric");
+    registry.register(Box::new(metric.clone())).expect("registered once");
+    metric
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry.register(Box::new(metric.clone())).expect("registered once");
+    metric
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let metric = IntGauge::new(name, help).expect("valid metric");
+    registry.register(Box::new(metric.clone())).expect("registered once");
+    metric
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let metric = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry.register(Box::new(metric.clone())).expect("registered once");
+    metric
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let registry = Registry::new();
+        let r = &registry;
+        let event_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "credwatch_event_latency_seconds",
+                "Time from the kernel hook to the daemon's decision about the event",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        registry.register(Box::new(event_latency.clone())).expect("registered once");
+        Self {
+            events: counter_vec(r, "credwatch_events_total", "Events received from the kernel", &["kind"]),
+            events_lost: counter_vec(
+                r,
+                "credwatch_events_lost_total",
+                "Events the kernel could not deliver because the ring buffer was full",
+                &["kind"],
+            ),
+            decode_errors: counter(r, "credwatch_decode_errors_total", "Ring buffer records that could not be decoded"),
+            environ_unreadable: counter(
+                r,
+                "credwatch_environ_unreadable_total",
+                "Execs whose /proc/PID/environ could not be read for the env secret scan",
+            ),
+            findings: counter_vec(r, "credwatch_findings_total", "Findings by rule and severity", &["rule", "severity"]),
+            actions: counter_vec(r, "credwatch_actions_total", "Actions taken on findings, by result", &["action", "result"]),
+            tasks: gauge_vec(r, "credwatch_tasks", "Tasks known, by state", &["state"]),
+            secrets_watched: gauge(r, "credwatch_secrets_watched", "Secret file inodes watched in the kernel"),
+            processes_tracked: gauge(r, "credwatch_processes_tracked", "Processes in the engine's process table"),
+            event_latency,
+            sensor_info: gauge_vec(r, "credwatch_sensor_info", "Attached kernel hooks (1 each), with the tier", &["tier", "hook"]),
+            sensor_gaps: gauge_vec(r, "credwatch_sensor_gaps", "What the sensors cannot see on this kernel (1 each)", &["capability"]),
+            secret_files_unwatched: gauge_vec(
+                r,
+                "credwatch_secret_files_unwatched",
+                "Secret paths or directories that could not be watched, by reason",
+                &["reason"],
+            ),
+            export_dropped: counter(
+                r,
+                "credwatch_export_dropped_total",
+                "Findings and lifecycle records dropped because the exporters fell behind",
+            ),
+            sink_dropped: counter_vec(
+                r,
+                "credwatch_sink_dropped_total",
+                "Alerts and webhook calls given up on (queue full or retries exhausted), by sink",
+                &["sink"],
+            ),
+            registry,
+        }
+    }
+}
+
+impl Metrics {
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> String {
+        prometheus::TextEncoder::new().encode_to_string(&self.registry.gather()).expect("text encoding cannot fail")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_exposed_with_its_name() {
+        let metrics = Metrics::default();
+        metrics.events.with_label_values(&["exec"]).inc();
+        metrics.events_lost.with_label_values(&["exec"]).inc_by(0);
+        metrics.findings.with_label_values(&["cross_task_reuse", "critical"]).inc();
+        metrics.actions.with_label_values(&["kill_process", "signalled"]).inc();
+        metrics.tasks.with_label_values(&["active"]).set(1);
+        metrics.sensor_info.with_label_values(&["tracepoint", "raw_tracepoint/sys_exit"]).set(1);
+        metrics.sensor_gaps.with_label_values(&["io_uring_open"]).set(1);
+        metrics.secret_files_unwatched.with_label_values(&["permission_denied"]).set(0);
+        metrics.sink_dropped.with_label_values(&["alertmanager"]).inc_by(0);
+        metrics.event_latency.observe(0.001);
+        let text = metrics.encode();
+        for name in [
+            "credwatch_events_total{kind=\"exec\"} 1",
+            "credwatch_events_lost_total{kind=\"exec\"} 0",
+            "credwatch_findings_total{rule=\"cross_task_reuse\",severity=\"critical\"} 1",
+            "credwatch_actions_total{action=\"kill_process\",result=\"signalled\"} 1",
+            "credwatch_tasks{state=\"active\"} 1",
+            "credwatch_secrets_watched 0",
+            "credwatch_processes_tracked 0",
+            "credwatch_event_latency_seconds_bucket{le=\"0.001\"} 1",
+            "credwatch_sensor_info{hook=\"raw_tracepoint/sys_exit\",tier=\"tracepoint\"} 1",
+            "credwatch_decode_errors_total 0",
+            "credwatch_environ_unreadable_total 0",
+            "credwatch_export_dropped_total 0",
+        ] {
+            assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
+    }
+}
