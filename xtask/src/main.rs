@@ -4,6 +4,7 @@ mod build;
 mod cmd;
 mod error;
 mod host;
+mod leaks;
 mod run;
 mod setup;
 mod test;

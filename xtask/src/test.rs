@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{cmd, error::Error, setup, workspace};
+use crate::{cmd, error::Error, leaks, setup, workspace};
 
 pub fn main(args: &[OsString]) -> Result<ExitCode, Error> {
     if !cmd::is_root() {
@@ -29,18 +29,26 @@ pub fn main(args: &[OsString]) -> Result<ExitCode, Error> {
             "monitor-ebpf",
             "--no-fail-fast",
         ])
-        .args(args);
-    let status = cmd::status(&mut cargo)?;
-    let outcome = if status.success() {
-        "passed".to_owned()
-    } else {
-        format!("failed ({status})")
+        .args(args)
+        // Passing tests' output too, so that the leak scan sees everything the suite printed.
+        .args(["--", "--show-output"]);
+    let (status, leaked) = leaks::run_scanning(&mut cargo)?;
+    let outcome = match (status.success(), leaked) {
+        (true, 0) => "passed".to_owned(),
+        (_, 0) => format!("failed ({status})"),
+        (_, leaked) => format!("failed: {leaked} output lines held a planted secret value ({status})"),
     };
+    let status = if leaked > 0 { failure() } else { status };
     eprintln!(
         "test: {outcome}, wall time {}",
         wall_time(started.elapsed())
     );
     Ok(cmd::exit_code(status))
+}
+
+/// An exit status that is not success, for a run whose tests passed but leaked.
+fn failure() -> std::process::ExitStatus {
+    std::os::unix::process::ExitStatusExt::from_raw(1 << 8)
 }
 
 fn wall_time(elapsed: Duration) -> String {
