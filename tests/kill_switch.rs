@@ -76,7 +76,7 @@ async fn after_its_task_ended_even_an_owner_process_is_killed() {
     let mut sensors = load();
     let meta = std::fs::metadata(&planted.path).unwrap();
     sensors
-        .maps()
+        .maps_mut()
         .watch(InodeId { dev: meta.dev(), ino: meta.ino() }, 9, OWNER, policy::KILL_ANY)
         .unwrap();
     let (status, output, _) = run_in_task(&mut sensors, Some(OWNER), "exec cat secret", planted.dir.path());
