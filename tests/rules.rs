@@ -248,3 +248,55 @@ async fn untasked_access_is_counted_in_auto_mode_and_public_keys_are_not_secrets
     assert!(findings_of(&daemon, "untasked_access", public_pid).await.is_empty(), "benign twin: a public key");
     daemon.stop().await;
 }
+
+#[tokio::test]
+async fn kill_task_takes_down_a_rogue_task_with_its_detached_child() {
+    let mut daemon = RunningDaemon::start("[actions]\ncross_task_reuse = [\"kill_task\"]\n");
+    let (secret, _) = daemon.plant(".kube/config");
+    daemon.wait_watched(&secret);
+    let home = daemon.home.path().to_owned();
+    let owner = Gated::spawn("exec sleep 30", &home, &[]);
+    let mut request = task("cluster-admin", owner.pid);
+    request.secrets = vec![secret.display().to_string()];
+    daemon.client.start_task(&request).await.unwrap();
+
+    let rogue = Gated::spawn(
+        "(setsid sh -c 'echo $$ > detached.pid; exec sleep 60' &); while [ ! -s detached.pid ]; do sleep 0.05; done; exec cat ../$(basename $PWD)/.kube/config",
+        &home,
+        &[],
+    );
+    let rogue_pid = rogue.pid;
+    daemon.client.start_task(&task("rogue", rogue.pid)).await.unwrap();
+    let (status, output) = rogue.release();
+    assert_eq!(status.signal(), Some(9), "{status}");
+    assert!(output.is_empty());
+    let detached: u32 = std::fs::read_to_string(home.join("detached.pid")).unwrap().trim().parse().unwrap();
+    let finding = daemon.finding(is("cross_task_reuse", rogue_pid)).await;
+    assert_eq!(finding["actions"][0]["action"], "kill_task");
+    assert!(finding["actions"][0]["result"].as_str().unwrap().starts_with("killed_"), "{finding:#}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while monitor::procfs::start_ticks(detached).is_some() && !is_zombie(detached) {
+        assert!(std::time::Instant::now() < deadline, "the detached child of the rogue task survived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(monitor::procfs::start_ticks(owner.pid).is_some(), "the owner task is untouched");
+
+    // The recorded open carries the path as the process named it and where the secret lives.
+    daemon.settle().await;
+    let recording = std::fs::read_to_string(&daemon.record).unwrap();
+    let open: Value = recording
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .find(|input| input["kind"] == "secret_open" && input["process"]["tgid"] == rogue_pid)
+        .expect("the rogue's open is recorded");
+    assert!(open["path"].as_str().unwrap().starts_with("../"), "{open}");
+    assert_eq!(open["resolved_path"], secret.display().to_string());
+    assert_eq!(open["kernel_action"], "killed");
+    drop(owner);
+    daemon.stop().await;
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
+}

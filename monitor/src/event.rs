@@ -181,6 +181,10 @@ pub struct SecretOpen {
     /// The path as the process named it (relative, through a symlink, `/proc/self/fd/N`, ...);
     /// empty for `open_by_handle_at`.
     pub path: String,
+    /// Where the daemon found the secret (its catalogue or granted path); filled in by the
+    /// daemon, not the kernel.
+    #[serde(default)]
+    pub resolved_path: String,
     pub fd: i32,
     #[serde(default)]
     pub kernel_action: KernelAction,

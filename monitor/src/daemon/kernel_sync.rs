@@ -18,6 +18,8 @@ use crate::{
 pub struct WatchedFiles {
     inodes: HashMap<SecretId, Vec<InodeId>>,
     owner: HashMap<SecretId, (u32, u32)>,
+    /// Where each secret was found, for the `resolved_path` of its opens.
+    paths: HashMap<SecretId, String>,
 }
 
 impl WatchedFiles {
@@ -29,8 +31,13 @@ impl WatchedFiles {
         self.inodes.values().map(Vec::len).sum()
     }
 
-    /// Starts watching `inode` as `secret`, with the secret's current binding.
-    pub fn add(&mut self, maps: &mut KernelMaps, secret: SecretId, inode: InodeId) {
+    pub fn path(&self, secret: SecretId) -> Option<&str> {
+        self.paths.get(&secret).map(String::as_str)
+    }
+
+    /// Starts watching `inode`, found at `path`, as `secret`, with the secret's current binding.
+    pub fn add(&mut self, maps: &mut KernelMaps, secret: SecretId, inode: InodeId, path: String) {
+        self.paths.insert(secret, path);
         let (owner, rule_policy) = self.owner.get(&secret).copied().unwrap_or((0, policy::REPORT));
         report(maps.watch(inode, secret.0, owner, rule_policy), "watch a secret inode");
         self.inodes.entry(secret).or_default().push(inode);

@@ -235,7 +235,10 @@ impl Daemon {
                     }
                     KernelAction::None
                 }
-                EventKind::SecretOpen(open) => open.kernel_action,
+                EventKind::SecretOpen(open) => {
+                    open.resolved_path = self.watched.path(open.secret).unwrap_or_default().to_owned();
+                    open.kernel_action
+                }
                 EventKind::Fork(_) | EventKind::Harvest(_) | EventKind::Connect(_) => KernelAction::None,
             };
             self.input(Input::Event(event), kernel_action)?;
@@ -304,8 +307,8 @@ impl Daemon {
             match change {
                 Change::Watch { id, path, inode } => {
                     debug!(secret = id.0, path = %path.display(), ino = inode.ino, "watching secret file");
-                    self.watched.add(self.sensors.maps_mut(), id, inode);
                     let path = path.display().to_string();
+                    self.watched.add(self.sensors.maps_mut(), id, inode, path.clone());
                     let secret = SecretSpec { id, name: path.clone(), kind: SecretKind::File { inode, path }, fingerprint: None };
                     self.input(Input::SecretWatched { at_ns: clock::boottime_ns(), secret }, KernelAction::None)?;
                 }

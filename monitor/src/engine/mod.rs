@@ -261,7 +261,15 @@ impl Engine {
             }
             // A process unknown at exit never mattered: there is nothing to forget.
             EventKind::Exit(Exit { status: _ }) => self.state.processes.exit(process),
-            EventKind::SecretOpen(SecretOpen { secret, inode: _, syscall: _, path, fd: _, kernel_action }) => {
+            EventKind::SecretOpen(SecretOpen {
+                secret,
+                inode: _,
+                syscall: _,
+                path,
+                resolved_path: _,
+                fd: _,
+                kernel_action,
+            }) => {
                 self.see(process, out);
                 // A denied open gave the process nothing to hold; the attempt is still judged.
                 let holds = match kernel_action {

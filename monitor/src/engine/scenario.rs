@@ -120,6 +120,7 @@ impl Scenario {
             inode: InodeId { dev: 8, ino: u64::from(secret) + 1000 },
             syscall: OpenSyscall::Openat,
             path: format!("secret-{secret}"),
+            resolved_path: format!("/home/agent/secret-{secret}"),
             fd: 3,
             kernel_action,
         };

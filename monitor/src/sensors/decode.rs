@@ -107,6 +107,7 @@ fn secret_open(body: SecretOpenBody) -> Result<SecretOpen, DecodeError> {
         inode: InodeId { dev: user_dev(dev), ino },
         syscall,
         path: lossy(&path),
+        resolved_path: String::new(),
         fd,
         kernel_action,
     })
@@ -260,6 +261,7 @@ mod tests {
                 inode: InodeId { dev: libc::makedev(8, 1), ino: 1234 },
                 syscall: OpenSyscall::Openat2,
                 path: "../.aws/c".into(),
+                resolved_path: String::new(),
                 fd: 3,
                 kernel_action: KernelAction::Killed,
             })
