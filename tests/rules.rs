@@ -207,14 +207,15 @@ async fn secret_propagation_outside_the_task_fires_and_inside_does_not() {
     let token = daemon.plant_value();
     let home = daemon.home.path().to_owned();
     let env = [("GITHUB_TOKEN", token.as_str())];
-    let root = Gated::spawn("exec sh -c 'exec env true'", &home, &env);
+    // Programs that live long enough for the daemon to read their environment.
+    let root = Gated::spawn("exec sh -c 'exec sleep 0.5'", &home, &env);
     let root_pid = root.pid;
     let mut request = task("granted", root.pid);
     request.env = vec!["GITHUB_TOKEN".to_owned()];
     daemon.client.start_task(&request).await.unwrap();
     assert!(root.release().0.success(), "benign twin: the task's own children carry it");
 
-    let outsider = Gated::spawn("exec env true", &home, &env);
+    let outsider = Gated::spawn("exec sleep 0.5", &home, &env);
     let outsider_id = outsider.exec_id();
     assert!(outsider.release().0.success());
     let finding = daemon.finding(is("secret_propagation", outsider_id.tgid)).await;
@@ -299,4 +300,36 @@ async fn kill_task_takes_down_a_rogue_task_with_its_detached_child() {
 fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .is_ok_and(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
+}
+
+#[tokio::test]
+async fn a_broker_token_registered_for_one_task_is_caught_in_another() {
+    let mut daemon = RunningDaemon::start("");
+    let token = daemon.plant_value();
+    let home = daemon.home.path().to_owned();
+    let owner = Gated::spawn("exec sleep 30", &home, &[]);
+    daemon.client.start_task(&task("deploy", owner.pid)).await.unwrap();
+    let request = monitor::daemon::control::TokenRequest {
+        task: "deploy".to_owned(),
+        label: "vault lease 7".to_owned(),
+        value: token.clone(),
+    };
+    let answer = daemon.client.register_token(&request).await.unwrap();
+    assert_eq!(answer["fingerprint_prefix"].as_str().unwrap().len(), 8);
+
+    // A program that lives long enough for the daemon to read its environment (a process gone
+    // before that is counted as unreadable: see README, "Known gaps").
+    let other = Gated::spawn("exec sleep 1", &home, &[("VAULT_TOKEN", token.as_str())]);
+    let other_id = other.exec_id();
+    daemon.client.start_task(&task("reporting", other.pid)).await.unwrap();
+    // The default kill_process acts from userspace here (the value is in an environment, not
+    // a file).
+    assert_eq!(other.release().0.signal(), Some(9));
+    let finding = daemon.finding(is("cross_task_reuse", other_id.tgid)).await;
+    assert_eq!(finding["task"], "reporting");
+    assert_eq!(finding["owner_task"], "deploy");
+    assert_eq!(finding["secret"]["name"], "vault lease 7");
+    assert_eq!(finding["secret"]["fingerprint_prefix"], answer["fingerprint_prefix"]);
+    drop(owner);
+    daemon.stop().await;
 }

@@ -15,7 +15,8 @@ use tokio::{io::AsyncWriteExt as _, process::Command, sync::mpsc, sync::oneshot}
 
 use super::CommandError;
 use crate::{
-    config::Config,
+    api::ApiConfig,
+    config::{CatalogueConfig, Config},
     daemon::{
         control::{Caller, ControlMessage, ControlRequest, TaskRequest},
         Daemon, DaemonOptions,
@@ -55,10 +56,12 @@ async fn tour(scratch: &Path) -> Result<ExitCode, CommandError> {
     std::fs::write(&token_file, format!("github.com:\n    oauth_token: {token}\n"))?;
     println!("1. Planted a fake GitHub token in {} (a throwaway HOME).", token_file.display());
 
-    let mut config = Config::default();
-    config.state_dir = scratch.join("state");
-    config.api.socket = scratch.join("api.sock");
-    config.catalogue.homes = Some(vec![home.clone()]);
+    let config = Config {
+        state_dir: scratch.join("state"),
+        api: ApiConfig { socket: scratch.join("api.sock"), ..ApiConfig::default() },
+        catalogue: CatalogueConfig { homes: Some(vec![home.clone()]), ..CatalogueConfig::default() },
+        ..Config::default()
+    };
     let (exports, _records) = export::channel();
     let daemon = Daemon::start(DaemonOptions {
         config,
