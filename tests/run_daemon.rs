@@ -19,8 +19,15 @@ struct Daemon {
 impl Daemon {
     fn start() -> Self {
         let state = tempfile::tempdir().unwrap();
+        // The built-in defaults, except what two daemons side by side would share.
+        let config = state.path().join("credwatch.toml");
+        let audit = state.path().join("audit.jsonl");
+        std::fs::write(&config, format!("[metrics]\nlisten = \"127.0.0.1:0\"\n[audit]\npath = {:?}\n", audit.display().to_string()))
+            .unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_credwatch"))
-            .args(["run", "--log", "debug", "--state-dir"])
+            .args(["run", "--log", "debug", "--config"])
+            .arg(&config)
+            .arg("--state-dir")
             .arg(state.path())
             .arg("--socket")
             .arg(state.path().join("api.sock"))

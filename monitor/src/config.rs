@@ -6,6 +6,7 @@
 //! mode = "auto"                          # or "enforce"
 //! state_dir = "/var/lib/credwatch"
 //! key_file = "/etc/credwatch/fleet.key"  # fleet-wide fingerprint key; default <state_dir>/host.key
+//! host = "node-1"                        # name in audit records and alerts; default: the hostname
 //! [catalogue]
 //! defaults = true                        # false replaces the built-in catalogue
 //! files = ["~/.myapp/token", "/etc/myapp/*.key"]
@@ -14,10 +15,28 @@
 //! dotenv_roots = ["/srv/agents"]
 //! dotenv_depth = 2
 //! homes = ["/home/agent"]
+//! [actions]
+//! cross_task_reuse = ["kill_process", "revoke"]
+//! [metrics]
+//! listen = "127.0.0.1:9477"              # `enabled = false` turns /metrics off
+//! allow_remote = false                   # required for a non-loopback address
+//! [audit]
+//! path = "/var/log/credwatch/audit.jsonl"
+//! max_bytes = 67108864                   # rotated before it grows past this
+//! max_files = 8                          # files kept, the current one included
+//! [alerts]
+//! alertmanager_url = "http://127.0.0.1:9093"
+//! webhook_url = "http://siem.example/credwatch"
+//! min_severity = "medium"                # findings below are audited, not alerted on
+//! queue = 1024                           # per sink, while its endpoint is down
+//! [revoke]
+//! url = "http://vault-relay.example/revoke"   # needed by the `revoke` action
+//! queue = 1024
 //! ```
 
 use std::{
     collections::BTreeMap,
+    net::SocketAddr,
     ops::Range,
     path::{Path, PathBuf},
 };
@@ -35,11 +54,16 @@ use crate::{
         defaults,
         pattern::{ExcludePattern, NamePattern, PathPattern},
     },
-    engine::Rule,
+    engine::{Rule, Severity},
+    export::{audit::AuditConfig, http::Endpoint, server::MetricsConfig, AlertsConfig, ExportConfig, RevokeConfig},
 };
 
 /// The deepest project root search allowed: each level multiplies the directories watched.
 pub const MAX_DOTENV_DEPTH: u32 = 8;
+/// Bounds of `[audit] max_bytes`, `max_files` and the sinks' `queue`.
+const AUDIT_BYTES: std::ops::RangeInclusive<u64> = 4096..=1 << 40;
+const MAX_AUDIT_FILES: u32 = 1000;
+const MAX_QUEUE: usize = 1 << 20;
 
 /// How bindings are made.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -65,6 +89,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// What each rule does besides publishing its findings.
     pub actions: ActionPlan,
+    /// Metrics, audit log, alert sinks and the revocation webhook.
+    pub export: ExportConfig,
 }
 
 impl Default for Config {
@@ -76,6 +102,7 @@ impl Default for Config {
             catalogue: CatalogueConfig::default(),
             api: ApiConfig::default(),
             actions: ActionPlan::default(),
+            export: ExportConfig::default(),
         }
     }
 }
@@ -163,6 +190,44 @@ struct RawConfig {
     api: Option<ApiConfig>,
     /// Rule name → action names.
     actions: Option<BTreeMap<Spanned<String>, Vec<Spanned<String>>>>,
+    host: Option<Spanned<String>>,
+    metrics: Option<RawMetrics>,
+    audit: Option<RawAudit>,
+    alerts: Option<RawAlerts>,
+    revoke: Option<RawRevoke>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawMetrics {
+    enabled: Option<bool>,
+    listen: Option<Spanned<String>>,
+    allow_remote: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawAudit {
+    enabled: Option<bool>,
+    path: Option<Spanned<String>>,
+    max_bytes: Option<Spanned<u64>>,
+    max_files: Option<Spanned<u32>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawAlerts {
+    alertmanager_url: Option<Spanned<String>>,
+    webhook_url: Option<Spanned<String>>,
+    min_severity: Option<Severity>,
+    queue: Option<Spanned<usize>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawRevoke {
+    url: Spanned<String>,
+    queue: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize)]
@@ -186,8 +251,23 @@ struct Invalid {
 
 impl RawConfig {
     fn validate(self) -> Result<Config, Invalid> {
-        let Self { mode, state_dir, key_file, catalogue, api, actions } = self;
+        let Self { mode, state_dir, key_file, catalogue, api, actions, host, metrics, audit, alerts, revoke } = self;
         let default = Config::default();
+        if revoke.is_none() {
+            if let Some((key, span)) = actions.iter().flatten().find_map(|(rule, actions)| {
+                let index = actions.iter().position(|action| action.get_ref() == Action::Revoke.name())?;
+                Some((format!("actions.{}[{index}]", rule.get_ref()), actions[index].span()))
+            }) {
+                return Err(Invalid { key, span, message: "the revoke action needs a [revoke] url to POST to".into() });
+            }
+        }
+        let export = ExportConfig {
+            host: host.map(validate_host).transpose()?.unwrap_or(default.export.host),
+            metrics: metrics.map_or(Ok(default.export.metrics), RawMetrics::validate)?,
+            audit: audit.map_or(Ok(default.export.audit), RawAudit::validate)?,
+            alerts: alerts.map(RawAlerts::validate).transpose()?.unwrap_or_default(),
+            revoke: revoke.map(RawRevoke::validate).transpose()?,
+        };
         Ok(Config {
             mode: mode.unwrap_or(default.mode),
             state_dir: state_dir.map(|dir| absolute_path("state_dir", &dir)).transpose()?.unwrap_or(default.state_dir),
@@ -195,7 +275,99 @@ impl RawConfig {
             catalogue: catalogue.map(RawCatalogue::validate).transpose()?.unwrap_or_default(),
             api: api.unwrap_or_default(),
             actions: actions.map(validate_actions).transpose()?.unwrap_or_default(),
+            export,
         })
+    }
+}
+
+/// A name for this machine in records and alert labels: printable, no spaces.
+fn validate_host(host: Spanned<String>) -> Result<String, Invalid> {
+    let name = host.get_ref();
+    if name.is_empty() || name.len() > 253 || !name.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(Invalid {
+            key: "host".into(),
+            span: host.span(),
+            message: format!("{name:?} is not a host name (1 to 253 printable ASCII characters, no spaces)"),
+        });
+    }
+    Ok(host.into_inner())
+}
+
+impl RawMetrics {
+    fn validate(self) -> Result<Option<MetricsConfig>, Invalid> {
+        let Self { enabled, listen, allow_remote } = self;
+        if enabled == Some(false) {
+            return Ok(None);
+        }
+        let Some(listen) = listen else { return Ok(Some(MetricsConfig::default())) };
+        let invalid = |message| Invalid { key: "metrics.listen".into(), span: listen.span(), message };
+        let address: SocketAddr = listen.get_ref().parse().map_err(|_| {
+            invalid(format!("{:?} is not an address like 127.0.0.1:9477 or [::1]:9477", listen.get_ref()))
+        })?;
+        if !address.ip().is_loopback() && allow_remote != Some(true) {
+            return Err(invalid(format!(
+                "{address} is not a loopback address; set allow_remote = true to serve metrics to other hosts"
+            )));
+        }
+        Ok(Some(MetricsConfig { listen: address }))
+    }
+}
+
+impl RawAudit {
+    fn validate(self) -> Result<Option<AuditConfig>, Invalid> {
+        let Self { enabled, path, max_bytes, max_files } = self;
+        if enabled == Some(false) {
+            return Ok(None);
+        }
+        let default = AuditConfig::default();
+        Ok(Some(AuditConfig {
+            path: path.map(|path| absolute_path("audit.path", &path)).transpose()?.unwrap_or(default.path),
+            max_bytes: in_range("audit.max_bytes", max_bytes, AUDIT_BYTES)?.unwrap_or(default.max_bytes),
+            max_files: in_range("audit.max_files", max_files, 2..=MAX_AUDIT_FILES)?.unwrap_or(default.max_files),
+        }))
+    }
+}
+
+impl RawAlerts {
+    fn validate(self) -> Result<AlertsConfig, Invalid> {
+        let Self { alertmanager_url, webhook_url, min_severity, queue } = self;
+        let default = AlertsConfig::default();
+        Ok(AlertsConfig {
+            alertmanager: alertmanager_url.map(|url| endpoint("alerts.alertmanager_url", &url)).transpose()?,
+            webhook: webhook_url.map(|url| endpoint("alerts.webhook_url", &url)).transpose()?,
+            min_severity: min_severity.unwrap_or(default.min_severity),
+            queue: in_range("alerts.queue", queue, 1..=MAX_QUEUE)?.unwrap_or(default.queue),
+        })
+    }
+}
+
+impl RawRevoke {
+    fn validate(self) -> Result<RevokeConfig, Invalid> {
+        let Self { url, queue } = self;
+        Ok(RevokeConfig {
+            url: endpoint("revoke.url", &url)?,
+            queue: in_range("revoke.queue", queue, 1..=MAX_QUEUE)?.unwrap_or(crate::export::SINK_QUEUE),
+        })
+    }
+}
+
+fn endpoint(key: &str, url: &Spanned<String>) -> Result<Endpoint, Invalid> {
+    Endpoint::parse(url.get_ref()).map_err(|message| Invalid { key: key.to_owned(), span: url.span(), message })
+}
+
+/// An optional number, which must lie in `range`.
+fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
+    key: &str,
+    value: Option<Spanned<T>>,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<Option<T>, Invalid> {
+    match value {
+        Some(value) if !range.contains(value.get_ref()) => Err(Invalid {
+            key: key.to_owned(),
+            span: value.span(),
+            message: format!("{} is not between {} and {}", value.get_ref(), range.start(), range.end()),
+        }),
+        value => Ok(value.map(Spanned::into_inner)),
     }
 }
 
@@ -213,9 +385,8 @@ fn validate_actions(table: BTreeMap<Spanned<String>, Vec<Spanned<String>>>) -> R
             ),
         })?;
         let parsed = each(&key, Some(actions), |name| {
-            serde_json::from_value::<Action>(serde_json::Value::String(name.to_owned())).map_err(|_| {
-                format!("unknown action {name:?}; one of alert, kill_process, kill_task, deny, revoke")
-            })
+            serde_json::from_value::<Action>(serde_json::Value::String(name.to_owned()))
+                .map_err(|_| format!("unknown action {name:?}; one of alert, kill_process, kill_task, deny, revoke"))
         })?;
         per_rule.insert(rule, parsed);
     }
@@ -332,7 +503,10 @@ mod tests {
 
     #[test]
     fn actions_and_api_are_read_and_bad_names_are_located() {
-        let config = parse("[api]\nallow_uids = [0, 1000]\n\n[actions]\nenviron_harvest = [\"kill_task\", \"revoke\"]\n").unwrap();
+        let config = parse(
+            "[api]\nallow_uids = [0, 1000]\n\n[actions]\nenviron_harvest = [\"kill_task\", \"revoke\"]\n[revoke]\nurl = \"http://127.0.0.1:8200/revoke\"\n",
+        )
+        .unwrap();
         assert_eq!(config.api.allow_uids, [0, 1000]);
         assert_eq!(config.actions.actions(Rule::EnvironHarvest), [Action::KillTask, Action::Revoke]);
         assert_eq!(config.actions.actions(Rule::CrossTaskReuse), [Action::KillProcess], "unnamed rules keep defaults");
@@ -342,6 +516,94 @@ mod tests {
         assert!(error.starts_with("credwatch.toml:3: actions.reuse: unknown rule"), "{error}");
         let error = parse("[api]\nsocket = 5\n").unwrap_err();
         assert!(error.starts_with("credwatch.toml:2: api.socket: "), "{error}");
+    }
+
+    #[test]
+    fn export_sections_are_read() {
+        let text = r#"
+host = "node-7"
+[metrics]
+listen = "0.0.0.0:9477"
+allow_remote = true
+[audit]
+path = "/var/log/cw/audit.jsonl"
+max_bytes = 1048576
+max_files = 3
+[alerts]
+alertmanager_url = "http://127.0.0.1:9093"
+webhook_url = "http://127.0.0.1:8080/hook"
+min_severity = "high"
+queue = 16
+[revoke]
+url = "http://127.0.0.1:8200/revoke"
+[actions]
+cross_task_reuse = ["kill_process", "revoke"]
+"#;
+        assert_eq!(
+            parse(text).unwrap().export,
+            ExportConfig {
+                host: "node-7".into(),
+                metrics: Some(MetricsConfig { listen: "0.0.0.0:9477".parse().unwrap() }),
+                audit: Some(AuditConfig {
+                    path: PathBuf::from("/var/log/cw/audit.jsonl"),
+                    max_bytes: 1 << 20,
+                    max_files: 3
+                }),
+                alerts: AlertsConfig {
+                    alertmanager: Some(Endpoint::parse("http://127.0.0.1:9093").unwrap()),
+                    webhook: Some(Endpoint::parse("http://127.0.0.1:8080/hook").unwrap()),
+                    min_severity: Severity::High,
+                    queue: 16,
+                },
+                revoke: Some(RevokeConfig {
+                    url: Endpoint::parse("http://127.0.0.1:8200/revoke").unwrap(),
+                    queue: crate::export::SINK_QUEUE,
+                }),
+            }
+        );
+        let off = parse("[metrics]\nenabled = false\n[audit]\nenabled = false\n").unwrap();
+        assert_eq!((off.export.metrics, off.export.audit), (None, None));
+        let defaults = Config::default().export;
+        assert_eq!(defaults.metrics, Some(MetricsConfig { listen: "127.0.0.1:9477".parse().unwrap() }));
+        assert_eq!(defaults.audit.unwrap().path, PathBuf::from("/var/log/credwatch/audit.jsonl"));
+        assert!(!defaults.host.is_empty());
+    }
+
+    #[test]
+    fn export_mistakes_are_named_with_their_line() {
+        for (text, expected) in [
+            (
+                "[metrics]\nlisten = \"0.0.0.0:9477\"\n",
+                "credwatch.toml:2: metrics.listen: 0.0.0.0:9477 is not a loopback address; set allow_remote = true",
+            ),
+            (
+                "[metrics]\nlisten = \"localhost\"\n",
+                "credwatch.toml:2: metrics.listen: \"localhost\" is not an address",
+            ),
+            (
+                "\n[actions]\ncross_task_reuse = [\"alert\", \"revoke\"]\n",
+                "credwatch.toml:3: actions.cross_task_reuse[1]: the revoke action needs a [revoke] url",
+            ),
+            (
+                "[alerts]\nwebhook_url = \"https://siem/\"\n",
+                "credwatch.toml:2: alerts.webhook_url: \"https://siem/\": https is not",
+            ),
+            ("[alerts]\nqueue = 0\n", "credwatch.toml:2: alerts.queue: 0 is not between 1 and 1048576"),
+            (
+                "[alerts]\nmin_severity = \"severe\"\n",
+                "credwatch.toml:2: alerts.min_severity: unknown variant `severe`",
+            ),
+            (
+                "[audit]\npath = \"audit.jsonl\"\n",
+                "credwatch.toml:2: audit.path: path \"audit.jsonl\" must be absolute",
+            ),
+            ("[audit]\nmax_files = 1\n", "credwatch.toml:2: audit.max_files: 1 is not between 2 and 1000"),
+            ("host = \"my host\"\n", "credwatch.toml:1: host: \"my host\" is not a host name"),
+            ("[revoke]\nqueue = 5\n", "credwatch.toml:1: revoke: missing field `url`"),
+        ] {
+            let error = parse(text).unwrap_err();
+            assert!(error.starts_with(expected), "{text:?}: {error}");
+        }
     }
 
     fn parse(text: &str) -> Result<Config, String> {
@@ -395,6 +657,7 @@ homes = ["/home/agent"]
                 },
                 api: ApiConfig::default(),
                 actions: ActionPlan::default(),
+                export: ExportConfig::default(),
             }
         );
     }

@@ -35,15 +35,45 @@ impl RunningDaemon {
 
     /// Starts a daemon on an existing HOME and state directory (a restart).
     pub fn start_in(home: tempfile::TempDir, state: tempfile::TempDir, extra_config: &str) -> Self {
+        Self::launch(home, state, extra_config, &[])
+    }
+
+    /// Like `start`, with the daemon run through `wrapper`, a command that execs its arguments
+    /// (e.g. `setpriv --bounding-set=…`).
+    pub fn start_wrapped(wrapper: &[&str], extra_config: &str) -> Self {
+        let home = tempfile::Builder::new().prefix("credwatch-home-").tempdir().unwrap();
+        let state = tempfile::Builder::new().prefix("credwatch-state-").tempdir().unwrap();
+        Self::launch(home, state, extra_config, wrapper)
+    }
+
+    fn launch(home: tempfile::TempDir, state: tempfile::TempDir, extra_config: &str, wrapper: &[&str]) -> Self {
         let config = state.path().join("credwatch.toml");
+        // Daemons run side by side: each gets an ephemeral metrics port and its own audit log,
+        // unless the test configures them itself.
+        let mut exports = String::new();
+        if !extra_config.contains("[metrics]") {
+            exports += "[metrics]\nlisten = \"127.0.0.1:0\"\n";
+        }
+        if !extra_config.contains("[audit]") {
+            exports += &format!("[audit]\npath = {:?}\n", state.path().join("audit.jsonl").display().to_string());
+        }
         std::fs::write(
             &config,
-            format!("[catalogue]\nhomes = [{:?}]\n{extra_config}\n", home.path().display().to_string()),
+            format!("[catalogue]\nhomes = [{:?}]\n{extra_config}\n{exports}", home.path().display().to_string()),
         )
         .unwrap();
         let socket = state.path().join("api.sock");
         let record = state.path().join(format!("record-{}.jsonl", Instant::now().elapsed().as_nanos()));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_credwatch"))
+        let binary = env!("CARGO_BIN_EXE_credwatch");
+        let mut command = match wrapper {
+            [] => Command::new(binary),
+            [program, args @ ..] => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+        };
+        let mut child = command
             .arg("run")
             .arg("--log")
             .arg("info,monitor=debug")
@@ -91,6 +121,25 @@ impl RunningDaemon {
         }
     }
 
+    /// The address `/metrics` is served on, from the daemon's log.
+    pub fn metrics_address(&self) -> std::net::SocketAddr {
+        self.wait_for_log("metrics listening");
+        let log = self.log.lock().unwrap();
+        let line = log.iter().find(|line| line.contains("metrics listening")).unwrap();
+        let address = line.split_whitespace().find_map(|field| field.strip_prefix("address=")).unwrap();
+        address.parse().unwrap_or_else(|_| panic!("no address in {line:?}"))
+    }
+
+    /// The audit log, where the harness puts it unless the test configured `[audit]`.
+    pub fn audit_path(&self) -> PathBuf {
+        self.state.path().join("audit.jsonl")
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     fn child_alive(&self) -> bool {
         // SAFETY: signal 0 only checks that the process exists.
         unsafe { libc::kill(self.child.id() as i32, 0) == 0 }
@@ -125,7 +174,12 @@ impl RunningDaemon {
             if let Some(found) = self.findings().await.into_iter().find(|finding| wanted(finding)) {
                 return found;
             }
-            assert!(Instant::now() < deadline, "no such finding; all: {:#?}\nlog:\n{}", self.findings().await, self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "no such finding; all: {:#?}\nlog:\n{}",
+                self.findings().await,
+                self.log_text()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -147,8 +201,8 @@ impl RunningDaemon {
     }
 
     /// Stops the daemon with SIGTERM, checks it exited cleanly, and checks that no planted value
-    /// appears in its log, its findings or its recording. Returns HOME and the state directory
-    /// for a restart.
+    /// appears in its log, its findings, its recording, its task registry or its audit log.
+    /// Returns HOME and the state directory for a restart.
     pub async fn stop(mut self) -> (tempfile::TempDir, tempfile::TempDir) {
         let findings = serde_json::to_string(&self.findings().await).unwrap();
         // SAFETY: signalling our own child.
@@ -157,7 +211,14 @@ impl RunningDaemon {
         assert_eq!(status.code(), Some(0), "daemon exit; log:\n{}", self.log_text());
         let recording = std::fs::read_to_string(&self.record).unwrap_or_default();
         let registry = std::fs::read_to_string(self.state.path().join("tasks.json")).unwrap_or_default();
-        for (name, text) in [("log", self.log_text()), ("findings", findings), ("recording", recording), ("registry", registry)] {
+        let audit = std::fs::read_to_string(self.audit_path()).unwrap_or_default();
+        for (name, text) in [
+            ("log", self.log_text()),
+            ("findings", findings),
+            ("recording", recording),
+            ("registry", registry),
+            ("audit log", audit),
+        ] {
             for value in &self.planted {
                 assert!(!text.contains(value.as_str()), "a planted secret value appears in the daemon's {name}");
             }

@@ -20,7 +20,8 @@ const CONTROL_QUEUE: usize = 64;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
-  credwatch run                                  built-in catalogue, auto mode, API on /run/credwatch/api.sock
+  credwatch run                                  built-in catalogue, auto mode, API on /run/credwatch/api.sock,
+                                                 metrics on 127.0.0.1:9477, audit log in /var/log/credwatch
   credwatch run --config /etc/credwatch/credwatch.toml
   credwatch run --log debug --record /tmp/trace.jsonl   log every exec/exit, record inputs for `credwatch replay`")]
 pub struct RunArgs {
@@ -72,6 +73,9 @@ async fn run(args: RunArgs) -> Result<ExitCode, CommandError> {
     let api_config = config.api.clone();
     let metrics = Arc::new(Metrics::default());
     let (exports, records) = export::channel();
+    // Before the sensors load, so that a taken metrics port or an unwritable audit log fails
+    // the start at once.
+    let exporters = export::spawn(&config.export, records, Arc::clone(&metrics))?;
     let daemon = Daemon::start(DaemonOptions {
         config,
         ring_buffer_bytes: ring_buffer_mib << 20,
@@ -89,5 +93,7 @@ async fn run(args: RunArgs) -> Result<ExitCode, CommandError> {
     };
     daemon.run(requests, shutdown).await?;
     drop(server);
+    // Routes the last records, gives the alert sinks a moment, and syncs the audit log.
+    drop(exporters);
     Ok(ExitCode::SUCCESS)
 }

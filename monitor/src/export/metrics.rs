@@ -2,12 +2,16 @@
 //! the `/metrics` endpoint encodes the registry. No secret, path or pid is ever a label.
 
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    core::Collector, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+use crate::{
+    actions::plan::Action,
+    engine::{Rule, Severity},
 };
 
 /// Kernel timestamp → decision, in seconds: 10 µs to 10 s.
-const LATENCY_BUCKETS: [f64; 13] =
-    [1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2, 1e-1, 1.0, 10.0];
+const LATENCY_BUCKETS: [f64; 13] = [1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2, 1e-1, 1.0, 10.0];
 
 pub struct Metrics {
     pub registry: Registry,
@@ -33,8 +37,10 @@ pub struct Metrics {
     pub secret_files_unwatched: IntGaugeVec,
     /// Export records dropped because the exporters fell behind.
     pub export_dropped: IntCounter,
-    /// Alerts or webhook calls given up on, by sink.
+    /// Records an exporter gave up on (queue full, retries exhausted, write failed), by sink.
     pub sink_dropped: IntCounterVec,
+    /// Records an exporter delivered (written to the audit log, accepted by an endpoint), by sink.
+    pub sink_sent: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -88,14 +94,34 @@ impl Default for Metrics {
                 "credwatch_environ_unreadable_total",
                 "Execs whose /proc/PID/environ could not be read for the env secret scan",
             ),
-            findings: counter_vec(r, "credwatch_findings_total", "Findings by rule and severity", &["rule", "severity"]),
-            actions: counter_vec(r, "credwatch_actions_total", "Actions taken on findings, by result", &["action", "result"]),
+            findings: counter_vec(
+                r,
+                "credwatch_findings_total",
+                "Findings by rule and severity",
+                &["rule", "severity"],
+            ),
+            actions: counter_vec(
+                r,
+                "credwatch_actions_total",
+                "Actions taken on findings, by result",
+                &["action", "result"],
+            ),
             tasks: gauge_vec(r, "credwatch_tasks", "Tasks known, by state", &["state"]),
             secrets_watched: gauge(r, "credwatch_secrets_watched", "Secret file inodes watched in the kernel"),
             processes_tracked: gauge(r, "credwatch_processes_tracked", "Processes in the engine's process table"),
             event_latency,
-            sensor_info: gauge_vec(r, "credwatch_sensor_info", "Attached kernel hooks (1 each), with the tier", &["tier", "hook"]),
-            sensor_gaps: gauge_vec(r, "credwatch_sensor_gaps", "What the sensors cannot see on this kernel (1 each)", &["capability"]),
+            sensor_info: gauge_vec(
+                r,
+                "credwatch_sensor_info",
+                "Attached kernel hooks (1 each), with the tier",
+                &["tier", "hook"],
+            ),
+            sensor_gaps: gauge_vec(
+                r,
+                "credwatch_sensor_gaps",
+                "What the sensors cannot see on this kernel (1 each)",
+                &["capability"],
+            ),
             secret_files_unwatched: gauge_vec(
                 r,
                 "credwatch_secret_files_unwatched",
@@ -110,15 +136,91 @@ impl Default for Metrics {
             sink_dropped: counter_vec(
                 r,
                 "credwatch_sink_dropped_total",
-                "Alerts and webhook calls given up on (queue full or retries exhausted), by sink",
+                "Records an exporter gave up on (queue full, retries exhausted or write failed), by sink",
+                &["sink"],
+            ),
+            sink_sent: counter_vec(
+                r,
+                "credwatch_sink_sent_total",
+                "Records an exporter delivered (audit lines written, alerts and webhook calls accepted), by sink",
                 &["sink"],
             ),
             registry,
         }
+        .with_zeros()
     }
 }
 
 impl Metrics {
+    /// Creates at 0 the series that alert rules watch for an increase: `increase()` sees
+    /// nothing in a series whose first sample is already 1.
+    fn with_zeros(self) -> Self {
+        for kind in monitor_common::event::EventKind::ALL {
+            self.events.with_label_values(&[kind.name()]);
+            self.events_lost.with_label_values(&[kind.name()]);
+        }
+        for rule in Rule::ALL {
+            for severity in [Severity::Info, Severity::Medium, Severity::High, Severity::Critical] {
+                self.findings.with_label_values(&[rule.name(), severity.name()]);
+            }
+        }
+        for action in [Action::KillProcess, Action::KillTask, Action::Deny] {
+            self.actions.with_label_values(&[action.name(), "failed"]);
+        }
+        for sink in super::SINKS {
+            self.sink_dropped.with_label_values(&[sink]);
+        }
+        self
+    }
+
+    /// The name of every metric family exposed, histograms as their `_bucket`, `_sum` and
+    /// `_count` series; for checking dashboards and alert rules against what is exported.
+    pub fn names(&self) -> Vec<String> {
+        let Self {
+            registry: _,
+            events,
+            events_lost,
+            decode_errors,
+            environ_unreadable,
+            findings,
+            actions,
+            tasks,
+            secrets_watched,
+            processes_tracked,
+            event_latency,
+            sensor_info,
+            sensor_gaps,
+            secret_files_unwatched,
+            export_dropped,
+            sink_dropped,
+            sink_sent,
+        } = self;
+        let plain: [&dyn Collector; 15] = [
+            events,
+            events_lost,
+            decode_errors,
+            environ_unreadable,
+            findings,
+            actions,
+            tasks,
+            secrets_watched,
+            processes_tracked,
+            sensor_info,
+            sensor_gaps,
+            secret_files_unwatched,
+            export_dropped,
+            sink_dropped,
+            sink_sent,
+        ];
+        let histograms: [&dyn Collector; 1] = [event_latency];
+        let mut names: Vec<String> =
+            plain.iter().flat_map(|collector| collector.desc()).map(|desc| desc.fq_name.clone()).collect();
+        for desc in histograms.iter().flat_map(|collector| collector.desc()) {
+            names.extend(["_bucket", "_sum", "_count"].map(|suffix| format!("{}{suffix}", desc.fq_name)));
+        }
+        names
+    }
+
     /// The text exposition of every metric.
     pub fn encode(&self) -> String {
         prometheus::TextEncoder::new().encode_to_string(&self.registry.gather()).expect("text encoding cannot fail")
@@ -159,5 +261,34 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }
+    }
+
+    #[test]
+    fn the_series_alerts_watch_start_at_zero_and_names_lists_every_family() {
+        let metrics = Metrics::default();
+        let text = metrics.encode();
+        for series in [
+            "credwatch_findings_total{rule=\"cross_task_reuse\",severity=\"critical\"} 0",
+            "credwatch_findings_total{rule=\"untasked_access\",severity=\"info\"} 0",
+            "credwatch_events_lost_total{kind=\"secret_open\"} 0",
+            "credwatch_actions_total{action=\"kill_task\",result=\"failed\"} 0",
+            "credwatch_sink_dropped_total{sink=\"alertmanager\"} 0",
+        ] {
+            assert!(text.contains(series), "{series} missing from:\n{text}");
+        }
+        // Vectors without a child are not exposed: give each one.
+        metrics.tasks.with_label_values(&["active"]).set(0);
+        metrics.sensor_info.with_label_values(&["tracepoint", "exec"]).set(1);
+        metrics.sensor_gaps.with_label_values(&["io_uring_open"]).set(1);
+        metrics.secret_files_unwatched.with_label_values(&["watch_limit"]).set(0);
+        metrics.sink_sent.with_label_values(&["audit"]).inc();
+        let text = metrics.encode();
+        let exposed: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| line.split(['{', ' ']).next())
+            .collect();
+        let names = metrics.names();
+        assert_eq!(exposed, names.iter().map(String::as_str).collect());
     }
 }
