@@ -56,25 +56,36 @@ pub fn kill_process(process: ExecId, maps: &mut KernelMaps) -> Result<KillOutcom
     signal(&pidfd, tgid)
 }
 
+/// What a task kill achieved: every member is tried, whatever happens to the others.
+#[derive(Debug, Default)]
+pub struct TaskKill {
+    /// Processes that SIGKILL was delivered to.
+    pub signalled: usize,
+    /// What went wrong, per member (and for the cgroup).
+    pub failures: Vec<KillError>,
+}
+
 /// Kills every process of kernel task handle `task`, and the task's cgroup when it has one.
-/// Returns how many processes were signalled.
-pub fn kill_task(task: u32, cgroup: Option<&Path>, maps: &mut KernelMaps) -> Result<usize, KillError> {
+pub fn kill_task(task: u32, cgroup: Option<&Path>, maps: &mut KernelMaps) -> TaskKill {
+    let mut outcome = TaskKill::default();
     if let Some(cgroup) = cgroup {
         let path = cgroup.join("cgroup.kill");
-        std::fs::write(&path, "1")
-            .map_err(|source| KillError::CgroupKill { path: path.display().to_string(), source })?;
-    }
-    let mut signalled = 0;
-    for tgid in maps.members_of(task) {
-        maps.add_verdict(tgid).map_err(|source| KillError::Verdict { pid: tgid, source })?;
-        // Membership in the kernel map is exact (removed at exit), so no start time check.
-        if let Some(pidfd) = open_pidfd(tgid)? {
-            if signal(&pidfd, tgid)? == KillOutcome::Signalled {
-                signalled += 1;
-            }
+        if let Err(source) = std::fs::write(&path, "1") {
+            outcome.failures.push(KillError::CgroupKill { path: path.display().to_string(), source });
         }
     }
-    Ok(signalled)
+    for tgid in maps.members_of(task) {
+        if let Err(source) = maps.add_verdict(tgid) {
+            outcome.failures.push(KillError::Verdict { pid: tgid, source });
+        }
+        // Membership in the kernel map is exact (removed at exit), so no start time check.
+        match open_pidfd(tgid).and_then(|pidfd| pidfd.map(|pidfd| signal(&pidfd, tgid)).transpose()) {
+            Ok(Some(KillOutcome::Signalled)) => outcome.signalled += 1,
+            Ok(Some(KillOutcome::Gone) | None) => {}
+            Err(error) => outcome.failures.push(error),
+        }
+    }
+    outcome
 }
 
 fn open_pidfd(pid: u32) -> Result<Option<OwnedFd>, KillError> {

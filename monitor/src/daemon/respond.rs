@@ -8,7 +8,7 @@ use tracing::warn;
 use super::tasks::TaskTable;
 use crate::{
     actions::{
-        kill::{kill_process, kill_task, KillOutcome},
+        kill::{kill_process, kill_task, KillOutcome, TaskKill},
         plan::{Action, ActionPlan},
     },
     doctor::Tier,
@@ -101,14 +101,21 @@ fn kill_one(action: Action, finding: &Finding, with: &mut Responders<'_>, detail
 
 fn kill_all(finding: &Finding, with: &mut Responders<'_>) -> ActionResult {
     let action = Action::KillTask;
-    let Some(task) = &finding.task else {
+    let Some(handle) = finding.task.as_ref().and_then(|task| with.tasks.handle(task)) else {
         return ActionResult { action, result: "no_task".to_owned(), detail: None };
     };
-    let Some(handle) = with.tasks.handle(task) else {
-        return ActionResult { action, result: "no_task".to_owned(), detail: None };
-    };
-    match kill_task(handle, with.tasks.cgroup(task), with.maps) {
-        Ok(count) => done(action, &format!("killed_{count}")),
-        Err(error) => failed(action, &error),
+    let cgroup = finding.task.as_ref().and_then(|task| with.tasks.cgroup(task));
+    let TaskKill { signalled, failures } = kill_task(handle, cgroup, with.maps);
+    // A fixed result keeps the metric's label set small; the count goes in the detail.
+    match failures.first() {
+        None => ActionResult { action, result: "killed".to_owned(), detail: Some(format!("{signalled} processes signalled")) },
+        Some(first) => {
+            warn!(error = %first, failures = failures.len(), signalled, "kill_task failed for some members");
+            ActionResult {
+                action,
+                result: "failed".to_owned(),
+                detail: Some(format!("{signalled} processes signalled, {} failures; first: {first}", failures.len())),
+            }
+        }
     }
 }
