@@ -62,13 +62,17 @@ async fn events_of(sensors: &mut Sensors, pid: u32) -> Vec<Event> {
     .collect()
 }
 
+/// A route to the secret: its name, the shell script taking it, and the opens expected as
+/// (path as named, syscall); none listed means one open of the absolute path.
+type Route = (&'static str, &'static str, &'static [(&'static str, OpenSyscall)]);
+
 #[tokio::test]
 async fn every_open_route_to_the_inode_is_seen() {
     let planted = Planted::new("every-route");
     let mut sensors = watched_sensors(&planted).await;
     let dir = planted.dir.path();
     std::fs::create_dir(dir.join("sub")).unwrap();
-    let cases: [(&str, &str, &[(&str, OpenSyscall)]); 6] = [
+    let cases: [Route; 6] = [
         ("absolute path", "cat \"$PWD/secret\" >/dev/null", &[]),
         ("symlink", "ln -s secret link && cat link >/dev/null", &[("link", OpenSyscall::Openat)]),
         ("hard link", "ln secret hard && cat hard >/dev/null", &[("hard", OpenSyscall::Openat)]),

@@ -24,6 +24,8 @@ pub struct KernelOffsets {
     pub task_mm: u32,
     /// `task_struct::files` (pointer).
     pub task_files: u32,
+    /// `task_struct::flags` (unsigned int, `PF_*`): tells kernel threads and io_uring workers.
+    pub task_flags: u32,
     /// `signal_struct::live` (atomic_t): live threads; 0 once the last one is exiting.
     pub signal_live: u32,
     /// `mm_struct::arg_start` (user address of argv[0]).

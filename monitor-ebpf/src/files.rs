@@ -4,6 +4,9 @@
 //! creat, openat, openat2 or open_by_handle_at (paths, symlinks, hard links, relative paths,
 //! `/proc/self/fd/N`, bind mounts) ends at the same inode, which is what is matched. An
 //! unrelated open costs the fd → inode reads and one `WATCHED` lookup.
+//!
+//! On the LSM tier this still reports the opens the LSM hooks allowed (with the path as named
+//! and the fd); the hooks report what they refuse, and opens by other routes (`lsm.rs`).
 
 use aya_ebpf::{
     helpers::bpf_probe_read_user_str_bytes,
@@ -50,14 +53,9 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
         return 0;
     };
     let nr = nr as u32;
-    if matches!(
-        nr,
-        syscalls::OPEN | syscalls::CREAT | syscalls::OPENAT | syscalls::OPENAT2 | syscalls::OPEN_BY_HANDLE_AT
-    ) {
+    if syscalls::is_open(nr) {
         let ret: i64 = ctx.arg(1);
-        // SAFETY: reading a plain static set before load.
-        let ignored = unsafe { core::ptr::read_volatile(&raw const IGNORED_TGID) };
-        if ret >= 0 && ctx.tgid() != ignored {
+        if ret >= 0 && ctx.tgid() != daemon_tgid() {
             on_open(&ctx, regs, nr, ret as u32);
         }
     }
@@ -81,23 +79,14 @@ fn on_open(ctx: &RawTracePointContext, regs: u64, nr: u32, fd: u32) {
         on_secret_open(ctx, regs, nr, fd, key, *watched);
         return;
     }
-    let Ok(open_op) = file_open_op(file) else {
-        return;
-    };
-    // SAFETY: reading plain statics set before load.
-    let symbols = unsafe { core::ptr::read_volatile(&raw const SYMBOLS) };
-    let harvest_kind = if open_op != 0 && open_op == symbols.environ_open {
-        kind::ENVIRON
-    } else if open_op != 0 && open_op == symbols.mem_open {
-        kind::MEM
-    } else {
+    let Some(harvest_kind) = file_open_op(file).ok().and_then(proc_harvest_kind) else {
         return;
     };
     let Ok(target) = proc_inode_pid(inode) else {
         return;
     };
     if target != ctx.tgid() {
-        report_harvest(harvest_kind, target);
+        report_harvest(harvest_kind, target, kernel_action::NONE);
     }
 }
 
@@ -113,47 +102,105 @@ fn on_secret_open(ctx: &RawTracePointContext, regs: u64, nr: u32, fd: u32, key: 
         let _ = HOLDERS.insert(&tgid, &1, 0);
         kernel_action::NONE
     };
+    report_secret_use(&SecretUse {
+        watched,
+        key,
+        syscall: nr,
+        fd: fd as i32,
+        caller_task,
+        action,
+        path: path_argument(regs, nr),
+    });
+}
+
+/// A use of a watched inode, for [`report_secret_use`].
+pub struct SecretUse {
+    pub watched: WatchedInode,
+    pub key: InodeKey,
+    /// The syscall that reached the file (x86_64 numbering).
+    pub syscall: u32,
+    /// The fd the open returned; -1 when there is none.
+    pub fd: i32,
+    pub caller_task: u32,
+    /// One of `kernel_action`.
+    pub action: u32,
+    /// User address of the path the process named, when the syscall took one.
+    pub path: Option<u64>,
+}
+
+/// Reports a use of a watched inode by the current process.
+#[inline(always)]
+pub fn report_secret_use(used: &SecretUse) {
     let Some(mut entry) = reserve::<SecretOpenBody>(EventKind::SecretOpen) else {
         return;
     };
     let event = entry.as_mut_ptr();
-    let path_arg = match nr {
-        syscalls::OPEN | syscalls::CREAT => syscall_arg(regs, 0),
-        syscalls::OPENAT | syscalls::OPENAT2 => syscall_arg(regs, 1),
-        _ => Err(0),
-    };
     // SAFETY: reserved record of the right size; every field is written before submit.
     let flag = unsafe {
         let body = &raw mut (*event).body;
-        (&raw mut (*body).secret).write(watched.secret);
-        (&raw mut (*body).syscall).write(nr);
-        (&raw mut (*body).fd).write(fd as i32);
-        (&raw mut (*body).dev).write(key.dev);
-        (&raw mut (*body).ino).write(key.ino);
-        (&raw mut (*body).caller_task).write(caller_task);
-        (&raw mut (*body).owner_task).write(watched.owner_task);
-        (&raw mut (*body).action).write(action);
+        (&raw mut (*body).secret).write(used.watched.secret);
+        (&raw mut (*body).syscall).write(used.syscall);
+        (&raw mut (*body).fd).write(used.fd);
+        (&raw mut (*body).dev).write(used.key.dev);
+        (&raw mut (*body).ino).write(used.key.ino);
+        (&raw mut (*body).caller_task).write(used.caller_task);
+        (&raw mut (*body).owner_task).write(used.watched.owner_task);
+        (&raw mut (*body).action).write(used.action);
         (&raw mut (*body)._pad).write(0);
         let path = &mut *(&raw mut (*body).path);
         path[0] = 0;
-        match path_arg {
-            Ok(src) => str_read_flag(bpf_probe_read_user_str_bytes(src as *const u8, path), PATH_LEN),
-            Err(_) => 0,
+        match used.path {
+            Some(src) => str_read_flag(bpf_probe_read_user_str_bytes(src as *const u8, path), PATH_LEN),
+            None => 0,
         }
     };
     set_flag(&mut entry, flag);
     entry.submit(0);
 }
 
-/// Reports that the current process reached into process `target`.
+/// User address of the path argument of open syscall `nr`, whose registers are at `regs`.
 #[inline(always)]
-pub fn report_harvest(harvest_kind: u32, target: u32) {
+pub fn path_argument(regs: u64, nr: u32) -> Option<u64> {
+    match nr {
+        syscalls::OPEN | syscalls::CREAT => syscall_arg(regs, 0).ok(),
+        syscalls::OPENAT | syscalls::OPENAT2 => syscall_arg(regs, 1).ok(),
+        _ => None,
+    }
+}
+
+/// The daemon's tgid (0 when not set, e.g. in tests that load the sensors directly).
+#[inline(always)]
+pub fn daemon_tgid() -> u32 {
+    // SAFETY: reading a plain static set before load.
+    unsafe { core::ptr::read_volatile(&raw const IGNORED_TGID) }
+}
+
+/// The `f_op->open` functions of `/proc/PID/environ` and `/proc/PID/mem`.
+#[inline(always)]
+pub fn proc_harvest_kind(open_op: u64) -> Option<u32> {
+    // SAFETY: reading plain statics set before load.
+    let symbols = unsafe { core::ptr::read_volatile(&raw const SYMBOLS) };
+    if open_op == 0 {
+        None
+    } else if open_op == symbols.environ_open {
+        Some(kind::ENVIRON)
+    } else if open_op == symbols.mem_open {
+        Some(kind::MEM)
+    } else {
+        None
+    }
+}
+
+/// Reports that the current process reached into process `target`; `action` is one of
+/// `kernel_action`.
+#[inline(always)]
+pub fn report_harvest(harvest_kind: u32, target: u32, action: u32) {
     let Some(mut entry) = reserve::<HarvestBody>(EventKind::Harvest) else {
         return;
     };
     // SAFETY: reserved record of the right size.
     unsafe {
-        (&raw mut (*entry.as_mut_ptr()).body).write(HarvestBody { kind: harvest_kind, target });
+        (&raw mut (*entry.as_mut_ptr()).body).write(HarvestBody { kind: harvest_kind, target, action, _pad: 0 });
     }
     entry.submit(0);
 }

@@ -1,13 +1,16 @@
-//! credwatch's kernel sensors (tracepoint tier).
+//! credwatch's kernel sensors.
 //!
-//! Requires Linux 5.8+ (BPF ring buffer) with BTF; every program here is a raw tracepoint, so no
-//! fentry, kprobe or LSM support is needed.
+//! Tracepoint tier: raw tracepoints only (`process.rs`, `files.rs`, `network.rs`); requires Linux
+//! 5.8+ (BPF ring buffer) with BTF, no fentry, kprobe or LSM support. LSM tier: those plus the
+//! BPF LSM hooks of `lsm.rs` (see there for what they need), attached only where doctor found
+//! them working.
 #![no_std]
 #![no_main]
 
 mod emit;
 mod files;
 mod kill;
+mod lsm;
 mod maps;
 mod network;
 mod process;

@@ -2,11 +2,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
 use monitor_common::{
     loss::LOST_SLOTS,
-    maps::{InodeKey, WatchedInode},
+    maps::{enforce, AllowedPorts, DestinationKey, InodeKey, WatchedInode},
 };
 
 /// Default ring buffer size; userspace may resize it before load.
@@ -43,3 +43,13 @@ pub static VERDICTS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
 /// entry costs one array read (not a hash lookup) while no verdict is pending.
 #[map]
 pub static VERDICT_COUNT: Array<u64> = Array::with_max_entries(1, 0);
+
+/// What the LSM tier refuses besides secret opens, by `monitor_common::maps::enforce` slot;
+/// written by the daemon from the per-rule actions.
+#[map]
+pub static ENFORCE: Array<u32> = Array::with_max_entries(enforce::SLOTS, 0);
+
+/// Each task's allowed destinations (tasks registered with an `allow` list only), for the
+/// `socket_connect` LSM hook; written by the daemon when a task starts, cleared when it ends.
+#[map]
+pub static ALLOWED_DESTINATIONS: LpmTrie<DestinationKey, AllowedPorts> = LpmTrie::with_max_entries(16384, 0);

@@ -2,7 +2,9 @@
 //! and ptrace / process_vm_readv against other processes.
 //!
 //! Raw tracepoint `sys_enter` (Linux 4.17+). A process that holds no secret pays one array read
-//! per syscall, plus one `HOLDERS` lookup on connect/sendto/sendmsg.
+//! per syscall, plus one `HOLDERS` lookup on connect/sendto/sendmsg. On the LSM tier, connects,
+//! ptrace attaches and `process_vm_readv` are left to `lsm.rs`, whose hooks see them (io_uring's
+//! connects too) and can refuse them: reporting them here as well would report them twice.
 
 use aya_ebpf::{
     helpers::bpf_probe_read_user_buf,
@@ -15,6 +17,7 @@ use monitor_common::{
         connect::ConnectBody,
         flags,
         harvest::kind,
+        kernel_action,
         EventKind,
     },
     syscalls,
@@ -24,6 +27,7 @@ use crate::{
     kill::kill_current,
     emit::{reserve, set_flag},
     files::report_harvest,
+    lsm,
     maps::{HOLDERS, VERDICTS, VERDICT_COUNT},
     task::{read_user, syscall_arg},
 };
@@ -41,8 +45,8 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     let regs: u64 = ctx.arg(0);
     let nr: u64 = ctx.arg(1);
     match nr as u32 {
-        // connect(fd, addr, addrlen)
-        syscalls::CONNECT if is_holder(&ctx) => {
+        // connect(fd, addr, addrlen); on the LSM tier `socket_connect` reports and judges it.
+        syscalls::CONNECT if !lsm::active() && is_holder(&ctx) => {
             if let (Ok(addr), Ok(len)) = (syscall_arg(regs, 1), syscall_arg(regs, 2)) {
                 report_connect(syscalls::CONNECT, addr, len as u32);
             }
@@ -62,14 +66,15 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
                 }
             }
         }
-        syscalls::PTRACE => {
+        // On the LSM tier `ptrace_access_check` reports (and may refuse) these.
+        syscalls::PTRACE if !lsm::active() => {
             if let (Ok(request), Ok(target)) = (syscall_arg(regs, 0), syscall_arg(regs, 1)) {
                 if matches!(request, syscalls::PTRACE_ATTACH | syscalls::PTRACE_SEIZE) {
                     report_other(&ctx, kind::PTRACE, target as u32);
                 }
             }
         }
-        syscalls::PROCESS_VM_READV => {
+        syscalls::PROCESS_VM_READV if !lsm::active() => {
             if let Ok(target) = syscall_arg(regs, 0) {
                 report_other(&ctx, kind::VM_READV, target as u32);
             }
@@ -82,7 +87,7 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
 #[inline(always)]
 fn report_other(ctx: &RawTracePointContext, harvest_kind: u32, target: u32) {
     if target != ctx.tgid() {
-        report_harvest(harvest_kind, target);
+        report_harvest(harvest_kind, target, kernel_action::NONE);
     }
 }
 
@@ -118,7 +123,7 @@ fn report_connect(nr: u32, addr: u64, len: u32) {
         let body = &raw mut (*entry.as_mut_ptr()).body;
         (&raw mut (*body).syscall).write(nr);
         (&raw mut (*body).addr_len).write(len);
-        (&raw mut (*body)._pad).write(0);
+        (&raw mut (*body).action).write(kernel_action::NONE);
         let buf = &mut *(&raw mut (*body).addr);
         buf.fill(0);
         bpf_probe_read_user_buf(addr as *const u8, buf).is_err()

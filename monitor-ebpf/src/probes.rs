@@ -3,6 +3,9 @@
 //! Doctor loads this object once per probe and loads exactly one program from it, so the single
 //! counter in [`HITS`] belongs to that program. Every program counts only the calls made by
 //! `TARGET_TGID`, which doctor sets to its own tgid (or to its victim child's, for the signal probe).
+//!
+//! The `floor_*` programs are not probes: the hidden `credwatch bench-floor` holds them attached
+//! while `cargo xtask bench` measures what an empty program on a hook costs.
 
 #![no_std]
 #![no_main]
@@ -103,6 +106,26 @@ pub fn probe_send_signal(_ctx: RawTracePointContext) {
         // The return value is not checked here: doctor observes the signal from outside.
         unsafe { bpf_send_signal(SIGKILL) };
     }
+}
+
+/// The benchmark's floor: empty programs on the sensors' own hooks, so that `cargo xtask bench`
+/// tells what attaching to `sys_enter` and `sys_exit` costs every syscall from what the sensors
+/// do there. Linux 4.17.
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn floor_sys_enter(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn floor_sys_exit(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+/// An empty per-syscall tracepoint, the hook tools such as bpftrace use, for comparison with the
+/// floor. Linux 4.7, `CONFIG_FTRACE_SYSCALLS`.
+#[tracepoint(category = "syscalls", name = "sys_exit_openat")]
+pub fn floor_sys_exit_openat(_ctx: TracePointContext) -> u32 {
+    0
 }
 
 #[cfg(not(test))]

@@ -73,6 +73,12 @@ impl Task {
         read_kernel(self.0, offset!(task_start_boottime))
     }
 
+    /// `PF_*` flags.
+    #[inline(always)]
+    pub fn flags(self) -> Result<u32, i32> {
+        read_kernel(self.0, offset!(task_flags))
+    }
+
     #[inline(always)]
     pub fn exit_code(self) -> Result<u32, i32> {
         read_kernel(self.0, offset!(task_exit_code))

@@ -52,6 +52,16 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// What the kernel already did about this event.
+    pub fn kernel_action(&self) -> KernelAction {
+        match self {
+            Self::SecretOpen(SecretOpen { kernel_action, .. })
+            | Self::Harvest(Harvest { kernel_action, .. })
+            | Self::Connect(Connect { kernel_action, .. }) => *kernel_action,
+            Self::Exec(_) | Self::Fork(_) | Self::Exit(_) => KernelAction::None,
+        }
+    }
+
     /// The kind's name, as in `monitor_common::event::EventKind::name` and metric labels.
     pub const fn name(&self) -> &'static str {
         match self {
@@ -151,6 +161,8 @@ pub struct InodeId {
     pub ino: u64,
 }
 
+/// The syscall through which a process reached a watched file. The open syscalls are what the
+/// tracepoint tier sees; the LSM tier also reports the other routes it sees or refuses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OpenSyscall {
@@ -159,6 +171,18 @@ pub enum OpenSyscall {
     Openat,
     Openat2,
     OpenByHandleAt,
+    /// An io_uring request (`IORING_OP_OPENAT`, `IORING_OP_READ`, ...), inline or in a worker.
+    IoUring,
+    /// `read`, `pread64`, `readv`, `preadv`, `preadv2` of an fd opened earlier.
+    Read,
+    Sendfile,
+    /// `splice` or `copy_file_range`.
+    Splice,
+    Mmap,
+    /// `execve` or `execveat` of the file.
+    Exec,
+    /// Another syscall, or one the kernel could not tell.
+    Other,
 }
 
 /// What the kernel already did about an event, before userspace saw it.
@@ -210,6 +234,9 @@ pub struct Harvest {
     pub kind: HarvestKind,
     /// Pid of the process whose environment or memory was reached.
     pub target: u32,
+    /// Refused by an LSM hook (`Denied`) or not.
+    #[serde(default)]
+    pub kernel_action: KernelAction,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,6 +251,9 @@ pub enum ConnectSyscall {
 pub struct Connect {
     pub syscall: ConnectSyscall,
     pub destination: std::net::SocketAddr,
+    /// Refused by an LSM hook before any packet (`Denied`) or not.
+    #[serde(default)]
+    pub kernel_action: KernelAction,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

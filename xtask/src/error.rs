@@ -36,6 +36,18 @@ pub enum Error {
     /// An install step ran but the check after it still fails.
     #[error("{0}")]
     NotFixed(String),
+    /// `cargo xtask bench` could not finish, or a correctness check failed.
+    #[error("bench failed")]
+    Bench(#[source] Box<crate::bench::BenchError>),
+    /// The test VM could not be prepared or started.
+    #[error("vm: {0}")]
+    Vm(String),
+    #[error("{}", .path.display())]
+    File {
+        path: std::path::PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 fn stderr_block(stderr: &str) -> String {

@@ -1,5 +1,6 @@
 //! Developer tasks for credwatch, run as `cargo xtask <command>` (alias in .cargo/config.toml).
 
+mod bench;
 mod build;
 mod cmd;
 mod error;
@@ -8,6 +9,7 @@ mod leaks;
 mod run;
 mod setup;
 mod test;
+mod vm;
 mod workspace;
 
 use std::{ffi::OsString, process::ExitCode};
@@ -20,15 +22,32 @@ Developer tasks for credwatch.
 Usage: cargo xtask <command> [args]
 
 Commands:
-  setup              Install what building the eBPF programs needs (Debian or Ubuntu; root for
-                     apt): rustc-web, cargo-web, libstd-rust-web-dev-bpf, llvm-22-dev, bpftool,
-                     clang; bpf-linker 0.13.0 built against LLVM 22; the rustup toolchain
-                     `debian-bpf` linked to /usr. Steps already done are skipped.
+  setup              Install what building the eBPF programs and the test VM need (Debian or
+                     Ubuntu; root for apt): rustc-web, cargo-web, libstd-rust-web-dev-bpf,
+                     llvm-22-dev, bpftool, clang, qemu-system-x86, busybox-static,
+                     prometheus, prometheus-alertmanager, bpftrace; bpf-linker 0.13.0 built
+                     against LLVM 22; the rustup toolchain `debian-bpf` linked to /usr. Steps
+                     already done are skipped.
   build [--release]  Set up if anything is missing, then `cargo build -p monitor`.
   run [-- ARGS...]   Set up if needed, build in release, then run `credwatch run ARGS...` as
                      root (through `sudo -E` when not root); exits with its status.
   test [ARGS...]     Set up if needed, then `cargo test --workspace --exclude monitor-ebpf
-                     --no-fail-fast ARGS...`; needs root. Prints the wall time.
+                     --no-fail-fast ARGS...` (needs root), then `vm-test`, then `bench
+                     --quick --out target/bench-quick.md`. Fails if any fails. Prints the wall
+                     time.
+  vm-test [ARGS...]  Boot Debian's cloud kernel (BPF LSM) under QEMU (KVM if it works, else
+                     TCG) and run the LSM-tier suite (tests/lsm_tier.rs) in it, ARGS passed to
+                     the test binary; exits with the guest's verdict. The kernel package is
+                     downloaded once with apt-get and cached in target/vm/. Limited to 10
+                     minutes (CREDWATCH_VM_TIMEOUT_SECS); CREDWATCH_VM_ACCEL=kvm|tcg forces
+                     the accelerator.
+  bench [--quick] [--out PATH]
+                     Build credwatch in release and measure, as root: syscall overhead against
+                     no monitor, empty programs on the same hooks and a bpftrace peer; engine
+                     throughput; event-to-decision latency; the daemon's memory and CPU; an
+                     event storm's accounting. Writes a Markdown report to docs/PERFORMANCE.md
+                     (or PATH). --quick: a scaled-down smoke run on the debug build, under a
+                     minute; `test` ends with it.
   help               Print this text.
 ";
 
@@ -45,6 +64,10 @@ fn main() -> ExitCode {
         "build" => build::main(rest),
         "run" => run::main(rest),
         "test" => test::main(rest),
+        "bench" => bench::main(rest),
+        // The benchmark's load processes; not for people, so not in the help.
+        "bench-load" => Ok(bench::load::main(rest)),
+        "vm-test" => vm::main(rest),
         "help" | "-h" | "--help" => {
             print!("{HELP}");
             Ok(ExitCode::SUCCESS)

@@ -13,7 +13,8 @@ use crate::{cmd, error::Error, host, workspace};
 
 /// rustc 1.96 + `core` for the BPF target, LLVM 22 for bpf-linker to build against, bpftool for
 /// the tests, clang for C shims, QEMU and a static busybox for the LSM-tier test VM, Prometheus
-/// and Alertmanager (with promtool and amtool) for the operations tests.
+/// and Alertmanager (with promtool and amtool) for the operations tests, bpftrace for the
+/// benchmark's peer.
 const PACKAGES: &[&str] = &[
     "rustc-web",
     "cargo-web",
@@ -25,6 +26,7 @@ const PACKAGES: &[&str] = &[
     "busybox-static",
     "prometheus",
     "prometheus-alertmanager",
+    "bpftrace",
 ];
 const LLVM_MAJOR: u32 = 22;
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
@@ -37,11 +39,11 @@ const LINKER_STEP: &str = "bpf-linker";
 const TOOLCHAIN_STEP: &str = "rustup toolchain debian-bpf";
 
 const MANUAL_STEPS: &str = "  1. Install rustc and cargo 1.96 with a prebuilt `core` for bpfel-unknown-none, LLVM 22 \
-(development files and shared libLLVM), bpftool, clang, QEMU, a static busybox, Prometheus and \
-Alertmanager. On Debian 12:
+(development files and shared libLLVM), bpftool, clang, QEMU, a static busybox, Prometheus, \
+Alertmanager and bpftrace. On Debian 12:
        apt-get update
        apt-get install rustc-web cargo-web libstd-rust-web-dev-bpf llvm-22-dev bpftool clang \\
-         qemu-system-x86 busybox-static prometheus prometheus-alertmanager
+         qemu-system-x86 busybox-static prometheus prometheus-alertmanager bpftrace
   2. Build bpf-linker against that LLVM:
        LLVM_PREFIX=/usr/lib/llvm-22 cargo install bpf-linker --version 0.13.0 --locked --no-default-features --features llvm-22
   3. Register that rustc as the toolchain aya-build uses (the directory whose bin/ holds it):

@@ -1,4 +1,6 @@
-//! `cargo xtask test [ARGS…]`: the whole suite, unit and integration, as root.
+//! `cargo xtask test [ARGS…]`: the whole suite, unit and integration, as root, then the LSM-tier
+//! suite in the test VM (`vm-test`), which this host's kernel may not be able to run, then the
+//! benchmark's smoke run (`bench --quick`).
 
 use std::{
     ffi::OsString,
@@ -6,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{cmd, error::Error, leaks, setup, workspace};
+use crate::{bench, cmd, error::Error, leaks, setup, vm, workspace};
 
 pub fn main(args: &[OsString]) -> Result<ExitCode, Error> {
     if !cmd::is_root() {
@@ -40,10 +42,54 @@ pub fn main(args: &[OsString]) -> Result<ExitCode, Error> {
     };
     let status = if leaked > 0 { failure() } else { status };
     eprintln!(
-        "test: {outcome}, wall time {}",
+        "test: host suite {outcome}, wall time {}",
         wall_time(started.elapsed())
     );
+    // The LSM-tier suite runs in a VM (this host's kernel may refuse LSM programs), after a
+    // failed host suite too. A VM that cannot start fails the run with its reason, never skips.
+    let vm_started = Instant::now();
+    let vm_passed = match vm::run(&[]) {
+        Ok(run) => {
+            vm::report(&run, vm_started.elapsed());
+            run.passed()
+        }
+        Err(error) => {
+            print_error("the LSM-tier VM suite could not run", &error);
+            false
+        }
+    };
+    let bench_passed = bench_smoke_run();
+    let verdict = |passed| if passed { "passed" } else { "failed" };
+    eprintln!(
+        "test: host suite {outcome}, VM suite {}, bench smoke run {}, wall time {}",
+        verdict(vm_passed),
+        verdict(bench_passed),
+        wall_time(started.elapsed())
+    );
+    let status = if status.success() && !(vm_passed && bench_passed) { failure() } else { status };
     Ok(cmd::exit_code(status))
+}
+
+/// The benchmark's smoke run, so that it cannot rot; after failed suites too.
+fn bench_smoke_run() -> bool {
+    let out = workspace::target_dir().join("bench-quick.md");
+    match bench::main(&["--quick".into(), "--out".into(), out.into()]) {
+        Ok(code) => code == ExitCode::SUCCESS,
+        Err(error) => {
+            print_error("the benchmark's smoke run failed", &error);
+            false
+        }
+    }
+}
+
+/// `what: error` and the chain of its causes, one per line.
+fn print_error(what: &str, error: &dyn std::error::Error) {
+    eprintln!("test: {what}: {error}");
+    let mut source = error.source();
+    while let Some(cause) = source {
+        eprintln!("  caused by: {cause}");
+        source = cause.source();
+    }
 }
 
 /// An exit status that is not success, for a run whose tests passed but leaked.

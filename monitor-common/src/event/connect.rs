@@ -1,4 +1,5 @@
-//! A connect or datagram send by a process that holds a secret.
+//! A connect or datagram send by a process that holds a secret: at `sys_enter` on the tracepoint
+//! tier, in the `socket_connect` LSM hook (connects, io_uring's included) on the LSM tier.
 
 /// Size of the copied socket address: `sizeof(struct sockaddr_in6)`.
 pub const SOCKADDR_LEN: usize = 28;
@@ -12,5 +13,6 @@ pub struct ConnectBody {
     pub addr_len: u32,
     /// The caller's `struct sockaddr` bytes as passed (family, port and address in network order).
     pub addr: [u8; SOCKADDR_LEN],
-    pub _pad: u32,
+    /// One of [`crate::event::kernel_action`]: `DENIED` when the LSM tier refused the connect.
+    pub action: u32,
 }

@@ -15,4 +15,7 @@ pub struct HarvestBody {
     pub kind: u32,
     /// The pid reached (a /proc entry's pid, or the syscall's pid argument).
     pub target: u32,
+    /// One of [`crate::event::kernel_action`]: `DENIED` when the LSM tier refused it.
+    pub action: u32,
+    pub _pad: u32,
 }

@@ -1,4 +1,6 @@
-//! An open of a watched inode, seen at syscall exit with the fd it returned.
+//! A use of a watched inode: an open seen at syscall exit with the fd it returned, or, on the LSM
+//! tier, an open, read or mmap refused by a hook (fd -1) or an open by a route that is not an open
+//! syscall (io_uring).
 
 /// Capacity of the path field (the path as the process passed it).
 pub const PATH_LEN: usize = 256;
@@ -8,9 +10,10 @@ pub const PATH_LEN: usize = 256;
 pub struct SecretOpenBody {
     /// The daemon's secret id from `WATCHED`.
     pub secret: u32,
-    /// Syscall number (x86_64 numbering).
+    /// Syscall number (x86_64 numbering) that reached the file; `IO_URING_ENTER` for an io_uring
+    /// worker.
     pub syscall: u32,
-    /// The returned fd.
+    /// The returned fd; -1 when there is none (refused, or not an open syscall).
     pub fd: i32,
     /// `super_block::s_dev`, kernel encoding.
     pub dev: u32,

@@ -180,7 +180,14 @@ async fn steps(control: &mpsc::Sender<ControlMessage>, home: &Path, token_file: 
         describe(status)
     );
 
-    let holder = Gated::spawn("exec sleep 20", home, &[("GITHUB_TOKEN", token)])?;
+    // The token reaches the holder under a name that is not a secret's, and becomes
+    // GITHUB_TOKEN only once the holder belongs to agent-c: the shell waiting at the gate is in
+    // no task yet, and would otherwise be an (honest) untasked use of the token.
+    let holder = Gated::spawn(
+        "export GITHUB_TOKEN=\"$DEMO_VALUE\"; unset DEMO_VALUE; exec sleep 20",
+        home,
+        &[("DEMO_VALUE", token)],
+    )?;
     let holder_pid = holder.pid();
     start_task(control, "agent-c", holder_pid, Vec::new(), vec!["GITHUB_TOKEN".to_owned()]).await?;
     let holder = tokio::spawn(holder.release());

@@ -1,5 +1,6 @@
 //! Command-line interface: one module per subcommand.
 
+pub mod bench_floor;
 pub mod demo;
 pub mod doctor;
 pub mod findings;
@@ -42,6 +43,9 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Run the engine over a recording (JSON lines of inputs) and print its findings.
     Replay(replay::ReplayArgs),
+    /// Hold empty programs on syscall hooks until stdin closes: the floor of `cargo xtask bench`.
+    #[command(hide = true)]
+    BenchFloor(bench_floor::BenchFloorArgs),
 }
 
 /// Logs go to stderr so that stdout stays free for command output.

@@ -16,7 +16,7 @@ use crate::{
     export::TaskChange,
     catalogue::pattern::{EnvPatterns, NamePattern},
     engine::{Destination, Effect, Grant, Input, TaskId, TaskSpec, TaskState},
-    event::{EnvScan, EnvSecret, KernelAction, SecretId},
+    event::{EnvScan, EnvSecret, SecretId},
     procfs,
     secrets::environ::scan_environ,
 };
@@ -150,6 +150,9 @@ impl Daemon {
 
     /// Feeds a task start to the engine; `Some(reason)` if the engine rejected it.
     fn feed_task(&mut self, at_ns: u64, task: TaskSpec) -> Result<Option<String>, ControlError> {
+        if let Some(handle) = self.tasks.handle(&task.id) {
+            kernel_sync::allow_destinations(self.sensors.maps_mut(), handle, task.allowed.as_deref());
+        }
         let outcome = self.engine.apply(&Input::TaskStarted { at_ns, task: task.clone() });
         let rejection = outcome.effects.iter().find_map(|effect| match effect {
             Effect::Rejected(rejection) => Some(rejection.to_string()),
@@ -209,7 +212,7 @@ impl Daemon {
         if entry.state == TaskState::Active {
             self.tasks.finish(id, TaskState::Ended);
             let at_ns = clock::boottime_ns();
-            self.input(Input::TaskEnded { at_ns, id: id.clone() }, KernelAction::None)
+            self.input(Input::TaskEnded { at_ns, id: id.clone() })
                 .map_err(|error| ControlError::Internal(error.to_string()))?;
             kernel_sync::end_bindings(id, self.sensors.maps_mut(), &mut self.watched, &self.tasks, &self.plan);
             self.save_registry();
@@ -229,7 +232,7 @@ impl Daemon {
             return Err(ControlError::NotFound(id.to_string()));
         }
         let grant = Grant::Token { fingerprint, label: label.clone() };
-        self.input(Input::GrantAdded { at_ns: clock::boottime_ns(), task: id.clone(), grant }, KernelAction::None)
+        self.input(Input::GrantAdded { at_ns: clock::boottime_ns(), task: id.clone(), grant })
             .map_err(|error| ControlError::Internal(error.to_string()))?;
         Ok(json!({ "task": id, "label": label, "fingerprint_prefix": fingerprint.prefix() }))
     }
@@ -307,7 +310,7 @@ impl Daemon {
                 continue;
             }
             if state != TaskState::Active {
-                self.input(Input::TaskEnded { at_ns: now, id: id.clone() }, KernelAction::None)?;
+                self.input(Input::TaskEnded { at_ns: now, id: id.clone() })?;
                 self.tasks.finish(&id, state);
                 kernel_sync::end_bindings(&id, self.sensors.maps_mut(), &mut self.watched, &self.tasks, &self.plan);
             }

@@ -8,9 +8,9 @@ use tracing::{debug, warn};
 use super::tasks::TaskTable;
 use crate::{
     actions::plan::ActionPlan,
-    engine::{Effect, Rule, TaskId},
+    engine::{Destination, Effect, Rule, TaskId},
     event::{InodeId, SecretId},
-    sensors::maps::KernelMaps,
+    sensors::{destinations::AllowedNetwork, maps::KernelMaps},
 };
 
 /// Who each watched secret file is bound to, and its inodes, as the kernel must see them.
@@ -88,7 +88,18 @@ pub fn apply(effects: &[Effect], maps: &mut KernelMaps, files: &mut WatchedFiles
                 }
                 tasks.note_member(task, *process);
             }
-            Effect::TaskRootPending { task, pid } => debug!(%task, pid, "task root not seen yet"),
+            // The engine has not seen this root yet (its fork is still in the ring buffer, or the
+            // daemon restarted): the kernel must know it now, or an open it makes before the
+            // engine catches up would be judged as untasked in the kernel.
+            Effect::TaskRootPending { task, pid } => {
+                debug!(%task, pid, "task root not seen yet");
+                if let Some(handle) = tasks.handle(task) {
+                    report(maps.join_task(*pid, handle), "add a pending task root");
+                }
+                if let Some(process) = crate::procfs::exec_id(*pid) {
+                    tasks.note_member(task, process);
+                }
+            }
             Effect::TaskExpired { task } => {
                 tasks.mark_expired(task);
                 end_bindings(task, maps, files, tasks, plan);
@@ -109,9 +120,44 @@ pub fn apply(effects: &[Effect], maps: &mut KernelMaps, files: &mut WatchedFiles
     }
 }
 
+/// What the LSM tier refuses beyond secret opens (the tracepoint tier ignores it): reaching into
+/// a secret holder from outside its task when environ_harvest kills or denies, and a holder's
+/// connect outside its task's allowlist when unexpected_destination does.
+pub fn set_enforcement(maps: &mut KernelMaps, plan: &ActionPlan) {
+    let harvest = if plan.kills(Rule::EnvironHarvest) {
+        policy::KILL_OTHER_TASK | policy::KILL_UNTASKED
+    } else {
+        policy::REPORT
+    };
+    report(maps.set_enforcement(harvest, plan.kills(Rule::UnexpectedDestination)), "set the LSM tier's enforcement");
+}
+
+/// Gives the kernel a started (or restored) task's allowed destinations, for the LSM tier's
+/// `socket_connect` hook.
+pub fn allow_destinations(maps: &mut KernelMaps, handle: u32, allowed: Option<&[Destination]>) {
+    let networks: Option<Vec<AllowedNetwork>> = allowed.map(|allowed| {
+        allowed
+            .iter()
+            .map(|destination| AllowedNetwork {
+                network: destination.network(),
+                prefix_len: destination.prefix_len(),
+                port: destination.port(),
+            })
+            .collect()
+    });
+    match maps.allow_destinations(handle, networks.as_deref()) {
+        Ok(true) => warn!(handle, "a network lists more ports than the kernel keeps: the LSM tier allows it every port"),
+        Ok(false) => {}
+        Err(error) => warn!(%error, "cannot write a task's allowed destinations in the kernel map"),
+    }
+}
+
 /// A task ended or expired: the files granted to it now kill every opener when the post-task
 /// rule kills, its own left-over processes included.
 pub fn end_bindings(task: &TaskId, maps: &mut KernelMaps, files: &mut WatchedFiles, tasks: &TaskTable, plan: &ActionPlan) {
+    if let Some(handle) = tasks.handle(task) {
+        report(maps.forget_destinations(handle), "drop a task's allowed destinations");
+    }
     let (Some(handle), true) = (tasks.handle(task), plan.kills(Rule::PostTaskReuse)) else {
         return;
     };

@@ -119,9 +119,10 @@ impl Daemon {
     pub fn start(options: DaemonOptions) -> Result<Self, DaemonError> {
         let DaemonOptions { config, ring_buffer_bytes, record, metrics, exports } = options;
         let plan = config.actions.clone();
-        let tier = doctor::inspect().tier()?;
         let key = FingerprintKey::for_config(&config)?;
-        let sensors = Sensors::load(SensorOptions { ring_buffer_bytes, ignored_tgid: Some(std::process::id()) })?;
+        let mut sensors = load_sensors(ring_buffer_bytes, doctor::inspect().tier()?)?;
+        let tier = sensors.tier();
+        kernel_sync::set_enforcement(sensors.maps_mut(), &plan);
         for gap in sensors.gaps() {
             warn!(capability = gap.capability, reason = %gap.reason, "sensor gap");
         }
@@ -194,7 +195,7 @@ impl Daemon {
                     // The caller may have gone away; its request was still carried out.
                     let _ = reply.send(answer);
                 }
-                _ = tick.tick() => self.input(Input::Tick { at_ns: clock::boottime_ns() }, KernelAction::None)?,
+                _ = tick.tick() => self.input(Input::Tick { at_ns: clock::boottime_ns() })?,
                 _ = refresh.tick() => self.refresh_metrics(),
             }
         };
@@ -217,7 +218,7 @@ impl Daemon {
             self.metrics.events.with_label_values(&[kind]).inc();
             log_event(&event);
             let ktime_ns = event.ktime_ns;
-            let kernel_action = match &mut event.kind {
+            match &mut event.kind {
                 EventKind::Exec(exec) => {
                     exec.env = scan_environ(event.process.tgid, &self.env_patterns, &self.key);
                     match exec.env {
@@ -227,21 +228,18 @@ impl Daemon {
                         }
                         EnvScan::NotScanned | EnvScan::Scanned { .. } => self.counters.execs_env_scanned += 1,
                     }
-                    KernelAction::None
                 }
                 EventKind::Exit(_) => {
                     if let Err(error) = self.sensors.maps_mut().clear_verdict(event.process.tgid) {
                         warn!(%error, "cannot clear a kill verdict");
                     }
-                    KernelAction::None
                 }
                 EventKind::SecretOpen(open) => {
                     open.resolved_path = self.watched.path(open.secret).unwrap_or_default().to_owned();
-                    open.kernel_action
                 }
-                EventKind::Fork(_) | EventKind::Harvest(_) | EventKind::Connect(_) => KernelAction::None,
-            };
-            self.input(Input::Event(event), kernel_action)?;
+                EventKind::Fork(_) | EventKind::Harvest(_) | EventKind::Connect(_) => {}
+            }
+            self.input(Input::Event(event))?;
             let latency_ns = clock::boottime_ns().saturating_sub(ktime_ns);
             self.latency.record(latency_ns);
             self.metrics.event_latency.observe(latency_ns as f64 / 1e9);
@@ -254,7 +252,12 @@ impl Daemon {
     }
 
     /// Feeds one input to the engine and carries out what it decided.
-    fn input(&mut self, input: Input, kernel_action: KernelAction) -> Result<(), DaemonError> {
+    fn input(&mut self, input: Input) -> Result<(), DaemonError> {
+        // What the kernel already did about the event that fires a finding, if it was an event.
+        let kernel_action = match &input {
+            Input::Event(event) => event.kind.kernel_action(),
+            _ => KernelAction::None,
+        };
         let outcome = self.engine.apply(&input);
         let is_idle_tick = matches!(input, Input::Tick { .. }) && outcome.findings.is_empty() && outcome.effects.is_empty();
         if let (Some(recorder), false) = (&mut self.recorder, is_idle_tick) {
@@ -310,7 +313,7 @@ impl Daemon {
                     let path = path.display().to_string();
                     self.watched.add(self.sensors.maps_mut(), id, inode, path.clone());
                     let secret = SecretSpec { id, name: path.clone(), kind: SecretKind::File { inode, path }, fingerprint: None };
-                    self.input(Input::SecretWatched { at_ns: clock::boottime_ns(), secret }, KernelAction::None)?;
+                    self.input(Input::SecretWatched { at_ns: clock::boottime_ns(), secret })?;
                 }
                 Change::Unwatch { id, inode } => {
                     debug!(secret = id.0, ino = inode.ino, "unwatching secret inode");
@@ -367,6 +370,21 @@ impl Daemon {
     /// The id of the watched secret file at `path`, if any.
     fn secret_at(&self, path: &std::path::Path) -> Option<SecretId> {
         self.secret_files.id_of(path)
+    }
+}
+
+/// The sensors of `tier`. If the LSM programs are refused although doctor's probe loaded (a
+/// kernel older than they need, 5.15), the tracepoint tier's, with a warning: a daemon that
+/// sees less beats no daemon.
+fn load_sensors(ring_buffer_bytes: u32, tier: Tier) -> Result<Sensors, SensorError> {
+    let options = |tier| SensorOptions { ring_buffer_bytes, ignored_tgid: Some(std::process::id()), tier };
+    match Sensors::load(options(tier)) {
+        Err(error) if tier == Tier::Lsm => {
+            let cause = std::error::Error::source(&error).map(ToString::to_string).unwrap_or_default();
+            warn!(%error, %cause, "the LSM tier's programs did not load; falling back to the tracepoint tier");
+            Sensors::load(options(Tier::Tracepoint))
+        }
+        result => result,
     }
 }
 

@@ -301,7 +301,7 @@ impl HookChecks {
 }
 
 /// Loads the probe object with `TARGET_TGID` set; no program is loaded into the kernel yet.
-pub(super) fn load_object(btf: Option<&Btf>, target_tgid: u32) -> Result<Ebpf, ProbeError> {
+pub(crate) fn load_object(btf: Option<&Btf>, target_tgid: u32) -> Result<Ebpf, ProbeError> {
     EbpfLoader::new()
         .btf(btf)
         .override_global(TARGET_TGID, &target_tgid, true)

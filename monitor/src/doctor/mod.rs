@@ -7,7 +7,7 @@
 mod btf;
 mod error_detail;
 mod filesystems;
-mod hooks;
+pub(crate) mod hooks;
 mod lsm_list;
 pub mod report;
 mod ring_buffer;

@@ -20,6 +20,20 @@ pub struct Destination {
 }
 
 impl Destination {
+    /// The network address, host bits cleared.
+    pub fn network(&self) -> IpAddr {
+        self.network
+    }
+
+    pub fn prefix_len(&self) -> u8 {
+        self.prefix_len
+    }
+
+    /// `None` allows every port.
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+
     pub fn matches(&self, address: SocketAddr) -> bool {
         if self.port.is_some_and(|port| port != address.port()) {
             return false;

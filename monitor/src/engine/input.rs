@@ -86,10 +86,14 @@ mod tests {
             thread: 301,
             truncated: false,
             read_failed: false,
-            kind: EventKind::Harvest(Harvest { kind: HarvestKind::Environ, target: 100 }),
+            kind: EventKind::Harvest(Harvest {
+                kind: HarvestKind::Environ,
+                target: 100,
+                kernel_action: crate::event::KernelAction::None,
+            }),
         });
         let line = serde_json::to_string(&harvest).unwrap();
-        assert!(line.ends_with(r#""kind":"harvest","harvest":"environ","target":100}"#), "{line}");
+        assert!(line.ends_with(r#""kind":"harvest","harvest":"environ","target":100,"kernel_action":"none"}"#), "{line}");
         assert_eq!(serde_json::from_str::<Input>(&line).unwrap(), harvest);
 
         let tick = r#"{"input":"tick","at_ns":9}"#;

@@ -278,7 +278,7 @@ impl Engine {
                 };
                 self.use_secret(at_ns, process, SecretKey::Watched(*secret), Via::Open { path }, holds, out);
             }
-            EventKind::Harvest(Harvest { kind, target }) => {
+            EventKind::Harvest(Harvest { kind, target, kernel_action: _ }) => {
                 self.see(process, out);
                 match self.state.processes.live_by_pid(*target) {
                     Some(target) => {
@@ -288,7 +288,7 @@ impl Engine {
                     None => self.stats.unknown_harvest_targets += 1,
                 }
             }
-            EventKind::Connect(Connect { syscall: _, destination }) => {
+            EventKind::Connect(Connect { syscall: _, destination, kernel_action: _ }) => {
                 self.see(process, out);
                 let draft = rules::connect(&self.state, process, *destination);
                 self.emit(at_ns, process, draft, out);

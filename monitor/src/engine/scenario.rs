@@ -129,12 +129,12 @@ impl Scenario {
 
     pub(super) fn connect(&mut self, pid: u32, destination: &str) -> &mut Self {
         let destination = destination.parse().expect("a socket address");
-        self.event(pid, EventKind::Connect(Connect { syscall: ConnectSyscall::Connect, destination }))
+        self.event(pid, EventKind::Connect(Connect { syscall: ConnectSyscall::Connect, destination, kernel_action: KernelAction::None }))
     }
 
     /// `pid` reaches the environment or memory of `target`.
     pub(super) fn harvest(&mut self, pid: u32, kind: HarvestKind, target: u32) -> &mut Self {
-        self.event(pid, EventKind::Harvest(Harvest { kind, target }))
+        self.event(pid, EventKind::Harvest(Harvest { kind, target, kernel_action: KernelAction::None }))
     }
 
     pub(super) fn exit(&mut self, pid: u32) -> &mut Self {

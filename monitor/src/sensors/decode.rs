@@ -58,7 +58,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         }
         RecordKind::SecretOpen => EventKind::SecretOpen(secret_open(body(record_kind, bytes)?)?),
         RecordKind::Harvest => {
-            let HarvestBody { kind, target } = body(record_kind, bytes)?;
+            let HarvestBody { kind, target, action, _pad } = body(record_kind, bytes)?;
             let kind = match kind {
                 harvest_kind::ENVIRON => HarvestKind::Environ,
                 harvest_kind::MEM => HarvestKind::Mem,
@@ -66,7 +66,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 harvest_kind::VM_READV => HarvestKind::VmReadv,
                 other => return Err(field_error(record_kind, "kind", other.into())),
             };
-            EventKind::Harvest(Harvest { kind, target })
+            EventKind::Harvest(Harvest { kind, target, kernel_action: kernel_action(record_kind, action)? })
         }
         RecordKind::Connect => EventKind::Connect(connect(body(record_kind, bytes)?)?),
     };
@@ -79,6 +79,15 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         read_failed: header_flags & flags::READ_FAILED != 0,
         kind,
     })
+}
+
+fn kernel_action(kind: RecordKind, action: u32) -> Result<KernelAction, DecodeError> {
+    match action {
+        kernel_action::NONE => Ok(KernelAction::None),
+        kernel_action::KILLED => Ok(KernelAction::Killed),
+        kernel_action::DENIED => Ok(KernelAction::Denied),
+        other => Err(field_error(kind, "action", other.into())),
+    }
 }
 
 fn field_error(kind: RecordKind, field: &'static str, value: u64) -> DecodeError {
@@ -94,14 +103,17 @@ fn secret_open(body: SecretOpenBody) -> Result<SecretOpen, DecodeError> {
         syscalls::OPENAT => OpenSyscall::Openat,
         syscalls::OPENAT2 => OpenSyscall::Openat2,
         syscalls::OPEN_BY_HANDLE_AT => OpenSyscall::OpenByHandleAt,
-        other => return Err(field_error(RecordKind::SecretOpen, "syscall", other.into())),
+        syscalls::IO_URING_ENTER => OpenSyscall::IoUring,
+        syscalls::READ | syscalls::PREAD64 | syscalls::READV | syscalls::PREADV | syscalls::PREADV2 => {
+            OpenSyscall::Read
+        }
+        syscalls::SENDFILE => OpenSyscall::Sendfile,
+        syscalls::SPLICE | syscalls::COPY_FILE_RANGE => OpenSyscall::Splice,
+        syscalls::MMAP => OpenSyscall::Mmap,
+        syscalls::EXECVE | syscalls::EXECVEAT => OpenSyscall::Exec,
+        _ => OpenSyscall::Other,
     };
-    let kernel_action = match action {
-        kernel_action::NONE => KernelAction::None,
-        kernel_action::KILLED => KernelAction::Killed,
-        kernel_action::DENIED => KernelAction::Denied,
-        other => return Err(field_error(RecordKind::SecretOpen, "action", other.into())),
-    };
+    let kernel_action = kernel_action(RecordKind::SecretOpen, action)?;
     Ok(SecretOpen {
         secret: SecretId(secret),
         inode: InodeId { dev: user_dev(dev), ino },
@@ -127,7 +139,7 @@ const AF_INET: u16 = libc::AF_INET as u16;
 const AF_INET6: u16 = libc::AF_INET6 as u16;
 
 fn connect(body: ConnectBody) -> Result<Connect, DecodeError> {
-    let ConnectBody { syscall, addr_len: _, addr, _pad } = body;
+    let ConnectBody { syscall, addr_len: _, addr, action } = body;
     let syscall = match syscall {
         syscalls::CONNECT => ConnectSyscall::Connect,
         syscalls::SENDTO => ConnectSyscall::Sendto,
@@ -146,7 +158,7 @@ fn connect(body: ConnectBody) -> Result<Connect, DecodeError> {
         }
         other => return Err(field_error(RecordKind::Connect, "family", other.into())),
     };
-    Ok(Connect { syscall, destination })
+    Ok(Connect { syscall, destination, kernel_action: kernel_action(RecordKind::Connect, action)? })
 }
 
 fn body<T: Copy>(kind: RecordKind, bytes: &[u8]) -> Result<T, DecodeError> {
@@ -269,6 +281,43 @@ mod tests {
     }
 
     #[test]
+    fn lsm_routes_decode_to_their_syscall_kind() {
+        let body = |syscall, action| SecretOpenBody {
+            secret: 1,
+            syscall,
+            fd: -1,
+            dev: 1,
+            ino: 2,
+            caller_task: 2,
+            owner_task: 1,
+            action,
+            _pad: 0,
+            path: [0; PATH_LEN],
+        };
+        for (syscall, expected) in [
+            (syscalls::IO_URING_ENTER, OpenSyscall::IoUring),
+            (syscalls::SENDFILE, OpenSyscall::Sendfile),
+            (syscalls::PREAD64, OpenSyscall::Read),
+            (syscalls::MMAP, OpenSyscall::Mmap),
+            (syscalls::EXECVE, OpenSyscall::Exec),
+            (u32::MAX, OpenSyscall::Other),
+        ] {
+            let record = Record { header: header(RecordKind::SecretOpen, 0), body: body(syscall, kernel_action::DENIED) };
+            let event = decode(&bytes_of(&record)).unwrap();
+            let EventKind::SecretOpen(open) = event.kind else { panic!("{event:?}") };
+            assert_eq!((open.syscall, open.fd, open.kernel_action), (expected, -1, KernelAction::Denied));
+        }
+        let harvest = Record {
+            header: header(RecordKind::Harvest, 0),
+            body: HarvestBody { kind: harvest_kind::MEM, target: 9, action: kernel_action::DENIED, _pad: 0 },
+        };
+        assert_eq!(
+            decode(&bytes_of(&harvest)).unwrap().kind,
+            EventKind::Harvest(Harvest { kind: HarvestKind::Mem, target: 9, kernel_action: KernelAction::Denied })
+        );
+    }
+
+    #[test]
     fn device_numbers_convert_both_ways() {
         for (major, minor) in [(0, 0), (8, 1), (259, 3), (0, 0x4_0001)] {
             let user = libc::makedev(major, minor);
@@ -288,25 +337,34 @@ mod tests {
         let v4 = sockaddr(&[2, 0, 0x01, 0xbb, 127, 0, 0, 1]);
         let record = Record {
             header: header(RecordKind::Connect, 0),
-            body: ConnectBody { syscall: syscalls::CONNECT, addr_len: 16, addr: v4, _pad: 0 },
+            body: ConnectBody { syscall: syscalls::CONNECT, addr_len: 16, addr: v4, action: kernel_action::DENIED },
         };
         assert_eq!(
             decode(&bytes_of(&record)).unwrap().kind,
-            EventKind::Connect(Connect { syscall: ConnectSyscall::Connect, destination: "127.0.0.1:443".parse().unwrap() })
+            EventKind::Connect(Connect {
+                syscall: ConnectSyscall::Connect,
+                destination: "127.0.0.1:443".parse().unwrap(),
+                kernel_action: KernelAction::Denied,
+            }),
+            "refused by socket_connect on the LSM tier"
         );
         let mut v6 = vec![10, 0, 0, 53, 0, 0, 0, 0];
         v6.extend_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
         let record = Record {
             header: header(RecordKind::Connect, 0),
-            body: ConnectBody { syscall: syscalls::SENDTO, addr_len: 28, addr: sockaddr(&v6), _pad: 0 },
+            body: ConnectBody { syscall: syscalls::SENDTO, addr_len: 28, addr: sockaddr(&v6), action: 0 },
         };
         assert_eq!(
             decode(&bytes_of(&record)).unwrap().kind,
-            EventKind::Connect(Connect { syscall: ConnectSyscall::Sendto, destination: "[::1]:53".parse().unwrap() })
+            EventKind::Connect(Connect {
+                syscall: ConnectSyscall::Sendto,
+                destination: "[::1]:53".parse().unwrap(),
+                kernel_action: KernelAction::None,
+            })
         );
         let unix = Record {
             header: header(RecordKind::Connect, 0),
-            body: ConnectBody { syscall: syscalls::CONNECT, addr_len: 2, addr: sockaddr(&[1, 0]), _pad: 0 },
+            body: ConnectBody { syscall: syscalls::CONNECT, addr_len: 2, addr: sockaddr(&[1, 0]), action: 0 },
         };
         assert_eq!(
             decode(&bytes_of(&unix)),

@@ -1,9 +1,9 @@
 //! Loading, attaching and reading the tracepoint-tier sensors.
 
 use aya::{
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{ProgramError, RawTracePoint},
-    Ebpf, EbpfError, EbpfLoader,
+    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf},
+    programs::{Lsm, ProgramError, RawTracePoint},
+    BtfError as AyaBtfError, Ebpf, EbpfError, EbpfLoader,
 };
 use monitor_common::event::EventKind;
 use tokio::io::unix::AsyncFd;
@@ -16,7 +16,10 @@ use super::{
     maps::KernelMaps,
     offsets::{resolve, OffsetError},
 };
-use crate::event::Event;
+use crate::{
+    doctor::Tier,
+    event::Event,
+};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/credwatch-sensors"));
 
@@ -30,12 +33,25 @@ const RAW_TRACEPOINTS: [(&str, &str); 5] = [
     ("sys_exit", "raw_tracepoint/sys_exit"),
 ];
 
+/// LSM hooks of the LSM tier (`monitor-ebpf/src/lsm.rs`): each program is named after its hook;
+/// the second name labels it in metrics.
+const LSM_HOOKS: [(&str, &str); 6] = [
+    ("file_open", "lsm/file_open"),
+    ("file_permission", "lsm/file_permission"),
+    ("mmap_file", "lsm/mmap_file"),
+    ("socket_connect", "lsm/socket_connect"),
+    ("ptrace_access_check", "lsm/ptrace_access_check"),
+    ("task_kill", "lsm/task_kill"),
+];
+
 #[derive(Debug, thiserror::Error)]
 pub enum SensorError {
     #[error("cannot read the kernel's BTF")]
     Btf(#[from] BtfError),
     #[error("cannot resolve kernel struct offsets")]
     Offsets(#[from] OffsetError),
+    #[error("cannot read the kernel's BTF, which LSM programs are loaded against")]
+    LsmBtf(#[source] AyaBtfError),
     #[error("cannot load the sensors' eBPF object (root, or CAP_BPF and CAP_PERFMON, is needed)")]
     Load(#[from] EbpfError),
     #[error("eBPF object has no program {0}")]
@@ -64,13 +80,17 @@ pub struct SensorOptions {
     /// Ring buffer size in bytes: a power-of-two multiple of the page size.
     pub ring_buffer_bytes: u32,
     /// A process whose opens are not reported: the daemon itself, which reads every new
-    /// process's environment and holds O_PATH handles on secret files.
+    /// process's environment and holds O_PATH handles on secret files. On the LSM tier, only
+    /// root outside every task may signal or ptrace it.
     pub ignored_tgid: Option<u32>,
+    /// Which hooks to attach: the tracepoint tier's, or those plus the LSM hooks. The caller
+    /// knows the tier from `doctor::inspect()`.
+    pub tier: Tier,
 }
 
 impl Default for SensorOptions {
     fn default() -> Self {
-        Self { ring_buffer_bytes: 4 << 20, ignored_tgid: None }
+        Self { ring_buffer_bytes: 4 << 20, ignored_tgid: None, tier: Tier::Tracepoint }
     }
 }
 
@@ -90,6 +110,7 @@ pub struct Sensors {
     lost: PerCpuArray<MapData, u64>,
     /// Records the decoder rejected; a layout mismatch shows up here, not as silence.
     decode_errors: u64,
+    tier: Tier,
     /// Owns the programs and their links; declared last so the maps above are dropped first.
     _ebpf: Ebpf,
 }
@@ -106,14 +127,29 @@ impl Sensors {
             gaps.push(SensorGap { capability: "harvest:proc_open", reason: error.to_string() });
             Default::default()
         });
-        let SensorOptions { ring_buffer_bytes, ignored_tgid } = options;
+        let SensorOptions { ring_buffer_bytes, ignored_tgid, tier } = options;
         let ignored_tgid = ignored_tgid.unwrap_or(0);
+        let lsm_tier = u32::from(tier == Tier::Lsm);
         let mut ebpf = EbpfLoader::new()
             .override_global("OFFSETS", &offsets, true)
             .override_global("SYMBOLS", &symbols, true)
             .override_global("IGNORED_TGID", &ignored_tgid, true)
+            .override_global("LSM_TIER", &lsm_tier, true)
             .map_max_entries("EVENTS", ring_buffer_bytes)
             .load(OBJECT)?;
+        // The LSM hooks first: the tracepoint programs already leave connects and ptrace to them.
+        if tier == Tier::Lsm {
+            let btf = aya::Btf::from_sys_fs().map_err(SensorError::LsmBtf)?;
+            for (name, _) in LSM_HOOKS {
+                let program: &mut Lsm = ebpf
+                    .program_mut(name)
+                    .ok_or(SensorError::MissingProgram(name))?
+                    .try_into()
+                    .map_err(|source| SensorError::Attach { name, source })?;
+                program.load(name, &btf).map_err(|source| SensorError::Attach { name, source })?;
+                program.attach().map_err(|source| SensorError::Attach { name, source })?;
+            }
+        }
         for (name, _) in RAW_TRACEPOINTS {
             let program: &mut RawTracePoint = ebpf
                 .program_mut(name)
@@ -132,12 +168,15 @@ impl Sensors {
             verdicts: take_map(&mut ebpf, "VERDICTS", HashMap::try_from)?,
             verdict_count: take_map(&mut ebpf, "VERDICT_COUNT", Array::try_from)?,
             pending: Default::default(),
+            enforce: take_map(&mut ebpf, "ENFORCE", Array::try_from)?,
+            destinations: take_map(&mut ebpf, "ALLOWED_DESTINATIONS", LpmTrie::try_from)?,
+            destination_keys: Default::default(),
         };
         // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long as
         // the AsyncFd owns the ring buffer.
         let events = unsafe { AsyncFd::register(events) }
             .map_err(|error| SensorError::Poll(error.into()))?;
-        Ok(Self { events, maps, gaps, lost, decode_errors: 0, _ebpf: ebpf })
+        Ok(Self { events, maps, gaps, lost, decode_errors: 0, tier, _ebpf: ebpf })
     }
 
     /// Waits until the kernel has submitted events, then appends every available one to `out`.
@@ -179,9 +218,15 @@ impl Sensors {
         &mut self.maps
     }
 
-    /// The attached hooks, as `raw_tracepoint/<name>`.
+    /// The tier these sensors were loaded for.
+    pub fn tier(&self) -> Tier {
+        self.tier
+    }
+
+    /// The attached hooks, as `raw_tracepoint/<name>` and, on the LSM tier, `lsm/<hook>`.
     pub fn hooks(&self) -> impl Iterator<Item = &'static str> {
-        RAW_TRACEPOINTS.iter().map(|&(_, label)| label)
+        let lsm: &[(&str, &str)] = if self.tier == Tier::Lsm { &LSM_HOOKS } else { &[] };
+        RAW_TRACEPOINTS.iter().chain(lsm).map(|&(_, label)| label)
     }
 
     /// What these sensors cannot see on this kernel.

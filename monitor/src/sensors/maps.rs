@@ -1,15 +1,19 @@
 //! The maps the daemon writes for the kernel: watched inodes, task membership, secret holders,
-//! kill verdicts.
+//! kill verdicts, and what the LSM tier refuses (harvests, connects outside a task's allowlist).
 
-use std::collections::HashSet;
+use std::collections::{HashMap as StdHashMap, HashSet};
 
-use aya::maps::{Array, HashMap, MapData, MapError};
-use monitor_common::maps::{InodeKey, WatchedInode};
+use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, MapError};
+use monitor_common::maps::{enforce, AllowedPorts, DestinationKey, InodeKey, WatchedInode};
 
-use super::decode::kernel_dev;
+use super::{
+    decode::kernel_dev,
+    destinations::{self, AllowedNetwork},
+};
 use crate::event::InodeId;
 
-/// Typed handles on `WATCHED`, `TASK_OF`, `HOLDERS`, `VERDICTS` and `VERDICT_COUNT`.
+/// Typed handles on `WATCHED`, `TASK_OF`, `HOLDERS`, `VERDICTS`, `VERDICT_COUNT`, `ENFORCE` and
+/// `ALLOWED_DESTINATIONS`.
 pub struct KernelMaps {
     pub(super) watched: HashMap<MapData, InodeKey, WatchedInode>,
     pub(super) task_of: HashMap<MapData, u32, u32>,
@@ -18,6 +22,10 @@ pub struct KernelMaps {
     pub(super) verdict_count: Array<MapData, u64>,
     /// Mirror of `VERDICTS`' keys, so that `VERDICT_COUNT` is exact.
     pub(super) pending: HashSet<u32>,
+    pub(super) enforce: Array<MapData, u32>,
+    pub(super) destinations: LpmTrie<MapData, DestinationKey, AllowedPorts>,
+    /// The `ALLOWED_DESTINATIONS` keys of each task handle, to remove them when it ends.
+    pub(super) destination_keys: StdHashMap<u32, Vec<(u32, DestinationKey)>>,
 }
 
 fn inode_key(inode: InodeId) -> InodeKey {
@@ -96,5 +104,39 @@ impl KernelMaps {
 
     pub fn task_of(&self, tgid: u32) -> Option<u32> {
         self.task_of.get(&tgid, 0).ok()
+    }
+
+    /// What the LSM tier refuses beyond secret opens (the tracepoint tier ignores it):
+    /// `harvest_policy` (`monitor_common::maps::policy` bits) for reaching into a secret holder of
+    /// another task, and whether a holder's connect outside its task's allowlist is refused.
+    pub fn set_enforcement(&mut self, harvest_policy: u32, refuse_connects: bool) -> Result<(), MapError> {
+        self.enforce.set(enforce::HARVEST, harvest_policy, 0)?;
+        self.enforce.set(enforce::CONNECT, u32::from(refuse_connects), 0)
+    }
+
+    /// Writes task handle `task`'s allowed destinations for the LSM tier's `socket_connect`
+    /// hook, replacing earlier ones: `None` (no list) allows everything; `Some` refuses every
+    /// address no listed network holds (`Some(&[])`: everywhere). Returns whether a network had
+    /// more ports than the kernel keeps, in which case it allows every port.
+    pub fn allow_destinations(&mut self, task: u32, allowed: Option<&[AllowedNetwork]>) -> Result<bool, MapError> {
+        self.forget_destinations(task)?;
+        let Some(allowed) = allowed else {
+            return Ok(false);
+        };
+        let (entries, too_many_ports) = destinations::entries(task, allowed);
+        let keys = self.destination_keys.entry(task).or_default();
+        for (prefix_len, data, ports) in entries {
+            self.destinations.insert(&Key::new(prefix_len, data), ports, 0)?;
+            keys.push((prefix_len, data));
+        }
+        Ok(too_many_ports)
+    }
+
+    /// Drops task handle `task`'s allowed destinations (it ended).
+    pub fn forget_destinations(&mut self, task: u32) -> Result<(), MapError> {
+        for (prefix_len, data) in self.destination_keys.remove(&task).unwrap_or_default() {
+            ignore_missing(self.destinations.remove(&Key::new(prefix_len, data)))?;
+        }
+        Ok(())
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod btf;
 pub mod decode;
+pub mod destinations;
 pub mod kallsyms;
 mod loader;
 pub mod loss;

@@ -45,6 +45,7 @@ pub fn resolve(btf: &Btf) -> Result<KernelOffsets, OffsetError> {
         task_signal: field(btf, "task_struct", "signal", POINTER)?,
         task_mm: field(btf, "task_struct", "mm", POINTER)?,
         task_files: field(btf, "task_struct", "files", POINTER)?,
+        task_flags: field(btf, "task_struct", "flags", 4)?,
         signal_live: field(btf, "signal_struct", "live", 4)?,
         mm_arg_start: field(btf, "mm_struct", "arg_start", 8)?,
         binprm_filename: field(btf, "linux_binprm", "filename", POINTER)?,
@@ -85,6 +86,7 @@ mod tests {
             signal_live,
             mm_arg_start,
             task_files,
+            task_flags,
             binprm_filename: _,
             files_fdt: _,
             fdtable_max_fds: _,
@@ -111,6 +113,7 @@ mod tests {
             task_signal,
             task_mm,
             task_files,
+            task_flags,
         ];
         task_fields.sort_unstable();
         assert!(task_fields.windows(2).all(|pair| pair[0] < pair[1]), "{task_fields:?}");

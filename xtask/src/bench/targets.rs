@@ -1,0 +1,130 @@
+//! The targets, judged on the results. A smoke run is scaled down, so only its
+//! correctness check (storm accounting) is judged; the rest say "not judged".
+
+use super::{
+    latency::Condition,
+    monitors::Monitor,
+    report::{mib, percent, Results},
+    syscalls::Workload,
+};
+
+/// Most of an overhead may come from the hooks themselves; credwatch's own work on them may add
+/// at most this share on top.
+const FLOOR_FACTOR: f64 = 1.2;
+const ABSOLUTE_GOAL: f64 = 1.05;
+const TRACKED_LIMIT: f64 = 1.15;
+const ENGINE_EVENTS_PER_SECOND: f64 = 1e6;
+const IDLE_P99_NS: f64 = 5e6;
+const RSS_BYTES: u64 = 50 << 20;
+const TRACKED_PROCESSES: u64 = 10_000;
+const STORM_EVENTS: u64 = 1_000_000;
+
+pub enum Verdict {
+    Pass,
+    Fail,
+    /// A smoke run: too small to judge.
+    NotJudged,
+}
+
+pub struct Target {
+    pub target: &'static str,
+    pub measured: String,
+    pub verdict: Verdict,
+}
+
+pub fn evaluate(results: &Results) -> Vec<Target> {
+    let ratio = |workload, monitor| results.syscalls.ratio(workload, monitor);
+    let untracked = ratio(Workload::OpenUntracked, Monitor::Credwatch);
+    let floor = ratio(Workload::OpenUntracked, Monitor::Floor);
+    let peer = ratio(Workload::OpenUntracked, Monitor::Bpftrace);
+    let tracked_open = ratio(Workload::OpenTracked, Monitor::Credwatch);
+    let tracked_connect = ratio(Workload::ConnectTracked, Monitor::Credwatch);
+    let engine = results.engine.events_per_second.median;
+    let idle_p99 = results
+        .latency
+        .iter()
+        .find(|latency| latency.condition == Condition::Idle)
+        .map_or(f64::NAN, |latency| latency.p99.median);
+    let footprint = &results.footprint;
+    let storm = &footprint.storm;
+    let judged = |pass: bool| match (results.scale.quick, pass) {
+        (true, _) => Verdict::NotJudged,
+        (false, true) => Verdict::Pass,
+        (false, false) => Verdict::Fail,
+    };
+    vec![
+        Target {
+            target: "untracked open/close: overhead below the bpftrace peer's",
+            measured: format!("{} vs {}", percent(untracked), percent(peer)),
+            verdict: judged(untracked < peer),
+        },
+        Target {
+            target: "untracked open/close: overhead at most 1.2× the floor's",
+            measured: format!(
+                "{} vs {}: {:.2}× the floor's overhead",
+                percent(untracked),
+                percent(floor),
+                (untracked - 1.0) / (floor - 1.0)
+            ),
+            verdict: judged(untracked - 1.0 <= FLOOR_FACTOR * (floor - 1.0)),
+        },
+        Target {
+            target: "untracked open/close: at most 1.05× baseline (absolute goal)",
+            measured: format!("{untracked:.3}× (the floor alone: {floor:.3}×)"),
+            verdict: judged(untracked <= ABSOLUTE_GOAL),
+        },
+        Target {
+            target: "tracked open/close: at most 1.15× baseline",
+            measured: format!("{tracked_open:.3}×"),
+            verdict: judged(tracked_open <= TRACKED_LIMIT),
+        },
+        Target {
+            target: "tracked TCP connect: at most 1.15× baseline",
+            measured: format!("{tracked_connect:.3}×"),
+            verdict: judged(tracked_connect <= TRACKED_LIMIT),
+        },
+        Target {
+            target: "engine: at least 1 M events/s on one core",
+            measured: format!("{:.2} M events/s", engine / 1e6),
+            verdict: judged(engine >= ENGINE_EVENTS_PER_SECOND),
+        },
+        Target {
+            target: "p99 event → decision at most 5 ms at idle",
+            measured: format!("{:.2} ms", idle_p99 / 1e6),
+            verdict: judged(idle_p99 <= IDLE_P99_NS),
+        },
+        Target {
+            target: "RSS at most 50 MiB with 10 k tracked processes",
+            measured: format!(
+                "{} with {} processes tracked",
+                mib(footprint.idle_rss_bytes),
+                footprint.processes_tracked
+            ),
+            verdict: judged(
+                footprint.idle_rss_bytes <= RSS_BYTES
+                    && footprint.processes_tracked >= TRACKED_PROCESSES,
+            ),
+        },
+        Target {
+            target: "storm of at least 1 M events: produced = received + counted lost",
+            measured: format!(
+                "{} = {} + {}{}",
+                storm.produced,
+                storm.received,
+                storm.lost,
+                if storm.is_exact() {
+                    ""
+                } else {
+                    " does not hold"
+                }
+            ),
+            verdict: match (
+                storm.is_exact(),
+                results.scale.quick || storm.produced >= STORM_EVENTS,
+            ) {
+                (true, true) => Verdict::Pass,
+                (true, false) | (false, _) => Verdict::Fail,
+            },
+        },
+    ]
+}

@@ -1,0 +1,261 @@
+//! `cargo xtask vm-test [ARGS…]`: the LSM-tier suite (`tests/lsm_tier.rs`) inside a VM whose
+//! kernel runs BPF LSM programs, for hosts that refuse them.
+//!
+//! Debian's cloud kernel (through apt, cached in `target/vm/kernel/`) boots under QEMU with an
+//! initramfs holding busybox, `credwatch`, the test binary and their libraries; `/init` mounts
+//! what the sensors need, runs the suite with `CREDWATCH_VM=1` and prints a verdict that this
+//! side reads from the serial console. KVM is used when a probe guest boots with it, TCG
+//! otherwise. Nothing here needs root on the host: the guest's init is root in the guest.
+
+mod cpio;
+mod initramfs;
+mod kernel;
+mod qemu;
+
+use std::{
+    env,
+    ffi::OsString,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode, Stdio},
+    time::{Duration, Instant},
+};
+
+use self::qemu::{Accel, Boot, Verdict};
+use crate::{cmd, error::Error, setup, workspace};
+
+/// The integration test target that runs in the guest.
+const TEST_TARGET: &str = "lsm_tier";
+/// Hard limit on one boot, tests included; `CREDWATCH_VM_TIMEOUT_SECS` overrides it.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// Guest memory: the initramfs (about 40 MB once unpacked) lives in it, next to the daemons.
+const MEMORY_MB: u32 = 1024;
+
+/// PID 1 of the test guest. `@TEST@` (the test binary), `@TARGET@` (its name) and `@NONCE@` are
+/// filled in; `@ARGS@` are the extra test arguments, shell-quoted.
+const INIT: &str = r#"#!/bin/busybox sh
+# PID 1 of the credwatch test VM: mount what the sensors need, run the LSM-tier suite, print a
+# verdict for `cargo xtask vm-test`, power off.
+/bin/busybox --install -s /bin
+export PATH=/bin HOME=/root TMPDIR=/tmp CREDWATCH_VM=1 RUST_BACKTRACE=1 NO_COLOR=1
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t securityfs securityfs /sys/kernel/security
+mount -t bpf bpf /sys/fs/bpf
+mount -t tracefs tracefs /sys/kernel/tracing
+mount -t tmpfs tmpfs /tmp
+ip link set lo up
+echo "credwatch-vm: kernel $(uname -r), active LSMs $(cat /sys/kernel/security/lsm)"
+cd /tmp
+started=$(cut -d' ' -f1 /proc/uptime)
+'@TEST@' --include-ignored --test-threads=1 --show-output @ARGS@
+status=$?
+echo "credwatch-vm: tests took $(awk "BEGIN { print $(cut -d' ' -f1 /proc/uptime) - $started }")s (uptime $(cut -d' ' -f1 /proc/uptime)s)"
+if [ "$status" -eq 0 ]; then
+  echo "CREDWATCH-VM-VERDICT @NONCE@ pass"
+else
+  echo "CREDWATCH-VM-VERDICT @NONCE@ fail (@TARGET@ exited $status)"
+fi
+poweroff -f
+"#;
+
+/// PID 1 of the KVM probe guest: prove that the guest runs, nothing more.
+const PROBE_INIT: &str = "#!/bin/busybox sh\n/bin/busybox echo \"CREDWATCH-VM-VERDICT @NONCE@ pass\"\n/bin/busybox poweroff -f\n";
+
+pub fn main(args: &[OsString]) -> Result<ExitCode, Error> {
+    let args = match args.split_first() {
+        Some((first, rest)) if first == "--" => rest,
+        _ => args,
+    };
+    let started = Instant::now();
+    setup::ensure()?;
+    let outcome = run(args)?;
+    Ok(report(&outcome, started.elapsed()))
+}
+
+/// What a VM run found; `cargo xtask test` reports it next to the host suite.
+pub struct VmRun {
+    pub verdict: Verdict,
+    /// Console lines that held a planted secret value: a failure even if the tests passed.
+    pub leaked: usize,
+    /// QEMU's run time: boot, tests and power-off.
+    pub boot_and_tests: Duration,
+    pub console_log: PathBuf,
+}
+
+impl VmRun {
+    pub fn passed(&self) -> bool {
+        self.verdict == Verdict::Pass && self.leaked == 0
+    }
+}
+
+/// Prints the outcome and returns the exit code it means.
+pub fn report(run: &VmRun, wall: Duration) -> ExitCode {
+    let VmRun { verdict, leaked, boot_and_tests, console_log } = run;
+    let what = match verdict {
+        Verdict::Pass if *leaked > 0 => format!("FAILED: {leaked} console lines held a planted secret value"),
+        Verdict::Pass => "passed".to_owned(),
+        Verdict::Fail(why) => format!("FAILED: {why}"),
+        Verdict::Missing(why) => format!("FAILED, the VM gave no verdict: {why}"),
+    };
+    eprintln!(
+        "vm-test: {what}; QEMU ran {:.1}s, wall time {:.1}s; console log {}",
+        boot_and_tests.as_secs_f64(),
+        wall.as_secs_f64(),
+        console_log.display()
+    );
+    if run.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Builds everything, boots the guest and returns what it said. Errors are reasons the VM could
+/// not start at all (no QEMU, no kernel, a build failure): they fail the run, never skip it.
+pub fn run(test_args: &[OsString]) -> Result<VmRun, Error> {
+    require_qemu()?;
+    let test_binary = build_test_binary()?;
+    let target = workspace::target_dir();
+    let credwatch = target.join("debug").join("credwatch");
+    let vm = target.join("vm");
+    std::fs::create_dir_all(&vm).map_err(|source| Error::File { path: vm.clone(), source })?;
+    let kernel = kernel::ensure(&vm.join("kernel"))?;
+    eprintln!("vm: kernel {} ({})", kernel.package, kernel.vmlinuz.display());
+    let nonce = nonce()?;
+    let init = INIT
+        .replace("@TEST@", &test_binary.to_string_lossy())
+        .replace("@ARGS@", &quote_args(test_args))
+        .replace("@TARGET@", TEST_TARGET)
+        .replace("@NONCE@", &nonce);
+    let initramfs = vm.join("initramfs.cpio");
+    let scratch = vm.join("scratch");
+    let programs = [test_binary, credwatch];
+    let size = initramfs::build(&initramfs, &initramfs::Contents { programs: &programs, init: &init, scratch: &scratch })?;
+    eprintln!("vm: initramfs {} ({:.1} MB)", initramfs.display(), size as f64 / 1e6);
+    let accel = choose_accel(&kernel.vmlinuz, &vm, &nonce)?;
+    let console_log = vm.join("console.log");
+    let timeout = timeout()?;
+    let outcome = qemu::boot(&Boot {
+        kernel: &kernel.vmlinuz,
+        initramfs: &initramfs,
+        accel,
+        memory_mb: MEMORY_MB,
+        timeout,
+        nonce: &nonce,
+        console_log: &console_log,
+        echo: true,
+    })?;
+    Ok(VmRun { verdict: outcome.verdict, leaked: outcome.leaked, boot_and_tests: outcome.elapsed, console_log })
+}
+
+/// `cargo test --no-run` of the guest's test target; returns its executable. `credwatch` is
+/// built with it (integration tests get the binary's path at compile time).
+fn build_test_binary() -> Result<PathBuf, Error> {
+    let mut cargo = workspace::cargo();
+    cargo
+        .args(["test", "-p", "monitor", "--test", TEST_TARGET, "--no-run"])
+        .args(["--message-format", "json-render-diagnostics"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    eprintln!("$ {}", cmd::cmdline(&cargo));
+    let output = cargo.output().map_err(|source| Error::Io { cmdline: cmd::cmdline(&cargo), source })?;
+    if !output.status.success() {
+        return Err(Error::Failed { cmdline: cmd::cmdline(&cargo), status: output.status, stderr: String::new() });
+    }
+    test_executable(&String::from_utf8_lossy(&output.stdout), TEST_TARGET)
+        .ok_or_else(|| Error::Vm(format!("cargo built no executable for test target {TEST_TARGET}")))
+}
+
+/// From cargo's JSON messages: the `executable` of the test artifact named `name`.
+fn test_executable(messages: &str, name: &str) -> Option<PathBuf> {
+    let target_name = format!("\"name\":\"{name}\"");
+    messages
+        .lines()
+        .filter(|line| line.contains("\"reason\":\"compiler-artifact\"") && line.contains(&target_name))
+        .filter(|line| line.contains("\"test\":true"))
+        .find_map(|line| {
+            let (_, rest) = line.split_once("\"executable\":\"")?;
+            let (path, _) = rest.split_once('"')?;
+            Some(PathBuf::from(path))
+        })
+}
+
+/// `CREDWATCH_VM_ACCEL=kvm|tcg` forces one; otherwise KVM if a probe guest boots with it.
+fn choose_accel(kernel: &Path, vm: &Path, nonce: &str) -> Result<Accel, Error> {
+    match env::var("CREDWATCH_VM_ACCEL").unwrap_or_default().as_str() {
+        "kvm" => return Ok(Accel::Kvm),
+        "tcg" => return Ok(Accel::Tcg),
+        "" | "auto" => {}
+        other => return Err(Error::Usage(format!("CREDWATCH_VM_ACCEL={other:?}: expected kvm, tcg or auto"))),
+    }
+    let probe = vm.join("probe.cpio");
+    let init = PROBE_INIT.replace("@NONCE@", nonce);
+    initramfs::build(&probe, &initramfs::Contents { programs: &[], init: &init, scratch: &vm.join("scratch") })?;
+    let (works, why) = qemu::kvm_works(kernel, &probe, nonce, &vm.join("kvm-probe.log"))?;
+    let accel = if works { Accel::Kvm } else { Accel::Tcg };
+    eprintln!("vm: using {accel}: KVM {} ({why})", if works { "works" } else { "does not work" });
+    Ok(accel)
+}
+
+fn timeout() -> Result<Duration, Error> {
+    match env::var("CREDWATCH_VM_TIMEOUT_SECS") {
+        Err(_) => Ok(DEFAULT_TIMEOUT),
+        Ok(text) => text
+            .parse()
+            .map(Duration::from_secs)
+            .map_err(|_| Error::Usage(format!("CREDWATCH_VM_TIMEOUT_SECS={text:?} is not a number of seconds"))),
+    }
+}
+
+/// 16 random bytes in hex, so that no test output can fake the verdict line.
+fn nonce() -> Result<String, Error> {
+    let mut bytes = [0u8; 16];
+    let path = Path::new("/dev/urandom");
+    std::fs::File::open(path)
+        .and_then(|mut random| std::io::Read::read_exact(&mut random, &mut bytes))
+        .map_err(|source| Error::File { path: path.to_owned(), source })?;
+    Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
+/// Each argument in single quotes, for the init script.
+fn quote_args(args: &[OsString]) -> String {
+    args.iter()
+        .map(|arg| format!("'{}'", arg.to_string_lossy().replace('\'', r"'\''")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `qemu-system-x86_64` must be installed; `setup` installs it with the other packages.
+fn require_qemu() -> Result<(), Error> {
+    let found = cmd::output(Command::new(qemu::QEMU).arg("--version"));
+    match found {
+        Ok(output) if output.status.success() => Ok(()),
+        _ => Err(Error::Vm(format!("{} is not installed (`cargo xtask setup` installs qemu-system-x86)", qemu::QEMU))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_test_executable_comes_from_cargo_messages() {
+        let messages = concat!(
+            r#"{"reason":"compiler-artifact","target":{"kind":["lib"],"name":"monitor","test":true},"executable":null}"#,
+            "\n",
+            r#"{"reason":"compiler-artifact","target":{"kind":["test"],"name":"lsm_tier","test":true},"profile":{},"executable":"/w/target/debug/deps/lsm_tier-0123","fresh":true}"#,
+            "\n",
+            r#"{"reason":"build-finished","success":true}"#,
+        );
+        assert_eq!(test_executable(messages, "lsm_tier"), Some(PathBuf::from("/w/target/debug/deps/lsm_tier-0123")));
+        assert_eq!(test_executable(messages, "rules"), None);
+    }
+
+    #[test]
+    fn init_arguments_are_quoted() {
+        let args = [OsString::from("denied"), OsString::from("it's")];
+        assert_eq!(quote_args(&args), r"'denied' 'it'\''s'");
+    }
+}
