@@ -3,7 +3,8 @@
 //! Raw tracepoint `sys_exit` (Linux 4.17+): every route that returns a new fd through open,
 //! creat, openat, openat2 or open_by_handle_at (paths, symlinks, hard links, relative paths,
 //! `/proc/self/fd/N`, bind mounts) ends at the same inode, which is what is matched. An
-//! unrelated open costs the fd → inode reads and one `WATCHED` lookup.
+//! unrelated open costs the fd → inode reads and one `WATCHED` lookup (and, on an anonymous
+//! device such as /proc's, three reads more to tell an O_PATH handle and environ or mem files).
 //!
 //! On the LSM tier this still reports the opens the LSM hooks allowed (with the path as named
 //! and the fd); the hooks report what they refuse, and opens by other routes (`lsm.rs`).
@@ -67,16 +68,22 @@ fn on_open(ctx: &RawTracePointContext, regs: u64, nr: u32, fd: u32) {
     let Ok(file) = Task::current().file(fd) else {
         return;
     };
-    if file_flags(file).is_ok_and(|flags| flags & O_PATH != 0) {
-        return;
-    }
     let Ok((inode, key)) = file_inode(file) else {
         return;
     };
+    // Read only for opens that could matter: most opens are neither.
+    let is_path_only = || file_flags(file).is_ok_and(|flags| flags & O_PATH != 0);
     // SAFETY: the value is copied out at once; a concurrent update can only change which
     // policy applies to this one open.
     if let Some(watched) = unsafe { WATCHED.get(&key) } {
-        on_secret_open(ctx, regs, nr, fd, key, *watched);
+        if !is_path_only() {
+            on_secret_open(ctx, regs, nr, fd, key, *watched);
+        }
+        return;
+    }
+    // /proc sits on an anonymous device (major 0, the top 12 bits of the kernel's `dev_t`): a
+    // file on any other device is no harvest, without reading its file operations.
+    if key.dev >> 20 != 0 || is_path_only() {
         return;
     }
     let Some(harvest_kind) = file_open_op(file).ok().and_then(proc_harvest_kind) else {

@@ -130,7 +130,7 @@ impl Stream {
 
     fn step(&mut self, out: &mut Vec<Input>) {
         self.inputs += 1;
-        if self.inputs % TASK_CHURN == 0 {
+        if self.inputs.is_multiple_of(TASK_CHURN) {
             self.replace_oldest_task(out);
         }
         if self.clock_ns >= self.next_tick_ns {
@@ -265,7 +265,10 @@ impl Stream {
     fn harvest(&mut self, out: &mut Vec<Input>) {
         let actor = self.rng.below(self.live.len());
         let target = self.live[self.rng.below(self.live.len())].id.tgid;
-        let input = self.event(actor, EventKind::Harvest(Harvest { kind: HarvestKind::Environ, target, kernel_action: KernelAction::None }));
+        let input = self.event(
+            actor,
+            EventKind::Harvest(Harvest { kind: HarvestKind::Environ, target, kernel_action: KernelAction::None }),
+        );
         out.push(input);
     }
 

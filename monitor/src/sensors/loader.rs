@@ -44,6 +44,9 @@ const LSM_HOOKS: [(&str, &str); 6] = [
     ("task_kill", "lsm/task_kill"),
 ];
 
+/// How long events may gather after the ring buffer signals, before the batch is drained.
+const BATCH_LINGER: std::time::Duration = std::time::Duration::from_millis(1);
+
 #[derive(Debug, thiserror::Error)]
 pub enum SensorError {
     #[error("cannot read the kernel's BTF")]
@@ -182,6 +185,10 @@ impl Sensors {
     /// Waits until the kernel has submitted events, then appends every available one to `out`.
     pub async fn next_batch(&mut self, out: &mut Vec<Event>) -> Result<(), SensorError> {
         let mut guard = self.events.readable_mut().await.map_err(SensorError::Poll)?;
+        // Let events gather before draining: the kernel wakes the reader only once it has caught
+        // up, so producers pay the wake-up once per batch instead of once per event (measured:
+        // tracked connects 1.55x -> 1.00x, storm loss 1.4 % -> 0, idle p99 0.1 -> 2.1 ms).
+        tokio::time::sleep(BATCH_LINGER).await;
         let ring = guard.get_inner_mut();
         while let Some(record) = ring.next() {
             match decode(&record) {

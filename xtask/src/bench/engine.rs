@@ -14,6 +14,8 @@ pub struct EngineResults {
     pub runs: usize,
     /// Processes in the engine's table at the end of the last run.
     pub processes_tracked: u64,
+    /// The last run's findings by rule, `rule=count …`.
+    pub findings_by_rule: String,
 }
 
 pub fn measure(bench: &Bench) -> Result<EngineResults, BenchError> {
@@ -48,7 +50,8 @@ pub fn measure(bench: &Bench) -> Result<EngineResults, BenchError> {
     })
 }
 
-/// Reads the bench's `run events=… findings=… seconds=… processes_tracked=…` lines.
+/// Reads the bench's `run events=… findings=… seconds=… processes_tracked=…` lines, and the
+/// `rules …` line after each.
 fn parse(stdout: &str) -> Option<EngineResults> {
     let runs: Vec<[f64; 4]> = stdout
         .lines()
@@ -79,6 +82,11 @@ fn parse(stdout: &str) -> Option<EngineResults> {
         events: last[0] as u64,
         runs: runs.len(),
         processes_tracked: last[3] as u64,
+        findings_by_rule: stdout
+            .lines()
+            .rev()
+            .find_map(|line| line.strip_prefix("rules "))?
+            .to_owned(),
     })
 }
 
@@ -90,12 +98,18 @@ mod tests {
     fn run_lines_become_rates() {
         let stdout = "stream processes=10000 tasks=100 events=1000\n\
                       run events=1000 findings=10 seconds=0.001000 processes_tracked=10001\n\
-                      run events=1000 findings=20 seconds=0.002000 processes_tracked=10002\n";
+                      rules untasked_access=10\n\
+                      run events=1000 findings=20 seconds=0.002000 processes_tracked=10002\n\
+                      rules cross_task_reuse=5 untasked_access=15\n";
         let results = parse(stdout).unwrap();
         assert_eq!(results.runs, 2);
         assert_eq!(results.events_per_second.median, 750_000.0);
         assert_eq!(results.findings_per_second.max, 10_000.0);
         assert_eq!(results.processes_tracked, 10_002);
+        assert_eq!(
+            results.findings_by_rule,
+            "cross_task_reuse=5 untasked_access=15"
+        );
         assert!(parse("stream processes=1\n").is_none());
     }
 }

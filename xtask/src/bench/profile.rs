@@ -35,7 +35,7 @@ pub struct Profile {
     pub runs: Vec<(Monitor, BTreeMap<String, HookRuns>)>,
 }
 
-pub const PROFILED: [Workload; 2] = [Workload::OpenUntracked, Workload::ConnectTracked];
+const PROFILED: [Workload; 2] = [Workload::OpenUntracked, Workload::ConnectTracked];
 const MONITORS: [Monitor; 2] = [Monitor::Floor, Monitor::Credwatch];
 
 pub fn measure(bench: &Bench) -> Result<Vec<Profile>, BenchError> {
