@@ -9,7 +9,7 @@ use common::{daemon::RunningDaemon, Gated};
 use monitor::daemon::control::TaskRequest;
 
 fn task(id: &str, root: u32, secrets: Vec<String>) -> TaskRequest {
-    TaskRequest { id: id.to_owned(), root_pid: Some(root), cgroup: None, secrets, env: Vec::new(), allow: None, ttl: None, owner: None }
+    TaskRequest { secrets, ..TaskRequest::new(id, root) }
 }
 
 #[tokio::test]

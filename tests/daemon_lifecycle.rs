@@ -9,16 +9,7 @@ use common::{daemon::RunningDaemon, Gated};
 use monitor::daemon::control::TaskRequest;
 
 fn task(id: &str, root: u32, secret: &std::path::Path) -> TaskRequest {
-    TaskRequest {
-        id: id.to_owned(),
-        root_pid: Some(root),
-        cgroup: None,
-        secrets: vec![secret.display().to_string()],
-        env: Vec::new(),
-        allow: None,
-        ttl: None,
-        owner: None,
-    }
+    TaskRequest { secrets: vec![secret.display().to_string()], ..TaskRequest::new(id, root) }
 }
 
 #[tokio::test]

@@ -46,19 +46,6 @@ fn capability_bit(name: &str) -> u32 {
     }
 }
 
-fn task(id: &str, root: u32) -> TaskRequest {
-    TaskRequest {
-        id: id.to_owned(),
-        root_pid: Some(root),
-        cgroup: None,
-        secrets: Vec::new(),
-        env: Vec::new(),
-        allow: None,
-        ttl: None,
-        owner: None,
-    }
-}
-
 #[test]
 fn the_example_configs_load() {
     let host = Config::load(&deploy().join("credwatch.toml")).unwrap();
@@ -112,7 +99,7 @@ async fn the_daemon_works_with_only_the_units_capabilities() {
     let token = daemon.plant_value();
     let env = [("GITHUB_TOKEN", token.as_str())];
     let root = Gated::spawn("exec sleep 30", &home, &env);
-    let mut request = task("granted", root.pid);
+    let mut request = TaskRequest::new("granted", root.pid);
     request.env = vec!["GITHUB_TOKEN".to_owned()];
     daemon.client.start_task(&request).await.unwrap();
     let outsider = Gated::spawn("exec env true", &home, &env);
@@ -134,7 +121,7 @@ async fn the_daemon_works_with_only_the_units_capabilities() {
 
     // The kernel kills the rogue; kill_task then signals its child, which runs as nobody.
     let owner = Gated::spawn("exec sleep 30", &home, &[]);
-    let mut request = task("cluster-admin", owner.pid);
+    let mut request = TaskRequest::new("cluster-admin", owner.pid);
     request.secrets = vec![secret.display().to_string()];
     daemon.client.start_task(&request).await.unwrap();
     let rogue = Gated::spawn(
@@ -145,7 +132,7 @@ async fn the_daemon_works_with_only_the_units_capabilities() {
         &[],
     );
     let rogue_pid = rogue.pid;
-    daemon.client.start_task(&task("rogue", rogue.pid)).await.unwrap();
+    daemon.client.start_task(&TaskRequest::new("rogue", rogue.pid)).await.unwrap();
     let (status, output) = rogue.release();
     assert_eq!(status.signal(), Some(9), "{status}");
     assert!(output.is_empty());
@@ -165,7 +152,7 @@ async fn the_daemon_works_with_only_the_units_capabilities() {
     let rogue = Gated::spawn("exec cat .kube/config", &home, &[]);
     let rogue_pid = rogue.pid;
     cgroup.add(rogue_pid);
-    let mut request = task("cgroup-rogue", rogue_pid);
+    let mut request = TaskRequest::new("cgroup-rogue", rogue_pid);
     request.cgroup = Some(cgroup.path.display().to_string());
     daemon.client.start_task(&request).await.unwrap();
     assert_eq!(rogue.release().0.signal(), Some(9));

@@ -46,21 +46,8 @@ fn require_vm() {
     );
 }
 
-fn task(id: &str, root: u32) -> TaskRequest {
-    TaskRequest {
-        id: id.to_owned(),
-        root_pid: Some(root),
-        cgroup: None,
-        secrets: Vec::new(),
-        env: Vec::new(),
-        allow: None,
-        ttl: None,
-        owner: None,
-    }
-}
-
 fn granted(id: &str, root: u32, secret: &Path) -> TaskRequest {
-    TaskRequest { secrets: vec![secret.display().to_string()], ..task(id, root) }
+    TaskRequest { secrets: vec![secret.display().to_string()], ..TaskRequest::new(id, root) }
 }
 
 fn c_path(path: &Path) -> CString {
@@ -146,7 +133,7 @@ async fn a_bound_secret_opened_by_another_task_is_refused_on_every_path_route() 
         mv .aws/credentials .aws/renamed; cat .aws/renamed; echo \"renamed: cat exited $?\"; mv .aws/renamed .aws/credentials";
     let rogue = Gated::spawn(routes, &home, &[]);
     let rogue_pid = rogue.pid;
-    daemon.client.start_task(&task("rogue", rogue.pid)).await.unwrap();
+    daemon.client.start_task(&TaskRequest::new("rogue", rogue.pid)).await.unwrap();
     let (status, output) = rogue.release();
     let _ = Command::new("umount").arg(home.join("decoy")).status();
     assert!(status.success(), "the rogue shell was not killed: {status}; {output}");
@@ -184,7 +171,7 @@ async fn a_bound_secret_opened_by_another_task_is_refused_on_every_path_route() 
     assert_ne!(before, after, "a new inode");
     daemon.wait_for_log(&format!("ino={after}"));
     let rogue = Gated::spawn("cat .aws/credentials; echo \"replaced: cat exited $?\"", &home, &[]);
-    daemon.client.start_task(&task("rogue-after-mv", rogue.pid)).await.unwrap();
+    daemon.client.start_task(&TaskRequest::new("rogue-after-mv", rogue.pid)).await.unwrap();
     let (status, output) = rogue.release();
     assert!(status.success() && output == "replaced: cat exited 1\n", "{status}; {output}");
     daemon.stop().await;
@@ -211,7 +198,7 @@ async fn openat2_open_by_handle_and_an_o_path_reopen_are_refused() {
     for (index, (route, op)) in ops.into_iter().enumerate() {
         let rogue = Forked::spawn(op);
         let pid = rogue.pid;
-        daemon.client.start_task(&task(&format!("rogue-{index}"), pid)).await.unwrap();
+        daemon.client.start_task(&TaskRequest::new(&format!("rogue-{index}"), pid)).await.unwrap();
         let results = rogue.release();
         if index == 2 {
             assert!(results[0] >= 0, "{route}: an O_PATH open cannot read, so it is allowed: {results:?}");
@@ -256,7 +243,7 @@ async fn io_uring_openat_is_refused_for_another_task_and_reported_for_the_owner(
 
     let rogue = Forked::spawn(Op::IoUringOpenat(c_path(&secret)));
     let rogue_pid = rogue.pid;
-    daemon.client.start_task(&task("rogue", rogue.pid)).await.unwrap();
+    daemon.client.start_task(&TaskRequest::new("rogue", rogue.pid)).await.unwrap();
     let results = rogue.release();
     assert!(results[0] >= 0, "io_uring_setup: {results:?}");
     assert_eq!(results[1..3], [EPERM, 0], "IORING_OP_OPENAT refused, nothing read: {results:?}");
@@ -283,7 +270,7 @@ async fn an_fd_opened_before_the_binding_cannot_be_read_sent_mapped_or_reopened(
     let early = Forked::spawn(Op::EarlyFd(c_path(&secret)));
     let pid = early.pid;
     owner_reads(&daemon, &secret).await;
-    daemon.client.start_task(&task("rogue", pid)).await.unwrap();
+    daemon.client.start_task(&TaskRequest::new("rogue", pid)).await.unwrap();
     let results = early.release();
     assert_eq!(results[..5], [EPERM; 5], "read, pread, sendfile, mmap, /proc/self/fd reopen: {results:?}");
     assert_eq!(early.wait(), 0, "refused, not killed");
@@ -353,7 +340,7 @@ async fn another_tasks_reach_into_a_holder_is_refused() {
         mem: CString::new(format!("/proc/{target}/mem")).unwrap(),
     });
     let harvester_pid = harvester.pid;
-    daemon.client.start_task(&task("harvester", harvester_pid)).await.unwrap();
+    daemon.client.start_task(&TaskRequest::new("harvester", harvester_pid)).await.unwrap();
     let results = harvester.release();
     assert_eq!(results[..5], [EPERM, 0, EPERM, EPERM, EPERM], "environ, read, mem, ptrace, process_vm_readv: {results:?}");
     assert_eq!(harvester.wait(), 0);
@@ -396,7 +383,7 @@ async fn a_tasks_process_cannot_kill_the_daemon() {
         &home,
         &[],
     );
-    daemon.client.start_task(&task("agent", agent.pid)).await.unwrap();
+    daemon.client.start_task(&TaskRequest::new("agent", agent.pid)).await.unwrap();
     let (status, output) = agent.release();
     assert!(status.success(), "{status}");
     for signal in ["KILL", "TERM", "STOP"] {

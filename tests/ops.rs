@@ -129,19 +129,6 @@ fn amtool_alerts(alertmanager: &Server, matchers: &[&str]) -> Vec<Value> {
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
-fn task(id: &str, root: u32) -> TaskRequest {
-    TaskRequest {
-        id: id.to_owned(),
-        root_pid: Some(root),
-        cgroup: None,
-        secrets: Vec::new(),
-        env: Vec::new(),
-        allow: None,
-        ttl: None,
-        owner: None,
-    }
-}
-
 /// Task `agent-a` is granted `relative` (a file under HOME) and reads it; task `agent-b` then
 /// reads it too and is killed. Returns the secret's path.
 async fn reuse(daemon: &mut RunningDaemon, relative: &str) -> PathBuf {
@@ -149,13 +136,13 @@ async fn reuse(daemon: &mut RunningDaemon, relative: &str) -> PathBuf {
     daemon.wait_watched(&secret);
     let home = daemon.home.path().to_owned();
     let owner = Gated::spawn(&format!("cat {relative} >/dev/null"), &home, &[]);
-    let mut request = task("agent-a", owner.pid);
+    let mut request = TaskRequest::new("agent-a", owner.pid);
     request.secrets = vec![secret.display().to_string()];
     daemon.client.start_task(&request).await.unwrap();
     assert!(owner.release().0.success());
     let rogue = Gated::spawn(&format!("exec cat {relative}"), &home, &[]);
     let rogue_pid = rogue.pid;
-    daemon.client.start_task(&task("agent-b", rogue.pid)).await.unwrap();
+    daemon.client.start_task(&TaskRequest::new("agent-b", rogue.pid)).await.unwrap();
     let (status, output) = rogue.release();
     assert!(!status.success() && output.is_empty(), "the rogue is killed: {status}");
     daemon.finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["tgid"] == rogue_pid).await;
@@ -349,7 +336,7 @@ async fn the_audit_log_and_the_revocation_webhook_record_a_reuse_and_never_a_sec
     // A granted environment variable too: its value must not reach any record either.
     let token = daemon.plant_value();
     let holder = Gated::spawn("true", daemon.home.path(), &[("GITHUB_TOKEN", &token)]);
-    let mut request = task("env-holder", holder.pid);
+    let mut request = TaskRequest::new("env-holder", holder.pid);
     request.env = vec!["GITHUB_TOKEN".to_owned()];
     daemon.client.start_task(&request).await.unwrap();
     assert!(holder.release().0.success());

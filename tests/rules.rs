@@ -11,19 +11,6 @@ use common::{daemon::RunningDaemon, Gated};
 use monitor::{daemon::control::TaskRequest, event::ExecId};
 use serde_json::Value;
 
-fn task(id: &str, root: u32) -> TaskRequest {
-    TaskRequest {
-        id: id.to_owned(),
-        root_pid: Some(root),
-        cgroup: None,
-        secrets: Vec::new(),
-        env: Vec::new(),
-        allow: None,
-        ttl: None,
-        owner: None,
-    }
-}
-
 fn exec_id(finding: &Value, field: &str) -> ExecId {
     serde_json::from_value(finding[field].clone()).unwrap()
 }
@@ -47,7 +34,7 @@ async fn cross_task_reuse_is_caught_and_killed_and_the_owner_is_not() {
 
     let owner = Gated::spawn("cat .aws/credentials; exec sh -c 'cat .aws/credentials >/dev/null'", &home, &[]);
     let owner_id = owner.exec_id();
-    let mut request = task("agent-a", owner.pid);
+    let mut request = TaskRequest::new("agent-a", owner.pid);
     request.secrets = vec![secret.display().to_string()];
     daemon.client.start_task(&request).await.unwrap();
     let (status, output) = owner.release();
@@ -56,7 +43,7 @@ async fn cross_task_reuse_is_caught_and_killed_and_the_owner_is_not() {
 
     let rogue = Gated::spawn("exec cat .aws/credentials", &home, &[]);
     let rogue_id = rogue.exec_id();
-    daemon.client.start_task(&task("agent-b", rogue.pid)).await.unwrap();
+    daemon.client.start_task(&TaskRequest::new("agent-b", rogue.pid)).await.unwrap();
     let (status, output) = rogue.release();
     assert_eq!(status.signal(), Some(9), "killed in the kernel: {status}");
     assert!(output.is_empty(), "the rogue printed {} bytes", output.len());
@@ -82,12 +69,12 @@ async fn post_task_reuse_after_end_and_after_ttl_is_killed() {
     // A process that outlives its ended task.
     let leftover = Gated::spawn("exec cat .config/gh/hosts.yml", &home, &[]);
     let leftover_id = leftover.exec_id();
-    let mut request = task("short", leftover.pid);
+    let mut request = TaskRequest::new("short", leftover.pid);
     request.secrets = vec![secret.display().to_string()];
     daemon.client.start_task(&request).await.unwrap();
     // Benign twin first: while the task is active its own process may read.
     let twin = Gated::spawn("exec cat .config/gh/hosts.yml >/dev/null", &home, &[]);
-    let mut twin_request = task("twin", twin.pid);
+    let mut twin_request = TaskRequest::new("twin", twin.pid);
     twin_request.secrets = vec![secret.display().to_string()];
     daemon.client.start_task(&twin_request).await.unwrap();
     let (status, _) = twin.release();
@@ -104,7 +91,7 @@ async fn post_task_reuse_after_end_and_after_ttl_is_killed() {
     // TTL expiry behaves the same.
     let late = Gated::spawn("exec cat .config/gh/hosts.yml", &home, &[]);
     let late_id = late.exec_id();
-    let mut request = task("ttl", late.pid);
+    let mut request = TaskRequest::new("ttl", late.pid);
     request.secrets = vec![secret.display().to_string()];
     request.ttl = Some(Duration::from_secs(1));
     daemon.client.start_task(&request).await.unwrap();
@@ -133,7 +120,7 @@ async fn unexpected_destination_fires_outside_the_allowlist_only() {
 
     let good = Gated::spawn(&connect(allowed_port), &home, &[]);
     let good_pid = good.pid;
-    let mut request = task("fetcher", good.pid);
+    let mut request = TaskRequest::new("fetcher", good.pid);
     request.secrets = vec![secret.display().to_string()];
     request.allow = Some(vec![format!("127.0.0.1:{allowed_port}")]);
     daemon.client.start_task(&request).await.unwrap();
@@ -141,7 +128,7 @@ async fn unexpected_destination_fires_outside_the_allowlist_only() {
 
     let bad = Gated::spawn(&connect(other_port), &home, &[]);
     let bad_id = bad.exec_id();
-    let mut request = task("exfil", bad.pid);
+    let mut request = TaskRequest::new("exfil", bad.pid);
     request.secrets = vec![secret.display().to_string()];
     request.allow = Some(vec![format!("127.0.0.1:{allowed_port}")]);
     daemon.client.start_task(&request).await.unwrap();
@@ -167,7 +154,7 @@ async fn environ_harvest_of_a_task_process_fires_and_own_or_sibling_reads_do_not
         &home,
         &[("GITHUB_TOKEN", token.as_str())],
     );
-    let mut request = task("holder", root.pid);
+    let mut request = TaskRequest::new("holder", root.pid);
     request.env = vec!["GITHUB_TOKEN".to_owned()];
     daemon.client.start_task(&request).await.unwrap();
     let root = std::thread::spawn(move || root.release());
@@ -210,7 +197,7 @@ async fn secret_propagation_outside_the_task_fires_and_inside_does_not() {
     // Programs that live long enough for the daemon to read their environment.
     let root = Gated::spawn("exec sh -c 'exec sleep 0.5'", &home, &env);
     let root_pid = root.pid;
-    let mut request = task("granted", root.pid);
+    let mut request = TaskRequest::new("granted", root.pid);
     request.env = vec!["GITHUB_TOKEN".to_owned()];
     daemon.client.start_task(&request).await.unwrap();
     assert!(root.release().0.success(), "benign twin: the task's own children carry it");
@@ -257,7 +244,7 @@ async fn kill_task_takes_down_a_rogue_task_with_its_detached_child() {
     daemon.wait_watched(&secret);
     let home = daemon.home.path().to_owned();
     let owner = Gated::spawn("exec sleep 30", &home, &[]);
-    let mut request = task("cluster-admin", owner.pid);
+    let mut request = TaskRequest::new("cluster-admin", owner.pid);
     request.secrets = vec![secret.display().to_string()];
     daemon.client.start_task(&request).await.unwrap();
 
@@ -267,7 +254,7 @@ async fn kill_task_takes_down_a_rogue_task_with_its_detached_child() {
         &[],
     );
     let rogue_pid = rogue.pid;
-    daemon.client.start_task(&task("rogue", rogue.pid)).await.unwrap();
+    daemon.client.start_task(&TaskRequest::new("rogue", rogue.pid)).await.unwrap();
     let (status, output) = rogue.release();
     assert_eq!(status.signal(), Some(9), "{status}");
     assert!(output.is_empty());
@@ -308,7 +295,7 @@ async fn a_broker_token_registered_for_one_task_is_caught_in_another() {
     let token = daemon.plant_value();
     let home = daemon.home.path().to_owned();
     let owner = Gated::spawn("exec sleep 30", &home, &[]);
-    daemon.client.start_task(&task("deploy", owner.pid)).await.unwrap();
+    daemon.client.start_task(&TaskRequest::new("deploy", owner.pid)).await.unwrap();
     let request = monitor::daemon::control::TokenRequest {
         task: "deploy".to_owned(),
         label: "vault lease 7".to_owned(),
@@ -321,7 +308,7 @@ async fn a_broker_token_registered_for_one_task_is_caught_in_another() {
     // before that is counted as unreadable: see README, "Known gaps").
     let other = Gated::spawn("exec sleep 1", &home, &[("VAULT_TOKEN", token.as_str())]);
     let other_id = other.exec_id();
-    daemon.client.start_task(&task("reporting", other.pid)).await.unwrap();
+    daemon.client.start_task(&TaskRequest::new("reporting", other.pid)).await.unwrap();
     // The default kill_process acts from userspace here (the value is in an environment, not
     // a file).
     assert_eq!(other.release().0.signal(), Some(9));

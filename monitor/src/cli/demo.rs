@@ -160,7 +160,7 @@ async fn start_task(
     secrets: Vec<String>,
     env: Vec<String>,
 ) -> Result<(), CommandError> {
-    let request = TaskRequest { id: id.to_owned(), root_pid: Some(root), cgroup: None, secrets, env, allow: None, ttl: None, owner: Some("demo".to_owned()) };
+    let request = TaskRequest { secrets, env, owner: Some("demo".to_owned()), ..TaskRequest::new(id, root) };
     ask(control, ControlRequest::StartTask { request, caller: me() }).await?;
     Ok(())
 }

@@ -48,6 +48,22 @@ pub struct TaskRequest {
     pub owner: Option<String>,
 }
 
+impl TaskRequest {
+    /// A task rooted at process `root_pid`, granted nothing yet, unrestricted, with no TTL.
+    pub fn new(id: &str, root_pid: u32) -> Self {
+        Self {
+            id: id.to_owned(),
+            root_pid: Some(root_pid),
+            cgroup: None,
+            secrets: Vec::new(),
+            env: Vec::new(),
+            allow: None,
+            ttl: None,
+            owner: None,
+        }
+    }
+}
+
 /// A broker-issued token the daemon should recognise. The value is fingerprinted at once and
 /// never stored, logged or echoed.
 #[derive(Deserialize)]
