@@ -43,43 +43,46 @@ pub struct Metrics {
     pub sink_sent: IntCounterVec,
 }
 
-fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
-    let metric = IntCounter::new(name, help).expect("valid metric");
+/// Registers a metric built from constant names and labels, which cannot be invalid.
+fn registered<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: prometheus::Result<M>,
+) -> M {
+    let metric = metric.expect("valid metric");
     registry.register(Box::new(metric.clone())).expect("registered once");
     metric
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    registered(registry, IntCounter::new(name, help))
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry.register(Box::new(metric.clone())).expect("registered once");
-    metric
+    registered(registry, IntCounterVec::new(Opts::new(name, help), labels))
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
-    let metric = IntGauge::new(name, help).expect("valid metric");
-    registry.register(Box::new(metric.clone())).expect("registered once");
-    metric
+    registered(registry, IntGauge::new(name, help))
 }
 
 fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let metric = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry.register(Box::new(metric.clone())).expect("registered once");
-    metric
+    registered(registry, IntGaugeVec::new(Opts::new(name, help), labels))
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         let registry = Registry::new();
         let r = &registry;
-        let event_latency = Histogram::with_opts(
-            HistogramOpts::new(
-                "credwatch_event_latency_seconds",
-                "Time from the kernel hook to the daemon's decision about the event",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-        )
-        .expect("valid metric");
-        registry.register(Box::new(event_latency.clone())).expect("registered once");
+        let event_latency = registered(
+            r,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "credwatch_event_latency_seconds",
+                    "Time from the kernel hook to the daemon's decision about the event",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            ),
+        );
         Self {
             events: counter_vec(r, "credwatch_events_total", "Events received from the kernel", &["kind"]),
             events_lost: counter_vec(
