@@ -197,14 +197,11 @@ async fn root_registers_lists_and_ends_tasks() {
     assert_eq!(mode & 0o777, 0o600);
 
     let request = TaskRequest {
-        id: "build-7".into(),
-        root_pid: Some(1),
-        cgroup: None,
         secrets: vec!["/etc/hostname".into()],
-        env: vec![],
         allow: Some(vec!["10.0.0.0/8".into()]),
         ttl: Some(Duration::from_secs(900)),
         owner: Some("agent".into()),
+        ..TaskRequest::new("build-7", 1)
     };
     let reply = fake.client.start_task(&request).await.unwrap();
     assert_eq!(reply["id"], "build-7");
@@ -253,16 +250,7 @@ async fn bad_requests_name_the_problem() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_inside_a_task_is_forbidden() {
     let fake = Fake::start(vec![], None).await;
-    let ours = TaskRequest {
-        id: "ours".into(),
-        root_pid: Some(std::process::id()),
-        cgroup: None,
-        secrets: vec![],
-        env: vec![],
-        allow: None,
-        ttl: None,
-        owner: None,
-    };
+    let ours = TaskRequest::new("ours", std::process::id());
     fake.client.start_task(&ours).await.unwrap();
     let refused = fake.client.end_task("ours").await.unwrap_err();
     assert_eq!(refused.status().map(|status| status.as_u16()), Some(403));
@@ -290,16 +278,7 @@ async fn token_errors_never_contain_the_value() {
         assert!(!reply.contains(&value) && !reply.contains("123456789"), "the reply to body #{index} quotes the token");
     }
 
-    let task = TaskRequest {
-        id: "t".into(),
-        root_pid: Some(1),
-        cgroup: None,
-        secrets: vec![],
-        env: vec![],
-        allow: None,
-        ttl: None,
-        owner: None,
-    };
+    let task = TaskRequest::new("t", 1);
     fake.client.start_task(&task).await.unwrap();
     let token = TokenRequest { task: "t".into(), label: "vault lease 1".into(), value: value.clone() };
     let reply = fake.client.register_token(&token).await.unwrap();
@@ -484,16 +463,7 @@ async fn task_exec_registers_the_held_child_and_ends_the_task() {
 async fn task_exec_does_not_run_the_command_when_registration_fails() {
     let fake = Fake::start(vec![], None).await;
     let work = tempfile::tempdir().unwrap();
-    let taken = TaskRequest {
-        id: "taken".into(),
-        root_pid: Some(1),
-        cgroup: None,
-        secrets: vec![],
-        env: vec![],
-        allow: None,
-        ttl: None,
-        owner: None,
-    };
+    let taken = TaskRequest::new("taken", 1);
     fake.client.start_task(&taken).await.unwrap();
 
     let output = credwatch(exec_args(fake.socket(), "taken", "touch ran"), "", work.path()).await;
