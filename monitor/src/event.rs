@@ -62,16 +62,24 @@ impl EventKind {
         }
     }
 
+    /// Every kind's name, in `index` order.
+    pub const NAMES: [&'static str; 6] = ["exec", "fork", "exit", "secret_open", "harvest", "connect"];
+
+    /// The kind's position in [`Self::NAMES`].
+    pub const fn index(&self) -> usize {
+        match self {
+            Self::Exec(_) => 0,
+            Self::Fork(_) => 1,
+            Self::Exit(_) => 2,
+            Self::SecretOpen(_) => 3,
+            Self::Harvest(_) => 4,
+            Self::Connect(_) => 5,
+        }
+    }
+
     /// The kind's name, as in `monitor_common::event::EventKind::name` and metric labels.
     pub const fn name(&self) -> &'static str {
-        match self {
-            Self::Exec(_) => "exec",
-            Self::Fork(_) => "fork",
-            Self::Exit(_) => "exit",
-            Self::SecretOpen(_) => "secret_open",
-            Self::Harvest(_) => "harvest",
-            Self::Connect(_) => "connect",
-        }
+        Self::NAMES[self.index()]
     }
 }
 
@@ -332,5 +340,11 @@ mod tests {
         assert_eq!(fingerprint.prefix(), "abababab");
         let error = serde_json::from_str::<Fingerprint>("\"xyz\"").unwrap_err().to_string();
         assert!(error.contains("not 32 hex digits"), "{error}");
+    }
+
+    #[test]
+    fn kind_names_match_the_kernel_records() {
+        let kernel: Vec<_> = monitor_common::event::EventKind::ALL.iter().map(|kind| kind.name()).collect();
+        assert_eq!(kernel, EventKind::NAMES);
     }
 }

@@ -16,7 +16,7 @@ use crate::{
     export::TaskChange,
     catalogue::pattern::{EnvPatterns, NamePattern},
     engine::{Destination, Effect, Grant, Input, TaskId, TaskSpec, TaskState},
-    event::{EnvScan, EnvSecret, SecretId},
+    event::{EnvScan, EnvSecret, EventKind, SecretId},
     procfs,
     secrets::environ::scan_environ,
 };
@@ -265,6 +265,18 @@ impl Daemon {
         serde_json::Value::Array(self.tasks.entries().map(|entry| self.task_json(entry)).collect())
     }
 
+    /// The daemon's own counters, with the events received per kind.
+    fn daemon_counters(&self) -> serde_json::Value {
+        let mut counters = serde_json::to_value(&self.counters).expect("counters always serialize");
+        let events: serde_json::Map<String, serde_json::Value> = EventKind::NAMES
+            .iter()
+            .zip(&self.events_received)
+            .map(|(kind, counter)| ((*kind).to_owned(), counter.get().into()))
+            .collect();
+        counters["events"] = events.into();
+        counters
+    }
+
     fn status(&self) -> serde_json::Value {
         let lost = self.sensors.lost().unwrap_or_default();
         let engine = self.engine.stats();
@@ -278,7 +290,7 @@ impl Daemon {
                 "files": self.secret_files.stats(),
             },
             "processes_tracked": self.engine.processes_tracked(),
-            "daemon": self.counters,
+            "daemon": self.daemon_counters(),
             "latency": self.latency.summary(),
             "export_dropped": self.exports.dropped(),
             "kernel": {

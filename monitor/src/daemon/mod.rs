@@ -14,6 +14,7 @@ pub mod tasks;
 
 use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
+use prometheus::IntCounter;
 use tokio::sync::mpsc;
 use tracing::{debug, info, trace, warn};
 
@@ -81,8 +82,6 @@ pub struct DaemonOptions {
 /// Counters of what the daemon did and could not do; reported by `status`.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct DaemonCounters {
-    /// Events received, by kind.
-    pub events: std::collections::BTreeMap<&'static str, u64>,
     pub execs_env_scanned: u64,
     /// Execs whose `/proc/PID/environ` could not be read (the process was already gone).
     pub execs_env_unreadable: u64,
@@ -109,6 +108,9 @@ pub struct Daemon {
     reported_export_drops: u64,
     latency: LatencyHistogram,
     metrics: Arc<Metrics>,
+    /// `credwatch_events_total` per kind, in `EventKind::NAMES` order: looked up once, not per
+    /// event.
+    events_received: [IntCounter; EventKind::NAMES.len()],
     exports: ExportSender,
     batch: Vec<Event>,
 }
@@ -150,6 +152,7 @@ impl Daemon {
             reported_decode_errors: 0,
             reported_export_drops: 0,
             latency: LatencyHistogram::default(),
+            events_received: EventKind::NAMES.map(|kind| metrics.events.with_label_values(&[kind])),
             metrics,
             exports,
             batch: Vec::new(),
@@ -213,9 +216,7 @@ impl Daemon {
     fn handle_batch(&mut self) -> Result<(), DaemonError> {
         let mut batch = std::mem::take(&mut self.batch);
         for mut event in batch.drain(..) {
-            let kind = event.kind.name();
-            *self.counters.events.entry(kind).or_default() += 1;
-            self.metrics.events.with_label_values(&[kind]).inc();
+            self.events_received[event.kind.index()].inc();
             log_event(&event);
             let ktime_ns = event.ktime_ns;
             match &mut event.kind {
