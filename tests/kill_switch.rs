@@ -19,6 +19,7 @@ use monitor_common::maps::policy;
 
 const OWNER: u32 = 1;
 const ROGUE: u32 = 2;
+const SHARER: u32 = 3;
 
 fn load() -> Sensors {
     Sensors::load(SensorOptions::default()).expect("loading the sensors (run as root)")
@@ -41,17 +42,23 @@ async fn a_rogue_task_is_killed_in_the_kernel_before_it_reads_one_byte() {
     let mut sensors = load();
     let meta = std::fs::metadata(&planted.path).unwrap();
     let inode = InodeId { dev: meta.dev(), ino: meta.ino() };
-    sensors.maps_mut().watch(inode, 9, OWNER, policy::KILL_OTHER_TASK).unwrap();
+    let maps = sensors.maps_mut();
+    maps.set_enforcement(policy::KILL_OTHER_TASK, policy::REPORT, false).unwrap();
+    maps.set_grantee(9, OWNER, true).unwrap();
+    maps.set_grantee(9, SHARER, true).unwrap();
+    maps.watch(inode, 9, policy::ACTIVE).unwrap();
     let dir = planted.dir.path();
 
     let (status, output, rogue) = run_in_task(&mut sensors, Some(ROGUE), "exec cat secret", dir);
     assert_eq!(status.signal(), Some(9), "{status}");
     assert!(output.is_empty(), "the rogue printed {} bytes", output.len());
 
-    let (status, output, _) = run_in_task(&mut sensors, Some(OWNER), "exec cat secret", dir);
-    assert!(status.success(), "the owner reads its secret: {status}");
-    // Compared without printing: a failure must not write the planted value.
-    assert!(output == planted.value, "the owner's read differs ({} bytes)", output.len());
+    for owner in [OWNER, SHARER] {
+        let (status, output, _) = run_in_task(&mut sensors, Some(owner), "exec cat secret", dir);
+        assert!(status.success(), "each task granted the secret reads it: {status}");
+        // Compared without printing: a failure must not write the planted value.
+        assert!(output == planted.value, "an owner's read differs ({} bytes)", output.len());
+    }
 
     let (status, _, _) = run_in_task(&mut sensors, None, "exec cat secret", dir);
     assert!(status.success(), "KILL_OTHER_TASK spares untasked processes: {status}");
@@ -75,13 +82,16 @@ async fn after_its_task_ended_even_an_owner_process_is_killed() {
     let planted = Planted::new("post-task");
     let mut sensors = load();
     let meta = std::fs::metadata(&planted.path).unwrap();
-    sensors
-        .maps_mut()
-        .watch(InodeId { dev: meta.dev(), ino: meta.ino() }, 9, OWNER, policy::KILL_ANY)
-        .unwrap();
+    let maps = sensors.maps_mut();
+    maps.set_enforcement(policy::KILL_AFTER_TASK, policy::REPORT, false).unwrap();
+    maps.set_grantee(9, SHARER, true).unwrap();
+    maps.watch(InodeId { dev: meta.dev(), ino: meta.ino() }, 9, policy::ACTIVE).unwrap();
+    maps.finish_task(OWNER).unwrap();
     let (status, output, _) = run_in_task(&mut sensors, Some(OWNER), "exec cat secret", planted.dir.path());
     assert_eq!(status.signal(), Some(9), "{status}");
     assert!(output.is_empty());
+    let (status, output, _) = run_in_task(&mut sensors, Some(SHARER), "exec cat secret", planted.dir.path());
+    assert!(status.success() && output == planted.value, "the grantee still active reads it: {status}");
 }
 
 #[tokio::test]

@@ -23,7 +23,7 @@ fn inode(path: &Path) -> InodeId {
 
 async fn watched_sensors(planted: &Planted) -> Sensors {
     let mut sensors = Sensors::load(SensorOptions::default()).expect("loading the sensors (run as root)");
-    sensors.maps_mut().watch(inode(&planted.path), SECRET.0, 0, policy::REPORT).unwrap();
+    sensors.maps_mut().watch(inode(&planted.path), SECRET.0, policy::UNBOUND).unwrap();
     sensors
 }
 
@@ -150,7 +150,7 @@ async fn an_fd_opened_before_the_watch_is_a_documented_gap() {
     let child = common::Gated::spawn_after("exec 3<secret;", "exec 4<&3; cat <&4 >/dev/null", dir, &[]);
     child.wait_for_fd(3);
     let pid = child.pid;
-    sensors.maps_mut().watch(inode(&planted.path), SECRET.0, 0, policy::REPORT).unwrap();
+    sensors.maps_mut().watch(inode(&planted.path), SECRET.0, policy::UNBOUND).unwrap();
     let (status, _) = child.release();
     assert!(status.success(), "{status}");
     let opens: Vec<_> = events_of(&mut sensors, pid)

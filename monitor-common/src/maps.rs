@@ -10,58 +10,101 @@ pub struct InodeKey {
     pub ino: u64,
 }
 
-/// What to do when a watched inode is opened, decided in the kernel at syscall exit: a bit set.
-/// Only a bound secret (`owner_task != 0`) is ever enforced.
+/// Who may use a watched secret and what happens to the others, decided in the kernel at the
+/// use (an open at syscall exit, or an LSM hook): the same decision on every tier.
 pub mod policy {
-    /// Report only.
+    /// What the per-rule actions kill or deny, a bit set in the `ENFORCE` [`super::enforce::FILES`]
+    /// slot. Report only when empty.
     pub const REPORT: u32 = 0;
-    /// Kill an opener that belongs to another task than the owner (cross-task reuse).
+    /// A process of another task than the secret's active owners (cross_task_reuse).
     pub const KILL_OTHER_TASK: u32 = 1 << 0;
-    /// Kill an opener that belongs to no task.
+    /// A process in no task (untasked_access).
     pub const KILL_UNTASKED: u32 = 1 << 1;
-    /// Kill every opener, members included: the owning task has ended or expired.
-    pub const KILL_ANY: u32 = 1 << 2;
+    /// A process of a task that is over, or anyone once every task granted the secret is over
+    /// (post_task_reuse).
+    pub const KILL_AFTER_TASK: u32 = 1 << 2;
 
-    /// Whether an open by a process of task `caller` (0: none) of a secret owned by `owner`
-    /// (0: unbound) is killed under `policy`.
+    /// [`super::WatchedInode::binding`]: no task owns the secret; it is never enforced.
+    pub const UNBOUND: u32 = 0;
+    /// At least one active task owns it; its owners are in `GRANTEES`.
+    pub const ACTIVE: u32 = 1;
+    /// Every task granted it is over.
+    pub const FINISHED: u32 = 2;
+
+    /// The opener, as the kernel sees it at the use.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Caller {
+        /// In no task.
+        Untasked,
+        /// A member of a task that ended or expired.
+        Finished,
+        /// A member of an active task that owns the secret (a `GRANTEES` entry).
+        Owner,
+        /// A member of another active task.
+        Other,
+    }
+
+    /// Whether a use by `caller` of a secret whose binding is `binding` is killed (or refused)
+    /// under `policy`. Mirrors the engine's rule precedence: post-task first, then cross-task,
+    /// then untasked.
     #[inline(always)]
-    pub const fn kills(policy: u32, owner: u32, caller: u32) -> bool {
-        if owner == 0 {
+    pub const fn kills(policy: u32, binding: u32, caller: Caller) -> bool {
+        if binding == UNBOUND {
             return false;
         }
-        if policy & KILL_ANY != 0 {
-            return true;
+        match caller {
+            Caller::Finished => policy & KILL_AFTER_TASK != 0,
+            Caller::Owner => false,
+            _ if binding == FINISHED => policy & KILL_AFTER_TASK != 0,
+            Caller::Untasked => policy & KILL_UNTASKED != 0,
+            Caller::Other => policy & KILL_OTHER_TASK != 0,
+        }
+    }
+
+    /// Whether reaching into a secret holder of task `target` (0: none) by a process of task
+    /// `caller` (0: none) is refused under the harvest bits (`KILL_OTHER_TASK`, `KILL_UNTASKED`).
+    #[inline(always)]
+    pub const fn refuses_harvest(policy: u32, target: u32, caller: u32) -> bool {
+        if target == 0 {
+            return false;
         }
         if caller == 0 {
             return policy & KILL_UNTASKED != 0;
         }
-        caller != owner && policy & KILL_OTHER_TASK != 0
+        caller != target && policy & KILL_OTHER_TASK != 0
     }
 }
 
-/// `WATCHED` value: which secret an inode is, and who may open it.
+/// `WATCHED` value: which secret an inode is, and whether it is bound.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WatchedInode {
     /// The daemon's secret id.
     pub secret: u32,
-    /// Kernel handle of the task the secret is bound to; 0 when unbound.
-    pub owner_task: u32,
-    /// One of [`policy`].
-    pub policy: u32,
-    pub _pad: u32,
+    /// One of [`policy::UNBOUND`], [`policy::ACTIVE`], [`policy::FINISHED`].
+    pub binding: u32,
 }
 
-/// Slots of the `ENFORCE` array, written by the daemon from the per-rule actions: what the LSM
-/// tier refuses besides secret opens (those follow each inode's [`WatchedInode::policy`]).
+/// `GRANTEES` key: an active task (its kernel handle) that may use a secret. A secret has as many
+/// entries as it has active owners, so several tasks can share one credential.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GranteeKey {
+    pub secret: u32,
+    pub task: u32,
+}
+
+/// Slots of the `ENFORCE` array, written by the daemon from the per-rule actions.
 pub mod enforce {
     /// [`super::policy`] bits for reaching into a process that holds a secret (its
-    /// `/proc/PID/environ` or `mem`, ptrace attach, `process_vm_readv`), the target's task being
-    /// the owner: the same [`super::policy::kills`] decides.
+    /// `/proc/PID/environ` or `mem`, ptrace attach, `process_vm_readv`), on the LSM tier:
+    /// [`super::policy::refuses_harvest`] decides.
     pub const HARVEST: u32 = 0;
     /// Nonzero: a connect by a secret holder outside its task's allowed destinations is refused.
     pub const CONNECT: u32 = 1;
-    pub const SLOTS: u32 = 2;
+    /// [`super::policy`] bits for uses of bound secret files: [`super::policy::kills`] decides.
+    pub const FILES: u32 = 2;
+    pub const SLOTS: u32 = 3;
 }
 
 /// Data of an `ALLOWED_DESTINATIONS` LPM trie key: a task's allowed network. The trie matches
@@ -122,6 +165,8 @@ mod user {
     unsafe impl aya::Pod for super::InodeKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::WatchedInode {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::GranteeKey {}
     // SAFETY: repr(C), byte arrays only: no padding, every bit pattern valid.
     unsafe impl aya::Pod for super::DestinationKey {}
     // SAFETY: repr(C), two u32 then u16s (40 bytes, no padding): every bit pattern valid.
@@ -134,15 +179,32 @@ mod tests {
 
     #[test]
     fn policy_decides_who_dies() {
-        let (owner, other, none) = (1, 2, 0);
-        assert!(!kills(KILL_ANY, 0, other), "an unbound secret is never enforced");
-        assert!(!kills(REPORT, owner, other));
-        assert!(kills(KILL_OTHER_TASK, owner, other));
-        assert!(!kills(KILL_OTHER_TASK, owner, owner));
-        assert!(!kills(KILL_OTHER_TASK, owner, none));
-        assert!(kills(KILL_UNTASKED, owner, none));
-        assert!(!kills(KILL_UNTASKED, owner, other));
-        assert!(kills(KILL_ANY, owner, owner), "after the task ended, its own processes too");
+        let all = KILL_OTHER_TASK | KILL_UNTASKED | KILL_AFTER_TASK;
+        for caller in [Caller::Untasked, Caller::Finished, Caller::Owner, Caller::Other] {
+            assert!(!kills(all, UNBOUND, caller), "an unbound secret is never enforced");
+            assert!(!kills(REPORT, ACTIVE, caller));
+            assert!(!kills(REPORT, FINISHED, caller));
+        }
+        assert!(!kills(all, ACTIVE, Caller::Owner), "every active owner may use it");
+        assert!(kills(KILL_OTHER_TASK, ACTIVE, Caller::Other));
+        assert!(!kills(KILL_OTHER_TASK, ACTIVE, Caller::Untasked));
+        assert!(kills(KILL_UNTASKED, ACTIVE, Caller::Untasked));
+        assert!(!kills(KILL_UNTASKED, ACTIVE, Caller::Other));
+        assert!(kills(KILL_AFTER_TASK, ACTIVE, Caller::Finished), "a left-over process of an ended task");
+        assert!(!kills(KILL_OTHER_TASK, ACTIVE, Caller::Finished), "post-task reuse follows its own rule");
+        assert!(kills(KILL_AFTER_TASK, FINISHED, Caller::Other), "every grantee is over: post-task reuse");
+        assert!(kills(KILL_AFTER_TASK, FINISHED, Caller::Untasked));
+        assert!(!kills(KILL_OTHER_TASK | KILL_UNTASKED, FINISHED, Caller::Other));
+    }
+
+    #[test]
+    fn harvest_is_refused_from_outside_the_targets_task() {
+        let (target, other, none) = (1, 2, 0);
+        assert!(!refuses_harvest(KILL_OTHER_TASK | KILL_UNTASKED, none, other), "a target in no task");
+        assert!(refuses_harvest(KILL_OTHER_TASK, target, other));
+        assert!(!refuses_harvest(KILL_OTHER_TASK, target, target));
+        assert!(!refuses_harvest(KILL_OTHER_TASK, target, none));
+        assert!(refuses_harvest(KILL_UNTASKED, target, none));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use monitor_common::{
         secret_open::{SecretOpenBody, PATH_LEN},
         EventKind,
     },
-    maps::{policy, InodeKey, WatchedInode},
+    maps::{enforce, policy, GranteeKey, InodeKey, WatchedInode},
     offsets::KernelSymbols,
     syscalls,
 };
@@ -30,7 +30,7 @@ use monitor_common::{
 use crate::{
     kill::kill_current,
     emit::{reserve, set_flag, str_read_flag},
-    maps::{HOLDERS, TASK_OF, WATCHED},
+    maps::{ENFORCE, FINISHED_TASKS, GRANTEES, HOLDERS, TASK_OF, WATCHED},
     task::{file_flags, file_inode, file_open_op, proc_inode_pid, syscall_arg, syscall_nr, Task},
 };
 
@@ -100,9 +100,8 @@ fn on_open(ctx: &RawTracePointContext, regs: u64, nr: u32, fd: u32) {
 #[inline(always)]
 fn on_secret_open(ctx: &RawTracePointContext, regs: u64, nr: u32, fd: u32, key: InodeKey, watched: WatchedInode) {
     let tgid = ctx.tgid();
-    // SAFETY: plain value copied out.
-    let caller_task = unsafe { TASK_OF.get(&tgid) }.copied().unwrap_or(0);
-    let action = if policy::kills(watched.policy, watched.owner_task, caller_task) {
+    let (caller_task, refused) = secret_use_refused(tgid, watched);
+    let action = if refused {
         kill_current();
         kernel_action::KILLED
     } else {
@@ -118,6 +117,30 @@ fn on_secret_open(ctx: &RawTracePointContext, regs: u64, nr: u32, fd: u32, key: 
         action,
         path: path_argument(regs, nr),
     });
+}
+
+/// The caller's task handle (0: none) and whether its use of `watched` is killed or refused
+/// under the `ENFORCE` files policy: the one decision of every tier.
+#[inline(always)]
+pub fn secret_use_refused(tgid: u32, watched: WatchedInode) -> (u32, bool) {
+    // SAFETY: plain values copied out.
+    let caller_task = unsafe { TASK_OF.get(&tgid) }.copied().unwrap_or(0);
+    if watched.binding == policy::UNBOUND {
+        return (caller_task, false);
+    }
+    let grantee = GranteeKey { secret: watched.secret, task: caller_task };
+    let caller = if caller_task == 0 {
+        policy::Caller::Untasked
+    // SAFETY: presence checks only.
+    } else if unsafe { FINISHED_TASKS.get(&caller_task) }.is_some() {
+        policy::Caller::Finished
+    } else if unsafe { GRANTEES.get(&grantee) }.is_some() {
+        policy::Caller::Owner
+    } else {
+        policy::Caller::Other
+    };
+    let bits = ENFORCE.get(enforce::FILES).copied().unwrap_or(0);
+    (caller_task, policy::kills(bits, watched.binding, caller))
 }
 
 /// A use of a watched inode, for [`report_secret_use`].
@@ -151,7 +174,7 @@ pub fn report_secret_use(used: &SecretUse) {
         (&raw mut (*body).dev).write(used.key.dev);
         (&raw mut (*body).ino).write(used.key.ino);
         (&raw mut (*body).caller_task).write(used.caller_task);
-        (&raw mut (*body).owner_task).write(used.watched.owner_task);
+        (&raw mut (*body).binding).write(used.watched.binding);
         (&raw mut (*body).action).write(used.action);
         (&raw mut (*body)._pad).write(0);
         let path = &mut *(&raw mut (*body).path);

@@ -32,7 +32,9 @@ use monitor_common::{
 
 use crate::{
     emit::reserve,
-    files::{daemon_tgid, path_argument, proc_harvest_kind, report_harvest, report_secret_use, SecretUse},
+    files::{
+        daemon_tgid, path_argument, proc_harvest_kind, report_harvest, report_secret_use, secret_use_refused, SecretUse,
+    },
     maps::{ALLOWED_DESTINATIONS, ENFORCE, HOLDERS, TASK_OF, WATCHED},
     task::{file_inode, file_open_op, proc_inode_pid, read_kernel, syscall_nr, Task},
 };
@@ -163,7 +165,7 @@ fn on_file_use(file: *const u8, used: Use) -> i32 {
     }
 }
 
-/// The decision on a watched inode, with `policy::kills` as at `sys_exit`: there a kill, here a
+/// The decision on a watched inode, with `secret_use_refused` as at `sys_exit`: there a kill, here a
 /// refusal, so the process never holds the secret.
 #[inline(always)]
 fn on_secret(tgid: u32, key: InodeKey, watched: WatchedInode, used: Use) -> i32 {
@@ -171,9 +173,7 @@ fn on_secret(tgid: u32, key: InodeKey, watched: WatchedInode, used: Use) -> i32 
     if route.kernel_thread {
         return 0;
     }
-    // SAFETY: plain value copied out.
-    let caller_task = unsafe { TASK_OF.get(&tgid) }.copied().unwrap_or(0);
-    let refused = policy::kills(watched.policy, watched.owner_task, caller_task);
+    let (caller_task, refused) = secret_use_refused(tgid, watched);
     let by_open_syscall = used == Use::Open && syscalls::is_open(route.syscall);
     let action = if refused {
         kernel_action::DENIED
@@ -357,7 +357,7 @@ pub fn task_kill(ctx: LsmContext) -> i32 {
 }
 
 /// Whether reaching into `target` from `caller` is refused: the target holds a secret and
-/// `policy::kills` says so for the two processes' tasks under the `ENFORCE` harvest bits.
+/// `policy::refuses_harvest` says so for the two processes' tasks under the `ENFORCE` harvest bits.
 #[inline(always)]
 fn refuses_harvest(caller: u32, target: u32) -> bool {
     let bits = enforced(enforce::HARVEST);
@@ -368,7 +368,7 @@ fn refuses_harvest(caller: u32, target: u32) -> bool {
     let (target_task, caller_task) = unsafe {
         (TASK_OF.get(&target).copied().unwrap_or(0), TASK_OF.get(&caller).copied().unwrap_or(0))
     };
-    policy::kills(bits, target_task, caller_task)
+    policy::refuses_harvest(bits, target_task, caller_task)
 }
 
 #[inline(always)]

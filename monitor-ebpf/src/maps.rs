@@ -2,11 +2,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use monitor_common::{
     loss::LOST_SLOTS,
-    maps::{enforce, AllowedPorts, DestinationKey, InodeKey, WatchedInode},
+    maps::{enforce, AllowedPorts, DestinationKey, GranteeKey, InodeKey, WatchedInode},
 };
 
 /// Default ring buffer size; userspace may resize it before load.
@@ -23,6 +23,16 @@ pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_SLOTS, 0)
 /// Watched secret inodes, written by the daemon.
 #[map]
 pub static WATCHED: HashMap<InodeKey, WatchedInode> = HashMap::with_max_entries(16384, 0);
+
+/// The active tasks that own each bound secret, by (secret id, task handle): several tasks may
+/// share one credential. Written by the daemon from the engine's bindings.
+#[map]
+pub static GRANTEES: HashMap<GranteeKey, u32> = HashMap::with_max_entries(16384, 0);
+
+/// Handles of tasks that ended or expired, so that their left-over processes are judged as
+/// post-task reuse. Handles are never reused; the least recently used are forgotten first.
+#[map]
+pub static FINISHED_TASKS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384, 0);
 
 /// Task membership by tgid, written by the daemon for task roots and inherited here at fork.
 #[map]

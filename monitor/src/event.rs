@@ -220,6 +220,10 @@ pub struct SecretOpen {
     pub fd: i32,
     #[serde(default)]
     pub kernel_action: KernelAction,
+    /// The kernel handle of the opener's task at the use (0: none): membership as the kernel
+    /// judged it, for a process whose fork the engine has not seen.
+    #[serde(default)]
+    pub caller_task: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

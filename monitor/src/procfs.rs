@@ -39,6 +39,23 @@ pub fn is_alive(process: ExecId) -> bool {
     start_ticks(process.tgid) == Some(ns_to_ticks(process.start_time))
 }
 
+/// A file's identity: device and inode.
+pub type FileIdentity = (u64, u64);
+
+/// The identity of the executable this process runs.
+pub fn own_executable() -> std::io::Result<FileIdentity> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self/exe").map(|meta| (meta.dev(), meta.ino()))
+}
+
+/// Whether live process `process` runs the executable `executable`; false when it is gone.
+pub fn runs_executable(process: ExecId, executable: FileIdentity) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let running = std::fs::metadata(format!("/proc/{}/exe", process.tgid)).map(|meta| (meta.dev(), meta.ino()));
+    // Checked after the read: the pid was not reused in between.
+    running.is_ok_and(|running| running == executable) && is_alive(process)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,6 +72,13 @@ mod tests {
         assert!(is_alive(me));
         assert_eq!(start_time_ns(me.start_time + 1), me.start_time);
         assert_eq!(start_time_ns(me.start_time), me.start_time);
+    }
+
+    #[test]
+    fn this_process_runs_its_own_executable_and_init_does_not() {
+        let own = own_executable().unwrap();
+        assert!(runs_executable(exec_id(std::process::id()).unwrap(), own));
+        assert!(!runs_executable(exec_id(1).unwrap(), own));
     }
 
     #[test]

@@ -18,9 +18,10 @@ pub struct SecretOpenBody {
     /// `super_block::s_dev`, kernel encoding.
     pub dev: u32,
     pub ino: u64,
-    /// Kernel task handle of the opener (0: in no task) and of the secret's owner.
+    /// Kernel task handle of the opener at the use (0: in no task).
     pub caller_task: u32,
-    pub owner_task: u32,
+    /// The secret's binding at the use (`maps::policy::{UNBOUND, ACTIVE, FINISHED}`).
+    pub binding: u32,
     /// One of [`crate::event::kernel_action`].
     pub action: u32,
     pub _pad: u32,

@@ -241,6 +241,7 @@ impl Stream {
             resolved_path: secret_path(secret),
             fd: 3,
             kernel_action: Default::default(),
+            caller_task: 0,
         };
         let input = self.event(actor, EventKind::SecretOpen(open));
         out.push(input);

@@ -8,14 +8,14 @@ use tracing::info;
 use super::{
     clock,
     control::{duration_text, Caller, ControlError, ControlReply, ControlRequest, TaskRequest, TokenRequest},
-    kernel_sync,
+    registry::Persisted,
     tasks::TaskEntry,
     Daemon, DaemonError,
 };
 use crate::{
     export::TaskChange,
     catalogue::pattern::{EnvPatterns, NamePattern},
-    engine::{Destination, Effect, Grant, Input, TaskId, TaskSpec, TaskState},
+    engine::{Destination, Grant, Input, Rejection, TaskId, TaskSpec, TaskState},
     event::{EnvScan, EnvSecret, EventKind, SecretId},
     procfs,
     secrets::environ::scan_environ,
@@ -104,10 +104,8 @@ impl Daemon {
             return Err(invalid("root_pid", "a task needs a root_pid or a cgroup"));
         }
         let mut granted = Vec::new();
-        let mut granted_files = Vec::new();
         for (index, path) in request.secrets.iter().enumerate() {
             let secret = self.grant_file(Path::new(path)).map_err(|message| invalid(format!("secrets[{index}]"), message))?;
-            granted_files.push(secret);
             granted.push(Grant::File { secret });
         }
         granted.extend(self.env_grants(&request.env, roots.first().copied())?);
@@ -121,48 +119,36 @@ impl Daemon {
             allowed,
             ttl_ns: request.ttl.map(|ttl| ttl.as_nanos() as u64),
         };
-        let handle = self.tasks.next_handle();
         let started_ns = clock::boottime_ns();
         let entry = TaskEntry {
-            handle,
+            handle: 0,
             state: TaskState::Active,
             request,
             spec: spec.clone(),
-            granted_files,
             started_ns,
             started_unix: unix_now(),
             members: BTreeSet::new(),
         };
         let previous = self.tasks.get(&id).cloned();
         self.tasks.insert(entry);
-        if let Some(rejection) = self.feed_task(started_ns, spec)? {
+        let rejections = self.control_input(Input::TaskStarted { at_ns: started_ns, task: spec })?;
+        if let Some(rejection) = rejections.first() {
             match previous {
                 Some(previous) => self.tasks.insert(previous),
                 None => self.tasks.remove(&id),
             }
-            return Err(ControlError::Conflict(rejection));
+            return Err(ControlError::Conflict(rejection.to_string()));
         }
         self.save_registry();
         self.export_task(&id, TaskChange::Started);
-        info!(task = %id, handle, "task started");
-        Ok(self.task_json(self.tasks.get(&id).expect("just inserted")))
+        let entry = self.tasks.get(&id).expect("just inserted");
+        info!(task = %id, handle = entry.handle, "task started");
+        Ok(self.task_json(entry))
     }
 
-    /// Feeds a task start to the engine; `Some(reason)` if the engine rejected it.
-    fn feed_task(&mut self, at_ns: u64, task: TaskSpec) -> Result<Option<String>, ControlError> {
-        if let Some(handle) = self.tasks.handle(&task.id) {
-            kernel_sync::allow_destinations(self.sensors.maps_mut(), handle, task.allowed.as_deref());
-        }
-        let outcome = self.engine.apply(&Input::TaskStarted { at_ns, task: task.clone() });
-        let rejection = outcome.effects.iter().find_map(|effect| match effect {
-            Effect::Rejected(rejection) => Some(rejection.to_string()),
-            _ => None,
-        });
-        if let Some(recorder) = &mut self.recorder {
-            recorder.write(&Input::TaskStarted { at_ns, task }).map_err(|error| ControlError::Internal(error.to_string()))?;
-        }
-        kernel_sync::apply(&outcome.effects, self.sensors.maps_mut(), &mut self.watched, &mut self.tasks, &self.plan);
-        Ok(rejection)
+    /// Feeds a control input to the engine; what it rejected.
+    fn control_input(&mut self, input: Input) -> Result<Vec<Rejection>, ControlError> {
+        self.input(input).map_err(|error| ControlError::Internal(error.to_string()))
     }
 
     /// The id of the secret file at `path`, watching it if the catalogue does not.
@@ -210,11 +196,7 @@ impl Daemon {
             return Err(ControlError::NotFound(id.to_string()));
         };
         if entry.state == TaskState::Active {
-            self.tasks.finish(id, TaskState::Ended);
-            let at_ns = clock::boottime_ns();
-            self.input(Input::TaskEnded { at_ns, id: id.clone() })
-                .map_err(|error| ControlError::Internal(error.to_string()))?;
-            kernel_sync::end_bindings(id, self.sensors.maps_mut(), &mut self.watched, &self.tasks, &self.plan);
+            self.control_input(Input::TaskEnded { at_ns: clock::boottime_ns(), id: id.clone() })?;
             self.save_registry();
             self.export_task(id, TaskChange::Ended);
             info!(task = %id, "task ended");
@@ -232,13 +214,12 @@ impl Daemon {
             return Err(ControlError::NotFound(id.to_string()));
         }
         let grant = Grant::Token { fingerprint, label: label.clone() };
-        self.input(Input::GrantAdded { at_ns: clock::boottime_ns(), task: id.clone(), grant })
-            .map_err(|error| ControlError::Internal(error.to_string()))?;
+        self.control_input(Input::GrantAdded { at_ns: clock::boottime_ns(), task: id.clone(), grant })?;
         Ok(json!({ "task": id, "label": label, "fingerprint_prefix": fingerprint.prefix() }))
     }
 
     fn task_json(&self, entry: &TaskEntry) -> serde_json::Value {
-        let TaskEntry { handle, state, request, spec, granted_files: _, started_ns: _, started_unix, members } = entry;
+        let TaskEntry { handle, state, request, spec, started_ns: _, started_unix, members } = entry;
         let members_alive = self.sensors_members(*handle);
         json!({
             "id": spec.id,
@@ -302,11 +283,15 @@ impl Daemon {
         })
     }
 
-    /// Re-registers persisted tasks after a restart: their members still alive rejoin them in
-    /// the kernel and the engine; ended and expired ones are kept so post-task reuse is caught.
-    pub(super) fn restore_tasks(&mut self, entries: Vec<TaskEntry>) -> Result<(), DaemonError> {
+    /// Gives the engine the persisted tasks after a restart, under the handles they had: their
+    /// members still alive rejoin them, ended and expired ones are kept so post-task reuse is
+    /// caught, new tasks get handles never issued before, and the kernel maps are rebuilt from
+    /// the engine's effects.
+    pub(super) fn restore_tasks(&mut self, persisted: Persisted) -> Result<(), DaemonError> {
         let now = clock::boottime_ns();
-        for mut entry in entries {
+        let Persisted { next_handle, tasks } = persisted;
+        self.input(Input::HandlesIssued { at_ns: now, next_handle })?;
+        for mut entry in tasks {
             // Boot time restarts at 0 after a reboot: such a task's processes are all gone.
             if entry.started_ns > now && entry.state == TaskState::Active {
                 entry.state = TaskState::Ended;
@@ -315,16 +300,13 @@ impl Daemon {
                 entry.members.iter().filter(|&&member| procfs::is_alive(member)).map(|member| member.tgid).collect();
             let mut spec = entry.spec.clone();
             spec.roots = alive;
-            let (id, state, started_ns) = (spec.id.clone(), entry.state, entry.started_ns.min(now));
+            let (id, handle, state, started_ns) = (spec.id.clone(), entry.handle, entry.state, entry.started_ns.min(now));
             self.tasks.insert(entry);
-            if let Some(rejection) = self.feed_task(started_ns, spec).map_err(|error| DaemonError::Restore(error.to_string()))? {
+            let rejections = self.input(Input::TaskRestored { at_ns: started_ns, task: spec, handle, state })?;
+            if let Some(rejection) = rejections.first() {
                 tracing::warn!(task = %id, %rejection, "cannot restore task");
+                self.tasks.remove(&id);
                 continue;
-            }
-            if state != TaskState::Active {
-                self.input(Input::TaskEnded { at_ns: now, id: id.clone() })?;
-                self.tasks.finish(&id, state);
-                kernel_sync::end_bindings(&id, self.sensors.maps_mut(), &mut self.watched, &self.tasks, &self.plan);
             }
             self.export_task(&id, TaskChange::Restored);
             info!(task = %id, ?state, "task restored");

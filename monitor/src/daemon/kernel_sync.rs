@@ -1,23 +1,27 @@
-//! Mirrors the engine's decisions into the kernel maps, so that hooks can act without asking.
+//! Applies the engine's effects: the one place where the kernel maps follow the engine's state,
+//! and where the daemon's task view learns each task's handle, state and members.
 
 use std::collections::HashMap;
 
 use monitor_common::maps::policy;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::tasks::TaskTable;
 use crate::{
     actions::plan::ActionPlan,
-    engine::{Destination, Effect, Rule, TaskId},
+    engine::{Destination, Effect, Rule},
     event::{InodeId, SecretId},
+    procfs,
     sensors::{destinations::AllowedNetwork, maps::KernelMaps},
 };
 
-/// Who each watched secret file is bound to, and its inodes, as the kernel must see them.
+/// The watched secret files as the kernel sees them: their inodes and binding.
 #[derive(Debug, Default)]
 pub struct WatchedFiles {
     inodes: HashMap<SecretId, Vec<InodeId>>,
-    owner: HashMap<SecretId, (u32, u32)>,
+    /// What the engine last decided for each secret (`Effect::FileBinding`), so that an inode
+    /// watched later (a file replaced by `mv`) gets it too.
+    bindings: HashMap<SecretId, (u32, Vec<u32>)>,
     /// Where each secret was found, for the `resolved_path` of its opens.
     paths: HashMap<SecretId, String>,
 }
@@ -38,8 +42,8 @@ impl WatchedFiles {
     /// Starts watching `inode`, found at `path`, as `secret`, with the secret's current binding.
     pub fn add(&mut self, maps: &mut KernelMaps, secret: SecretId, inode: InodeId, path: String) {
         self.paths.insert(secret, path);
-        let (owner, rule_policy) = self.owner.get(&secret).copied().unwrap_or((0, policy::REPORT));
-        report(maps.watch(inode, secret.0, owner, rule_policy), "watch a secret inode");
+        let binding = self.bindings.get(&secret).map_or(policy::UNBOUND, |(binding, _)| *binding);
+        report(maps.watch(inode, secret.0, binding), "watch a secret inode");
         self.inodes.entry(secret).or_default().push(inode);
     }
 
@@ -50,12 +54,20 @@ impl WatchedFiles {
         }
     }
 
-    /// Binds `secret` to kernel task `owner` (0: unbound) with `rule_policy` on every inode.
-    fn bind(&mut self, maps: &mut KernelMaps, secret: SecretId, owner: u32, rule_policy: u32) {
-        self.owner.insert(secret, (owner, rule_policy));
-        for &inode in self.inodes(secret) {
-            report(maps.watch(inode, secret.0, owner, rule_policy), "rebind a secret inode");
+    /// Gives the kernel `secret`'s new binding and owners. New owners are admitted before the
+    /// binding changes and former ones dropped after, so no owner is ever refused in between.
+    fn bind(&mut self, maps: &mut KernelMaps, secret: SecretId, binding: u32, grantees: Vec<u32>) {
+        let (_, before) = self.bindings.remove(&secret).unwrap_or((policy::UNBOUND, Vec::new()));
+        for &task in grantees.iter().filter(|task| !before.contains(task)) {
+            report(maps.set_grantee(secret.0, task, true), "add a secret's owner");
         }
+        for &inode in self.inodes(secret) {
+            report(maps.watch(inode, secret.0, binding), "rebind a secret inode");
+        }
+        for &task in before.iter().filter(|task| !grantees.contains(task)) {
+            report(maps.set_grantee(secret.0, task, false), "drop a secret's owner");
+        }
+        self.bindings.insert(secret, (binding, grantees));
     }
 }
 
@@ -65,76 +77,63 @@ fn report(result: Result<(), aya::maps::MapError>, what: &str) {
     }
 }
 
-/// The kernel policy for a secret bound to an active task: kill other tasks' openers when the
-/// cross-task rule kills, untasked ones when the untasked rule kills.
-fn active_policy(plan: &ActionPlan) -> u32 {
-    let mut bits = policy::REPORT;
-    if plan.kills(Rule::CrossTaskReuse) {
-        bits |= policy::KILL_OTHER_TASK;
-    }
-    if plan.kills(Rule::UntaskedAccess) {
-        bits |= policy::KILL_UNTASKED;
-    }
-    bits
-}
-
-/// Applies the engine's effects to the kernel maps.
-pub fn apply(effects: &[Effect], maps: &mut KernelMaps, files: &mut WatchedFiles, tasks: &mut TaskTable, plan: &ActionPlan) {
+/// Applies the engine's effects to the kernel maps and the task view.
+pub fn apply(effects: &[Effect], maps: &mut KernelMaps, files: &mut WatchedFiles, tasks: &mut TaskTable) {
     for effect in effects {
         match effect {
-            Effect::TaskJoined { task, process } => {
-                if let Some(handle) = tasks.handle(task) {
-                    report(maps.join_task(process.tgid, handle), "add a task member");
-                }
+            Effect::TaskStarted { task, handle, allowed } => {
+                tasks.started(task, *handle);
+                allow_destinations(maps, *handle, allowed.as_deref());
+            }
+            Effect::TaskJoined { task, handle, process } => {
+                report(maps.join_task(process.tgid, *handle), "add a task member");
                 tasks.note_member(task, *process);
             }
             // The engine has not seen this root yet (its fork is still in the ring buffer, or the
             // daemon restarted): the kernel must know it now, or an open it makes before the
             // engine catches up would be judged as untasked in the kernel.
-            Effect::TaskRootPending { task, pid } => {
+            Effect::TaskRootPending { task, handle, pid } => {
                 debug!(%task, pid, "task root not seen yet");
-                if let Some(handle) = tasks.handle(task) {
-                    report(maps.join_task(*pid, handle), "add a pending task root");
-                }
-                if let Some(process) = crate::procfs::exec_id(*pid) {
+                report(maps.join_task(*pid, *handle), "add a pending task root");
+                if let Some(process) = procfs::exec_id(*pid) {
                     tasks.note_member(task, process);
                 }
             }
-            Effect::TaskExpired { task } => {
-                tasks.mark_expired(task);
-                end_bindings(task, maps, files, tasks, plan);
+            Effect::TaskFinished { task, handle, state } => {
+                tasks.finish(task, *state);
+                report(maps.finish_task(*handle), "mark a task as over");
+                report(maps.forget_destinations(*handle), "drop a task's allowed destinations");
             }
-            Effect::SecretBound { secret, task, binding: _ } => {
-                if let (Some(id), Some(handle)) = (secret.id, tasks.handle(task)) {
-                    files.bind(maps, id, handle, active_policy(plan));
-                }
+            Effect::SecretBound { secret, task, binding } => {
+                info!(secret = %secret.name, %task, ?binding, "secret bound");
             }
-            Effect::SecretReleased { secret, task: _ } => {
-                if let Some(id) = secret.id {
-                    files.bind(maps, id, 0, policy::REPORT);
-                }
-            }
+            Effect::SecretReleased { secret, task } => info!(secret = %secret.name, %task, "secret released"),
+            Effect::FileBinding { secret, binding, grantees } => files.bind(maps, *secret, *binding, grantees.clone()),
             Effect::ProcessHolds { process } => report(maps.hold(process.tgid), "mark a secret holder"),
             Effect::Rejected(rejection) => warn!(%rejection, "engine rejected an input"),
         }
     }
 }
 
-/// What the LSM tier refuses beyond secret opens (the tracepoint tier ignores it): reaching into
-/// a secret holder from outside its task when environ_harvest kills or denies, and a holder's
-/// connect outside its task's allowlist when unexpected_destination does.
+/// What the kernel kills or refuses, from the per-rule actions: uses of bound secret files on
+/// every tier; on the LSM tier, reaching into a secret holder from outside its task when
+/// environ_harvest kills or denies, and a holder's connect outside its task's allowlist when
+/// unexpected_destination does.
 pub fn set_enforcement(maps: &mut KernelMaps, plan: &ActionPlan) {
-    let harvest = if plan.kills(Rule::EnvironHarvest) {
-        policy::KILL_OTHER_TASK | policy::KILL_UNTASKED
-    } else {
-        policy::REPORT
-    };
-    report(maps.set_enforcement(harvest, plan.kills(Rule::UnexpectedDestination)), "set the LSM tier's enforcement");
+    let bit = |rule, bit| if plan.kills(rule) { bit } else { policy::REPORT };
+    let files = bit(Rule::CrossTaskReuse, policy::KILL_OTHER_TASK)
+        | bit(Rule::UntaskedAccess, policy::KILL_UNTASKED)
+        | bit(Rule::PostTaskReuse, policy::KILL_AFTER_TASK);
+    let harvest = bit(Rule::EnvironHarvest, policy::KILL_OTHER_TASK | policy::KILL_UNTASKED);
+    report(
+        maps.set_enforcement(files, harvest, plan.kills(Rule::UnexpectedDestination)),
+        "set what the kernel enforces",
+    );
 }
 
 /// Gives the kernel a started (or restored) task's allowed destinations, for the LSM tier's
 /// `socket_connect` hook.
-pub fn allow_destinations(maps: &mut KernelMaps, handle: u32, allowed: Option<&[Destination]>) {
+fn allow_destinations(maps: &mut KernelMaps, handle: u32, allowed: Option<&[Destination]>) {
     let networks: Option<Vec<AllowedNetwork>> = allowed.map(|allowed| {
         allowed
             .iter()
@@ -149,19 +148,5 @@ pub fn allow_destinations(maps: &mut KernelMaps, handle: u32, allowed: Option<&[
         Ok(true) => warn!(handle, "a network lists more ports than the kernel keeps: the LSM tier allows it every port"),
         Ok(false) => {}
         Err(error) => warn!(%error, "cannot write a task's allowed destinations in the kernel map"),
-    }
-}
-
-/// A task ended or expired: the files granted to it now kill every opener when the post-task
-/// rule kills, its own left-over processes included.
-pub fn end_bindings(task: &TaskId, maps: &mut KernelMaps, files: &mut WatchedFiles, tasks: &TaskTable, plan: &ActionPlan) {
-    if let Some(handle) = tasks.handle(task) {
-        report(maps.forget_destinations(handle), "drop a task's allowed destinations");
-    }
-    let (Some(handle), true) = (tasks.handle(task), plan.kills(Rule::PostTaskReuse)) else {
-        return;
-    };
-    for secret in tasks.granted_files(task) {
-        files.bind(maps, secret, handle, policy::KILL_ANY);
     }
 }

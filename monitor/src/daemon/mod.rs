@@ -34,9 +34,10 @@ use crate::{
     catalogue::{self, pattern::EnvPatterns, Catalogue},
     config::{Config, Mode},
     doctor::{self, Tier},
-    engine::{Effect, Engine, EngineConfig, Input, SecretKind, SecretSpec},
+    engine::{Effect, Engine, EngineConfig, Input, Rejection, SecretKind, SecretSpec, TaskState},
     event::{EnvScan, Event, EventKind, KernelAction, SecretId},
     fingerprint::{FingerprintKey, KeyError},
+    procfs,
     secrets::{
         environ::scan_environ,
         files::{Change, FilesError, SecretFiles},
@@ -65,8 +66,8 @@ pub enum DaemonError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Record(#[from] RecordError),
-    #[error("cannot restore persisted tasks: {0}")]
-    Restore(String),
+    #[error("cannot identify credwatch's own executable (/proc/self/exe)")]
+    OwnExecutable(#[source] std::io::Error),
 }
 
 pub struct DaemonOptions {
@@ -83,6 +84,9 @@ pub struct DaemonOptions {
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct DaemonCounters {
     pub execs_env_scanned: u64,
+    /// Execs of credwatch's own executable (`task exec` carries the granted environment by
+    /// design) whose environment was not judged.
+    pub execs_own: u64,
     /// Execs whose `/proc/PID/environ` could not be read (the process was already gone).
     pub execs_env_unreadable: u64,
     pub findings: u64,
@@ -96,6 +100,8 @@ pub struct Daemon {
     secret_files: SecretFiles,
     env_patterns: EnvPatterns,
     key: FingerprintKey,
+    /// credwatch's executable: its processes are never the subject of a finding.
+    own_executable: procfs::FileIdentity,
     watched: WatchedFiles,
     tasks: TaskTable,
     registry: Registry,
@@ -141,6 +147,7 @@ impl Daemon {
             secret_files,
             env_patterns: catalogue.env.clone(),
             key,
+            own_executable: procfs::own_executable().map_err(DaemonError::OwnExecutable)?,
             watched: WatchedFiles::default(),
             tasks: TaskTable::default(),
             registry,
@@ -194,11 +201,15 @@ impl Daemon {
                 changes = self.secret_files.changes() => self.apply_file_changes(changes?)?,
                 Some(ControlMessage { request, reply }) = control.recv() => {
                     self.counters.control_requests += 1;
+                    self.catch_up()?;
                     let answer = self.handle_control(request)?;
                     // The caller may have gone away; its request was still carried out.
                     let _ = reply.send(answer);
                 }
-                _ = tick.tick() => self.input(Input::Tick { at_ns: clock::boottime_ns() })?,
+                _ = tick.tick() => {
+                    self.catch_up()?;
+                    self.input(Input::Tick { at_ns: clock::boottime_ns() })?;
+                }
                 _ = refresh.tick() => self.refresh_metrics(),
             }
         };
@@ -213,6 +224,17 @@ impl Daemon {
         Ok(())
     }
 
+    /// Applies every event the kernel has already submitted, before a control input or a tick
+    /// stamped now: a use is judged against the state at its own time, so a task's end never
+    /// overtakes the open that preceded it.
+    fn catch_up(&mut self) -> Result<(), DaemonError> {
+        self.sensors.drain_now(&mut self.batch);
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.handle_batch()
+    }
+
     fn handle_batch(&mut self) -> Result<(), DaemonError> {
         let mut batch = std::mem::take(&mut self.batch);
         for mut event in batch.drain(..) {
@@ -222,6 +244,11 @@ impl Daemon {
             match &mut event.kind {
                 EventKind::Exec(exec) => {
                     exec.env = scan_environ(event.process.tgid, &self.env_patterns, &self.key);
+                    let carries_secrets = matches!(&exec.env, EnvScan::Scanned { secrets } if !secrets.is_empty());
+                    if carries_secrets && procfs::runs_executable(event.process, self.own_executable) {
+                        self.counters.execs_own += 1;
+                        exec.env = EnvScan::NotScanned;
+                    }
                     match exec.env {
                         EnvScan::Unreadable => {
                             self.counters.execs_env_unreadable += 1;
@@ -252,8 +279,9 @@ impl Daemon {
         Ok(())
     }
 
-    /// Feeds one input to the engine and carries out what it decided.
-    fn input(&mut self, input: Input) -> Result<(), DaemonError> {
+    /// Feeds one input to the engine and carries out what it decided; returns what the engine
+    /// rejected.
+    fn input(&mut self, input: Input) -> Result<Vec<Rejection>, DaemonError> {
         // What the kernel already did about the event that fires a finding, if it was an event.
         let kernel_action = match &input {
             Input::Event(event) => event.kind.kernel_action(),
@@ -264,11 +292,16 @@ impl Daemon {
         if let (Some(recorder), false) = (&mut self.recorder, is_idle_tick) {
             recorder.write(&input)?;
         }
-        kernel_sync::apply(&outcome.effects, self.sensors.maps_mut(), &mut self.watched, &mut self.tasks, &self.plan);
-        for effect in &outcome.effects {
-            if let Effect::TaskExpired { task } = effect {
-                self.export_task(task, TaskChange::Expired);
-                self.save_registry();
+        kernel_sync::apply(&outcome.effects, self.sensors.maps_mut(), &mut self.watched, &mut self.tasks);
+        let mut rejections = Vec::new();
+        for effect in outcome.effects {
+            match effect {
+                Effect::TaskFinished { task, handle: _, state: TaskState::Expired } => {
+                    self.export_task(&task, TaskChange::Expired);
+                    self.save_registry();
+                }
+                Effect::Rejected(rejection) => rejections.push(rejection),
+                _ => {}
             }
         }
         for finding in outcome.findings {
@@ -293,7 +326,7 @@ impl Daemon {
             self.feed.publish(Arc::from(line));
             self.exports.send(Record::Finding(Arc::new(report)));
         }
-        Ok(())
+        Ok(rejections)
     }
 
     /// Tells the exporters about a task's lifecycle change.
@@ -362,8 +395,8 @@ impl Daemon {
     }
 
     fn save_registry(&mut self) {
-        let entries: Vec<_> = self.tasks.entries().collect();
-        if let Err(error) = self.registry.save(&entries) {
+        let persisted = registry::Persisted { next_handle: self.engine.next_handle(), tasks: self.tasks.entries().collect() };
+        if let Err(error) = self.registry.save(&persisted) {
             warn!(error = %crate::cli::ErrorChain(&error), "cannot persist the task registry");
         }
     }

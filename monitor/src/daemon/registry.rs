@@ -8,9 +8,27 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use serde::{Deserialize, Serialize};
+
 use super::tasks::TaskEntry;
 
 const FILE: &str = "tasks.json";
+
+/// What the registry holds: the tasks, and the first kernel handle never issued, so that a
+/// restarted daemon never hands out a handle twice.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Persisted<T = TaskEntry> {
+    pub next_handle: u32,
+    pub tasks: Vec<T>,
+}
+
+/// The registry as written before handles were persisted: the tasks alone.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OnDisk {
+    Current(Persisted),
+    TasksOnly(Vec<TaskEntry>),
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -40,27 +58,34 @@ impl Registry {
 
     /// The persisted tasks; none on first start. A file that does not parse is moved aside to
     /// `tasks.json.corrupt` (never deleted: nothing is lost) and reported.
-    pub fn load(&self) -> Result<Vec<TaskEntry>, RegistryError> {
+    pub fn load(&self) -> Result<Persisted, RegistryError> {
         let io = |action, source| RegistryError::Io { action, path: self.path.clone(), source };
         let text = match fs::read_to_string(&self.path) {
             Ok(text) => text,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Persisted { next_handle: 1, tasks: Vec::new() }),
             Err(error) => return Err(io("read", error)),
         };
-        serde_json::from_str(&text).or_else(|source| {
+        let on_disk = serde_json::from_str(&text).map(|on_disk| match on_disk {
+            OnDisk::Current(persisted) => persisted,
+            OnDisk::TasksOnly(tasks) => {
+                let next_handle = tasks.iter().map(|task| task.handle.saturating_add(1)).max().unwrap_or(1);
+                Persisted { next_handle, tasks }
+            }
+        });
+        on_disk.or_else(|source| {
             let aside = self.path.with_extension("json.corrupt");
             fs::rename(&self.path, &aside).map_err(|error| io("move aside", error))?;
             Err(RegistryError::Corrupt { path: self.path.clone(), source })
         })
     }
 
-    pub fn save(&self, entries: &[&TaskEntry]) -> Result<(), RegistryError> {
+    pub fn save(&self, persisted: &Persisted<&TaskEntry>) -> Result<(), RegistryError> {
         let io = |action, path: &Path, source| RegistryError::Io { action, path: path.to_owned(), source };
         let dir = self.path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir).map_err(|error| io("create", dir, error))?;
         let temporary = self.path.with_extension("json.tmp");
         let mut file = File::create(&temporary).map_err(|error| io("create", &temporary, error))?;
-        let text = serde_json::to_vec_pretty(entries).expect("task entries always serialize");
+        let text = serde_json::to_vec_pretty(persisted).expect("task entries always serialize");
         file.write_all(&text).map_err(|error| io("write", &temporary, error))?;
         file.sync_all().map_err(|error| io("fsync", &temporary, error))?;
         fs::rename(&temporary, &self.path).map_err(|error| io("replace", &self.path, error))?;
@@ -76,9 +101,11 @@ mod tests {
     fn a_missing_registry_is_empty_and_a_corrupt_one_is_kept_aside() {
         let dir = tempfile::tempdir().unwrap();
         let registry = Registry::new(dir.path());
-        assert!(registry.load().unwrap().is_empty());
-        registry.save(&[]).unwrap();
-        assert!(registry.load().unwrap().is_empty());
+        assert!(registry.load().unwrap().tasks.is_empty());
+        registry.save(&Persisted { next_handle: 7, tasks: Vec::new() }).unwrap();
+        let loaded = registry.load().unwrap();
+        assert!(loaded.tasks.is_empty());
+        assert_eq!(loaded.next_handle, 7, "the handles issued survive a restart");
         fs::write(dir.path().join(FILE), "{ not json").unwrap();
         let error = registry.load().unwrap_err().to_string();
         assert!(error.contains("not a task registry"), "{error}");

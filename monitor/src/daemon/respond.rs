@@ -101,10 +101,10 @@ fn kill_one(action: Action, finding: &Finding, with: &mut Responders<'_>, detail
 
 fn kill_all(finding: &Finding, with: &mut Responders<'_>) -> ActionResult {
     let action = Action::KillTask;
-    let Some(handle) = finding.task.as_ref().and_then(|task| with.tasks.handle(task)) else {
+    let (Some(task), Some(handle)) = (&finding.task, finding.task_handle) else {
         return ActionResult { action, result: "no_task".to_owned(), detail: None };
     };
-    let cgroup = finding.task.as_ref().and_then(|task| with.tasks.cgroup(task));
+    let cgroup = with.tasks.cgroup(task, handle);
     let TaskKill { signalled, failures } = kill_task(handle, cgroup, with.maps);
     // A fixed result keeps the metric's label set small; the count goes in the detail.
     match failures.first() {

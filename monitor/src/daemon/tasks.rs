@@ -1,5 +1,6 @@
-//! The daemon's side of tasks: kernel handles, cgroups, granted files and members, as listed by
-//! the API and persisted across restarts. The engine holds the rules' side.
+//! The daemon's view of tasks, as the API lists them and the registry persists them: what was
+//! asked for, and what the engine decided (handle, state, members), learnt from its effects
+//! only. The engine owns tasks; nothing here decides.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -11,21 +12,20 @@ use serde::{Deserialize, Serialize};
 use super::control::TaskRequest;
 use crate::{
     engine::{TaskId, TaskSpec, TaskState},
-    event::{ExecId, SecretId},
+    event::ExecId,
 };
 
 /// One run of a task.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskEntry {
-    /// The kernel's number for this run (`TASK_OF` values, `WATCHED` owners); never reused.
+    /// The kernel's number for this run (`TASK_OF` values, `GRANTEES` keys), issued by the
+    /// engine; never reused.
     pub handle: u32,
     pub state: TaskState,
     /// What was asked for.
     pub request: TaskRequest,
     /// What the engine was given: secrets resolved to ids and fingerprints, hosts to addresses.
     pub spec: TaskSpec,
-    /// Secret files granted, by id.
-    pub granted_files: Vec<SecretId>,
     /// Registration time, `CLOCK_BOOTTIME` ns and Unix seconds.
     pub started_ns: u64,
     pub started_unix: u64,
@@ -37,21 +37,11 @@ pub struct TaskEntry {
 pub struct TaskTable {
     /// Latest run of each task id.
     entries: BTreeMap<TaskId, TaskEntry>,
-    next_handle: u32,
 }
 
 impl TaskTable {
-    /// Rebuilds the table from persisted entries.
-    pub fn restore(entries: Vec<TaskEntry>) -> Self {
-        let next_handle = entries.iter().map(|entry| entry.handle).max().unwrap_or(0);
-        Self { entries: entries.into_iter().map(|entry| (entry.spec.id.clone(), entry)).collect(), next_handle }
-    }
-
-    pub fn next_handle(&mut self) -> u32 {
-        self.next_handle += 1;
-        self.next_handle
-    }
-
+    /// Records a request about to be given to the engine (its handle comes with the engine's
+    /// `TaskStarted`), or a persisted entry about to be restored.
     pub fn insert(&mut self, entry: TaskEntry) {
         self.entries.insert(entry.spec.id.clone(), entry);
     }
@@ -68,37 +58,31 @@ impl TaskTable {
         self.get(id).is_some_and(|entry| entry.state == TaskState::Active)
     }
 
-    pub fn handle(&self, id: &TaskId) -> Option<u32> {
-        self.get(id).map(|entry| entry.handle)
+    /// The cgroup of the task lifetime with kernel handle `handle`, if it was registered with one.
+    pub fn cgroup(&self, id: &TaskId, handle: u32) -> Option<&Path> {
+        let entry = self.get(id).filter(|entry| entry.handle == handle)?;
+        entry.request.cgroup.as_deref().map(Path::new)
     }
 
-    pub fn cgroup(&self, id: &TaskId) -> Option<&Path> {
-        self.get(id)?.request.cgroup.as_deref().map(Path::new)
+    /// The engine started (or restored) the task under `handle`.
+    pub(super) fn started(&mut self, id: &TaskId, handle: u32) {
+        if let Some(entry) = self.entries.get_mut(id) {
+            entry.handle = handle;
+            entry.state = TaskState::Active;
+        }
     }
 
-    pub fn granted_files(&self, id: &TaskId) -> Vec<SecretId> {
-        self.get(id).map(|entry| entry.granted_files.clone()).unwrap_or_default()
-    }
-
-    pub fn note_member(&mut self, id: &TaskId, process: ExecId) {
+    pub(super) fn note_member(&mut self, id: &TaskId, process: ExecId) {
         if let Some(entry) = self.entries.get_mut(id) {
             entry.members.insert(process);
         }
     }
 
-    /// Moves an active task to `state`; returns false when it was not active.
-    pub fn finish(&mut self, id: &TaskId, state: TaskState) -> bool {
-        match self.entries.get_mut(id) {
-            Some(entry) if entry.state == TaskState::Active => {
-                entry.state = state;
-                true
-            }
-            _ => false,
+    /// The engine ended or expired the task.
+    pub(super) fn finish(&mut self, id: &TaskId, state: TaskState) {
+        if let Some(entry) = self.entries.get_mut(id) {
+            entry.state = state;
         }
-    }
-
-    pub fn mark_expired(&mut self, id: &TaskId) {
-        self.finish(id, TaskState::Expired);
     }
 
     pub fn entries(&self) -> impl Iterator<Item = &TaskEntry> {

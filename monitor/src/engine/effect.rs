@@ -2,26 +2,44 @@
 
 use serde::Serialize;
 
-use super::{finding::SecretLabel, secrets::BindingKind, tasks::TaskId};
-use crate::event::ExecId;
+use super::{
+    destinations::Destination,
+    finding::SecretLabel,
+    secrets::BindingKind,
+    tasks::{TaskId, TaskState},
+};
+use crate::event::{ExecId, SecretId};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "effect", rename_all = "snake_case")]
 pub enum Effect {
+    /// A task's lifetime began (or was restored after a restart) under kernel handle `handle`,
+    /// with its allowed destinations (`None`: unrestricted).
+    TaskStarted {
+        task: TaskId,
+        handle: u32,
+        allowed: Option<Vec<Destination>>,
+    },
     /// A process became a member of a task as a root, or as a descendant that existed when the
     /// task started; processes forked later inherit membership in the kernel as here.
     TaskJoined {
         task: TaskId,
+        handle: u32,
         process: ExecId,
     },
-    /// A root pid the engine has not seen yet; it joins when its process appears.
+    /// A root pid the engine has not seen yet; it joins when its process appears, and the kernel
+    /// must count it as a member now.
     TaskRootPending {
         task: TaskId,
+        handle: u32,
         pid: u32,
     },
-    /// The task's time to live ran out; its auto bindings are released (separate effects).
-    TaskExpired {
+    /// The task ended, or its time to live ran out (`state`); its auto bindings are released
+    /// (separate effects).
+    TaskFinished {
         task: TaskId,
+        handle: u32,
+        state: TaskState,
     },
     SecretBound {
         secret: SecretLabel,
@@ -32,6 +50,14 @@ pub enum Effect {
     SecretReleased {
         secret: SecretLabel,
         task: TaskId,
+    },
+    /// What the kernel must know of a watched secret file after its owners changed: its binding
+    /// (`monitor_common::maps::policy::{UNBOUND, ACTIVE, FINISHED}`) and the handles of the
+    /// active tasks that own it.
+    FileBinding {
+        secret: SecretId,
+        binding: u32,
+        grantees: Vec<u32>,
     },
     /// The process now holds a secret: the kernel should report its connects.
     ProcessHolds {
@@ -50,4 +76,6 @@ pub enum Rejection {
     UnknownTask { task: TaskId },
     #[error("pid {pid} cannot be a root of task {task}: it belongs to active task {other}")]
     RootInOtherTask { task: TaskId, pid: u32, other: TaskId },
+    #[error("task {task} cannot be restored with kernel handle {handle}: it is taken")]
+    HandleInUse { task: TaskId, handle: u32 },
 }

@@ -88,6 +88,9 @@ pub struct Finding {
     pub ancestry: Vec<Ancestor>,
     /// The actor's task, whatever its state.
     pub task: Option<TaskId>,
+    /// The kernel handle of the actor's task lifetime, for `kill_task`; not published.
+    #[serde(skip)]
+    pub task_handle: Option<u32>,
     /// The task the secret is bound to (for `environ_harvest`, the target's task).
     pub owner_task: Option<TaskId>,
     pub secret: SecretLabel,

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     secrets::SecretSpec,
-    tasks::{Grant, TaskId, TaskSpec},
+    tasks::{Grant, TaskId, TaskSpec, TaskState},
 };
 use crate::event::Event;
 
@@ -21,6 +21,19 @@ pub enum Input {
     TaskEnded {
         at_ns: u64,
         id: TaskId,
+    },
+    /// A task from the registry of an earlier run, with the kernel handle it had and the state it
+    /// was in; `task.roots` are its members still alive.
+    TaskRestored {
+        at_ns: u64,
+        task: TaskSpec,
+        handle: u32,
+        state: TaskState,
+    },
+    /// Every kernel handle below `next_handle` was issued by an earlier run: none is reused.
+    HandlesIssued {
+        at_ns: u64,
+        next_handle: u32,
     },
     /// A secret granted to an active task after it started (a broker-issued token).
     GrantAdded {
@@ -45,6 +58,8 @@ impl Input {
             Self::Event(event) => event.ktime_ns,
             Self::TaskStarted { at_ns, .. }
             | Self::TaskEnded { at_ns, .. }
+            | Self::TaskRestored { at_ns, .. }
+            | Self::HandlesIssued { at_ns, .. }
             | Self::GrantAdded { at_ns, .. }
             | Self::SecretWatched { at_ns, .. }
             | Self::Tick { at_ns } => *at_ns,

@@ -32,8 +32,13 @@ use rules::{SecretUse, Via};
 use secrets::{SecretKey, Secrets};
 use tasks::{Membership, TaskRef, Tasks};
 
+use std::collections::HashMap;
+
+use monitor_common::maps::policy;
+
 use crate::event::{
-    Connect, EnvScan, EnvSecret, Event, EventKind, Exec, ExecId, Exit, Fork, Harvest, KernelAction, SecretOpen,
+    Connect, EnvScan, EnvSecret, Event, EventKind, Exec, ExecId, Exit, Fork, Harvest, KernelAction, SecretId,
+    SecretOpen,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +68,10 @@ pub struct Engine {
     /// a task must not come back to life.
     now_ns: u64,
     stats: Stats,
+    /// What the kernel was last told of each watched secret's binding (`Effect::FileBinding`).
+    kernel_bindings: HashMap<SecretId, (u32, Vec<u32>)>,
+    /// An input may have changed who owns a secret.
+    bindings_changed: bool,
 }
 
 /// Everything the rules read.
@@ -78,7 +87,13 @@ impl Engine {
     pub fn new(config: EngineConfig) -> Self {
         let state =
             State { config, processes: Processes::default(), tasks: Tasks::default(), secrets: Secrets::default() };
-        Self { state, now_ns: 0, stats: Stats::default() }
+        Self {
+            state,
+            now_ns: 0,
+            stats: Stats::default(),
+            kernel_bindings: HashMap::new(),
+            bindings_changed: false,
+        }
     }
 
     pub fn apply(&mut self, input: &Input) -> Outcome {
@@ -88,11 +103,21 @@ impl Engine {
         self.expire(&mut out);
         match input {
             Input::Event(event) => self.event(event, &mut out),
-            Input::TaskStarted { at_ns, task } => self.start_task(*at_ns, task, &mut out),
+            Input::TaskStarted { at_ns, task } => {
+                self.start_task(*at_ns, task, None, &mut out);
+            }
             Input::TaskEnded { at_ns: _, id } => self.end_task(id, &mut out),
+            Input::TaskRestored { at_ns, task, handle, state } => self.restore_task(*at_ns, task, *handle, *state, &mut out),
+            Input::HandlesIssued { at_ns: _, next_handle } => self.state.tasks.issued(*next_handle),
             Input::GrantAdded { at_ns: _, task, grant } => self.add_grant(task, grant, &mut out),
-            Input::SecretWatched { at_ns: _, secret } => self.state.secrets.watch(secret),
+            Input::SecretWatched { at_ns: _, secret } => {
+                self.state.secrets.watch(secret);
+                self.bindings_changed = true;
+            }
             Input::Tick { at_ns: _ } => {}
+        }
+        if std::mem::take(&mut self.bindings_changed) {
+            self.sync_file_bindings(&mut out);
         }
         for finding in &out.findings {
             *self.stats.findings.entry(finding.rule).or_default() += 1;
@@ -105,6 +130,11 @@ impl Engine {
     pub fn task_of(&self, process: ExecId) -> Option<(&TaskId, TaskState)> {
         let task = self.state.tasks.get(self.state.processes.task_of(process)?);
         Some((&task.id, task.state))
+    }
+
+    /// The handle the next task will get: every lower one was issued (persisted across restarts).
+    pub fn next_handle(&self) -> u32 {
+        self.state.tasks.next_handle()
     }
 
     /// The task of the live process with this pid.
@@ -137,12 +167,20 @@ impl Engine {
 
     fn expire(&mut self, out: &mut Outcome) {
         for task in self.state.tasks.expire_due(self.now_ns) {
-            out.effects.push(Effect::TaskExpired { task: self.task_id(task) });
-            self.release(task, out);
+            self.finished(task, out);
         }
     }
 
-    fn start_task(&mut self, at_ns: u64, spec: &TaskSpec, out: &mut Outcome) {
+    /// A task is over: the kernel must judge its left-over processes, and its auto bindings end.
+    fn finished(&mut self, task: TaskRef, out: &mut Outcome) {
+        let record = self.state.tasks.get(task);
+        out.effects.push(Effect::TaskFinished { task: record.id.clone(), handle: record.handle, state: record.state });
+        self.release(task, out);
+        self.bindings_changed = true;
+    }
+
+    /// Starts a task, under `handle` when it is restored; `None` if the engine rejected it.
+    fn start_task(&mut self, at_ns: u64, spec: &TaskSpec, handle: Option<u32>, out: &mut Outcome) -> Option<TaskRef> {
         // The task API checks the owner; the cgroup is for the kill_task action.
         let TaskSpec { id, owner: _, roots, cgroup: _, granted, allowed, ttl_ns } = spec;
         let env_grants = granted
@@ -152,10 +190,16 @@ impl Engine {
                 Grant::Env { name: _, fingerprint: Some(_) } | Grant::File { .. } | Grant::Token { .. } => None,
             })
             .collect();
-        let task = match self.state.tasks.start(id, at_ns, *ttl_ns, allowed.clone(), env_grants) {
+        let task = match self.state.tasks.start(id, at_ns, *ttl_ns, allowed.clone(), env_grants, handle) {
             Ok(task) => task,
-            Err(rejection) => return out.effects.push(Effect::Rejected(rejection)),
+            Err(rejection) => {
+                out.effects.push(Effect::Rejected(rejection));
+                return None;
+            }
         };
+        let handle = self.state.tasks.get(task).handle;
+        out.effects.push(Effect::TaskStarted { task: id.clone(), handle, allowed: allowed.clone() });
+        self.bindings_changed = true;
         for grant in granted {
             self.grant_to(grant, task, out);
         }
@@ -163,10 +207,23 @@ impl Engine {
             match self.state.processes.live_by_pid(pid) {
                 Some(root) => self.join(task, root, out),
                 None => match self.state.tasks.add_pending_root(pid, task) {
-                    Ok(()) => out.effects.push(Effect::TaskRootPending { task: id.clone(), pid }),
+                    Ok(()) => out.effects.push(Effect::TaskRootPending { task: id.clone(), handle, pid }),
                     Err(rejection) => out.effects.push(Effect::Rejected(rejection)),
                 },
             }
+        }
+        Some(task)
+    }
+
+    /// A task of an earlier run, under the handle it had; an ended or expired one keeps its grants
+    /// so that reuse after it is still post-task reuse.
+    fn restore_task(&mut self, at_ns: u64, spec: &TaskSpec, handle: u32, state: TaskState, out: &mut Outcome) {
+        let Some(task) = self.start_task(at_ns, spec, Some(handle), out) else {
+            return;
+        };
+        if state != TaskState::Active {
+            self.state.tasks.restore_finished(task, state);
+            self.finished(task, out);
         }
     }
 
@@ -192,7 +249,7 @@ impl Engine {
 
     fn end_task(&mut self, id: &TaskId, out: &mut Outcome) {
         match self.state.tasks.end(id) {
-            Ok(Some(task)) => self.release(task, out),
+            Ok(Some(task)) => self.finished(task, out),
             Ok(None) => {}
             Err(rejection) => out.effects.push(Effect::Rejected(rejection)),
         }
@@ -210,13 +267,15 @@ impl Engine {
             processes.task_of(descendant).is_none_or(|current| current != task && !tasks.is_active(current))
         });
         let joining: Vec<ExecId> = std::iter::once(root).chain(joining).collect();
+        let handle = self.state.tasks.get(task).handle;
         for process in joining {
             self.state.processes.set_task(process, task);
-            out.effects.push(Effect::TaskJoined { task: self.task_id(task), process });
+            out.effects.push(Effect::TaskJoined { task: self.task_id(task), handle, process });
         }
     }
 
     fn grant(&mut self, key: SecretKey, task: TaskRef, out: &mut Outcome) {
+        self.bindings_changed = true;
         let displaced = self.state.secrets.grant(key, task, &self.state.tasks);
         let secret = self.state.secrets.label(key);
         if let Some(previous) = displaced.filter(|&previous| previous != task) {
@@ -269,8 +328,10 @@ impl Engine {
                 resolved_path: _,
                 fd: _,
                 kernel_action,
+                caller_task,
             }) => {
                 self.see(process, out);
+                self.adopt_kernel_membership(process, *caller_task);
                 // A denied open gave the process nothing to hold; the attempt is still judged.
                 let holds = match kernel_action {
                     KernelAction::None | KernelAction::Killed => true,
@@ -293,6 +354,19 @@ impl Engine {
                 let draft = rules::connect(&self.state, process, *destination);
                 self.emit(at_ns, process, draft, out);
             }
+        }
+    }
+
+    /// The kernel counted the process as a member of the task with handle `caller_task` at the
+    /// use: a process whose fork the engine missed (lost event, started before the daemon) is
+    /// judged as the member it is, not as a process in no task.
+    fn adopt_kernel_membership(&mut self, process: ExecId, caller_task: u32) {
+        if caller_task == 0 || self.state.processes.task_of(process).is_some() {
+            return;
+        }
+        if let Some(task) = self.state.tasks.by_handle(caller_task) {
+            self.state.processes.set_task(process, task);
+            self.stats.kernel_memberships_adopted += 1;
         }
     }
 
@@ -356,6 +430,7 @@ impl Engine {
             }
         }
         if config.auto_mode && secrets.claim(key, task) {
+            self.bindings_changed = true;
             let secret = secrets.label(key);
             out.effects.push(Effect::SecretBound { secret, task: self.task_id(task), binding: BindingKind::Auto });
         }
@@ -379,6 +454,7 @@ impl Engine {
             process,
             ancestry: self.state.processes.ancestry(process),
             task: self.state.processes.task_of(process).map(|task| self.task_id(task)),
+            task_handle: self.state.processes.task_of(process).map(|task| self.state.tasks.get(task).handle),
             owner_task: owner_task.map(|task| self.task_id(task)),
             secret: self.state.secrets.label(secret),
             destination,
@@ -386,6 +462,30 @@ impl Engine {
             detail,
             sprawl: sprawl.then(|| self.state.secrets.sprawl(secret)).flatten(),
         });
+    }
+
+    /// Tells the kernel the binding of every watched secret file whose owners changed since it
+    /// was last told, in secret id order.
+    fn sync_file_bindings(&mut self, out: &mut Outcome) {
+        let State { secrets, tasks, .. } = &self.state;
+        let mut changed: Vec<(SecretId, (u32, Vec<u32>))> = secrets
+            .watched_bindings()
+            .map(|(id, binding)| {
+                let owners: Vec<u32> = binding.active_owners(tasks).map(|task| tasks.get(task).handle).collect();
+                let state = match (owners.is_empty(), binding.is_granted()) {
+                    (false, _) => policy::ACTIVE,
+                    (true, true) => policy::FINISHED,
+                    (true, false) => policy::UNBOUND,
+                };
+                (id, (state, owners))
+            })
+            .filter(|(id, now)| self.kernel_bindings.get(id).map_or(now.0 != policy::UNBOUND, |before| before != now))
+            .collect();
+        changed.sort_unstable_by_key(|(id, _)| *id);
+        for (secret, (binding, grantees)) in changed {
+            out.effects.push(Effect::FileBinding { secret, binding, grantees: grantees.clone() });
+            self.kernel_bindings.insert(secret, (binding, grantees));
+        }
     }
 
     fn task_id(&self, task: TaskRef) -> TaskId {

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use super::{Effect, Engine, EngineConfig, Finding, Grant, Input, SecretKind, SecretSpec, TaskId, TaskSpec};
+use super::{Effect, Engine, EngineConfig, Finding, Grant, Input, SecretKind, SecretSpec, TaskId, TaskSpec, TaskState};
 use crate::event::{
     Connect, ConnectSyscall, EnvScan, EnvSecret, Event, EventKind, Exec, ExecId, Exit, ExitStatus, Fingerprint, Fork,
     Harvest, HarvestKind, InodeId, KernelAction, OpenSyscall, SecretId, SecretOpen,
@@ -115,6 +115,15 @@ impl Scenario {
     }
 
     pub(super) fn open_with(&mut self, pid: u32, secret: u32, kernel_action: KernelAction) -> &mut Self {
+        self.open_as(pid, secret, kernel_action, 0)
+    }
+
+    /// `pid` opens `secret`, the kernel counting it a member of the task with handle `handle`.
+    pub(super) fn open_by_member(&mut self, pid: u32, secret: u32, handle: u32) -> &mut Self {
+        self.open_as(pid, secret, KernelAction::None, handle)
+    }
+
+    fn open_as(&mut self, pid: u32, secret: u32, kernel_action: KernelAction, caller_task: u32) -> &mut Self {
         let open = SecretOpen {
             secret: SecretId(secret),
             inode: InodeId { dev: 8, ino: u64::from(secret) + 1000 },
@@ -123,6 +132,7 @@ impl Scenario {
             resolved_path: format!("/home/agent/secret-{secret}"),
             fd: 3,
             kernel_action,
+            caller_task,
         };
         self.event(pid, EventKind::SecretOpen(open))
     }
@@ -146,6 +156,18 @@ impl Scenario {
     pub(super) fn start(&mut self, task: TaskBuilder) -> &mut Self {
         let at_ns = self.now();
         self.apply(Input::TaskStarted { at_ns, task: task.0 })
+    }
+
+    /// A task of an earlier run of the daemon, under `handle`, in `state`.
+    pub(super) fn restore(&mut self, task: TaskBuilder, handle: u32, state: TaskState) -> &mut Self {
+        let at_ns = self.now();
+        self.apply(Input::TaskRestored { at_ns, task: task.0, handle, state })
+    }
+
+    /// An earlier run of the daemon issued every handle below `next_handle`.
+    pub(super) fn handles_issued(&mut self, next_handle: u32) -> &mut Self {
+        let at_ns = self.now();
+        self.apply(Input::HandlesIssued { at_ns, next_handle })
     }
 
     pub(super) fn end(&mut self, id: &str) -> &mut Self {

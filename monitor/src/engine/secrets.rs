@@ -67,7 +67,12 @@ impl Binding {
 
     /// An active task the secret belongs to.
     pub(super) fn active_owner(&self, tasks: &Tasks) -> Option<TaskRef> {
-        self.auto.or_else(|| self.granted.iter().copied().find(|&task| tasks.is_active(task)))
+        self.active_owners(tasks).next()
+    }
+
+    /// Every active task the secret belongs to, oldest grant first.
+    pub(super) fn active_owners<'a>(&'a self, tasks: &'a Tasks) -> impl Iterator<Item = TaskRef> + 'a {
+        self.auto.into_iter().chain(self.granted.iter().copied()).filter(|&task| tasks.is_active(task))
     }
 
     /// The latest task granted the secret, when every task granted it is over.
@@ -240,6 +245,14 @@ impl Secrets {
         let secret = self.record_mut(key);
         secret.processes += u64::from(new_process);
         secret.tasks.extend(task);
+    }
+
+    /// The binding of every watched secret (files, by id).
+    pub(super) fn watched_bindings(&self) -> impl Iterator<Item = (SecretId, &Binding)> {
+        self.records.iter().filter_map(|(key, secret)| match key {
+            SecretKey::Watched(id) => Some((*id, &secret.binding)),
+            SecretKey::Value(_) => None,
+        })
     }
 
     /// Secrets bound to a task, explicitly or automatically.

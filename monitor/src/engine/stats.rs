@@ -18,6 +18,9 @@ pub struct Stats {
     pub unknown_processes: u64,
     /// Harvests of a pid the engine did not know as a live process.
     pub unknown_harvest_targets: u64,
+    /// Secret uses by processes the engine knew in no task, judged as members of the task the
+    /// kernel counted them in (their fork was missed).
+    pub kernel_memberships_adopted: u64,
     /// Inputs that could not be applied (`Effect::Rejected`).
     pub rejected: u64,
 }
@@ -33,6 +36,8 @@ pub struct InputCounts {
     pub connect: u64,
     pub task_started: u64,
     pub task_ended: u64,
+    pub task_restored: u64,
+    pub handles_issued: u64,
     pub grant_added: u64,
     pub secret_watched: u64,
     pub tick: u64,
@@ -51,6 +56,8 @@ impl InputCounts {
             },
             Input::TaskStarted { .. } => &mut self.task_started,
             Input::TaskEnded { .. } => &mut self.task_ended,
+            Input::TaskRestored { .. } => &mut self.task_restored,
+            Input::HandlesIssued { .. } => &mut self.handles_issued,
             Input::GrantAdded { .. } => &mut self.grant_added,
             Input::SecretWatched { .. } => &mut self.secret_watched,
             Input::Tick { .. } => &mut self.tick,
@@ -68,10 +75,23 @@ impl InputCounts {
             connect,
             task_started,
             task_ended,
+            task_restored,
+            handles_issued,
             grant_added,
             secret_watched,
             tick,
         } = *self;
-        exec + fork + exit + secret_open + harvest + connect + task_started + task_ended + grant_added + secret_watched + tick
+        exec + fork
+            + exit
+            + secret_open
+            + harvest
+            + connect
+            + task_started
+            + task_ended
+            + task_restored
+            + handles_issued
+            + grant_added
+            + secret_watched
+            + tick
     }
 }

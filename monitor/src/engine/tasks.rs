@@ -82,6 +82,9 @@ pub(super) enum Membership {
 #[derive(Debug)]
 pub(super) struct Task {
     pub(super) id: TaskId,
+    /// The kernel's number for this lifetime (`TASK_OF` values, `GRANTEES` keys): never reused,
+    /// across restarts included.
+    pub(super) handle: u32,
     pub(super) state: TaskState,
     pub(super) allowed: Option<Vec<Destination>>,
     deadline_ns: Option<u64>,
@@ -97,7 +100,7 @@ pub struct TaskCounts {
     pub expired: usize,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Tasks {
     /// Every task lifetime, indexed by `TaskRef`; kept so that findings about left-over processes
     /// can still name their task.
@@ -108,9 +111,28 @@ pub(super) struct Tasks {
     deadlines: BTreeSet<(u64, TaskRef)>,
     /// Roots announced before their process was seen, by pid.
     pending_roots: HashMap<u32, TaskRef>,
+    by_handle: HashMap<u32, TaskRef>,
+    /// Every handle below this one was issued, in this run or an earlier one.
+    next_handle: u32,
+}
+
+impl Default for Tasks {
+    fn default() -> Self {
+        Self {
+            all: Vec::new(),
+            by_id: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            pending_roots: HashMap::new(),
+            by_handle: HashMap::new(),
+            // 0 means "no task" in the kernel maps.
+            next_handle: 1,
+        }
+    }
 }
 
 impl Tasks {
+    /// Starts a lifetime of task `id` under a new handle, or under `handle` when it is restored
+    /// from an earlier run of the daemon.
     pub(super) fn start(
         &mut self,
         id: &TaskId,
@@ -118,18 +140,43 @@ impl Tasks {
         ttl_ns: Option<u64>,
         allowed: Option<Vec<Destination>>,
         env_grants: Vec<String>,
+        handle: Option<u32>,
     ) -> Result<TaskRef, Rejection> {
         if self.find(id).is_some_and(|task| self.is_active(task)) {
             return Err(Rejection::TaskAlreadyActive { task: id.clone() });
         }
+        let handle = match handle {
+            Some(0) => return Err(Rejection::HandleInUse { task: id.clone(), handle: 0 }),
+            Some(handle) if self.by_handle.contains_key(&handle) => {
+                return Err(Rejection::HandleInUse { task: id.clone(), handle })
+            }
+            Some(handle) => handle,
+            None => self.next_handle,
+        };
+        self.issued(handle.saturating_add(1));
         let task = TaskRef(self.all.len());
         let deadline_ns = ttl_ns.map(|ttl| at_ns.saturating_add(ttl));
         if let Some(deadline) = deadline_ns {
             self.deadlines.insert((deadline, task));
         }
-        self.all.push(Task { id: id.clone(), state: TaskState::Active, allowed, deadline_ns, env_grants });
+        self.all.push(Task { id: id.clone(), handle, state: TaskState::Active, allowed, deadline_ns, env_grants });
         self.by_id.insert(id.clone(), task);
+        self.by_handle.insert(handle, task);
         Ok(task)
+    }
+
+    /// Records that every handle below `next` was issued (by an earlier run of the daemon).
+    pub(super) fn issued(&mut self, next: u32) {
+        self.next_handle = self.next_handle.max(next);
+    }
+
+    /// The handle the next task will get; every lower one was issued.
+    pub(super) fn next_handle(&self) -> u32 {
+        self.next_handle
+    }
+
+    pub(super) fn by_handle(&self, handle: u32) -> Option<TaskRef> {
+        self.by_handle.get(&handle).copied()
     }
 
     /// Ends the latest lifetime of `id`; returns it if it was active. Ending an expired or already
@@ -142,6 +189,11 @@ impl Tasks {
         }
         self.finish(task, TaskState::Ended);
         Ok(Some(task))
+    }
+
+    /// Ends a lifetime restored in `state` (ended or expired) from an earlier run.
+    pub(super) fn restore_finished(&mut self, task: TaskRef, state: TaskState) {
+        self.finish(task, state);
     }
 
     /// Expires every active task whose deadline is at or before `now_ns`, in deadline order.
@@ -158,6 +210,7 @@ impl Tasks {
     }
 
     fn finish(&mut self, task: TaskRef, state: TaskState) {
+        debug_assert_ne!(state, TaskState::Active);
         let record = &mut self.all[task.0];
         record.state = state;
         if let Some(deadline) = record.deadline_ns {

@@ -5,6 +5,7 @@ use super::{
     BindingKind, Effect, Rejection, Rule, SecretLabel, Severity, TaskCounts, TaskId, TaskState,
 };
 use crate::event::{KernelAction, SecretId};
+use monitor_common::maps::policy;
 
 fn id(name: &str) -> TaskId {
     TaskId(name.to_owned())
@@ -25,12 +26,20 @@ fn auto_binding_is_released_at_task_end_and_claimed_again() {
         [
             Effect::SecretBound { secret: aws_label(), task: id("a"), binding: BindingKind::Auto },
             Effect::ProcessHolds { process: scenario.id(100) },
+            Effect::FileBinding { secret: SecretId(AWS), binding: policy::ACTIVE, grantees: vec![1] },
         ]
     );
     assert_eq!(scenario.engine().bindings(), 1);
 
     scenario.end("a");
-    assert_eq!(scenario.effects(), [Effect::SecretReleased { secret: aws_label(), task: id("a") }]);
+    assert_eq!(
+        scenario.effects(),
+        [
+            Effect::TaskFinished { task: id("a"), handle: 1, state: TaskState::Ended },
+            Effect::SecretReleased { secret: aws_label(), task: id("a") },
+            Effect::FileBinding { secret: SecretId(AWS), binding: policy::UNBOUND, grantees: vec![] },
+        ]
+    );
     assert_eq!(scenario.engine().bindings(), 0);
 
     scenario.start(task("b").root(200)).open(200, AWS);
@@ -120,9 +129,9 @@ fn repeats_fire_once_per_process_and_are_counted() {
 fn a_root_announced_before_its_process_joins_when_it_appears() {
     let mut scenario = Scenario::new();
     scenario.watch_file(AWS, "/root/.aws/credentials").start(task("a").root(500).file(AWS));
-    assert!(scenario.effects().contains(&Effect::TaskRootPending { task: id("a"), pid: 500 }));
+    assert!(scenario.effects().contains(&Effect::TaskRootPending { task: id("a"), handle: 1, pid: 500 }));
     scenario.spawn(1, 500);
-    assert_eq!(scenario.effects(), [Effect::TaskJoined { task: id("a"), process: scenario.id(500) }]);
+    assert_eq!(scenario.effects(), [Effect::TaskJoined { task: id("a"), handle: 1, process: scenario.id(500) }]);
     scenario.open(500, AWS);
     scenario.assert_silent();
 }
@@ -134,8 +143,9 @@ fn existing_descendants_join_with_their_root() {
     assert_eq!(
         scenario.effects(),
         [
-            Effect::TaskJoined { task: id("a"), process: scenario.id(100) },
-            Effect::TaskJoined { task: id("a"), process: scenario.id(101) },
+            Effect::TaskStarted { task: id("a"), handle: 1, allowed: None },
+            Effect::TaskJoined { task: id("a"), handle: 1, process: scenario.id(100) },
+            Effect::TaskJoined { task: id("a"), handle: 1, process: scenario.id(101) },
         ]
     );
     assert_eq!(scenario.engine().task_of_pid(200), None);
@@ -265,4 +275,137 @@ fn time_never_runs_backwards_for_expiry() {
     scenario.end("a");
     assert_eq!(scenario.engine().task_of_pid(100), Some((&id("a"), TaskState::Expired)));
     assert_eq!(scenario.engine().stats().rejected, 0, "ending an expired task is normal");
+}
+
+#[test]
+fn two_grantees_share_a_secret_and_a_third_task_is_reuse_naming_both() {
+    let mut scenario = Scenario::new();
+    scenario
+        .watch_file(AWS, "/root/.aws/credentials")
+        .spawn(1, 100)
+        .spawn(1, 200)
+        .spawn(1, 300)
+        .start(task("a").root(100).file(AWS))
+        .start(task("b").root(200).file(AWS))
+        .start(task("x").root(300));
+    let bindings: Vec<_> =
+        scenario.effects().into_iter().filter(|effect| matches!(effect, Effect::FileBinding { .. })).collect();
+    assert_eq!(
+        bindings.last(),
+        Some(&Effect::FileBinding { secret: SecretId(AWS), binding: policy::ACTIVE, grantees: vec![1, 2] }),
+        "the second grant adds an owner, it does not displace the first"
+    );
+    scenario.open(100, AWS).open(200, AWS);
+    scenario.assert_silent();
+
+    scenario.open(300, AWS);
+    let finding = scenario.only_finding();
+    assert_eq!(finding.rule, Rule::CrossTaskReuse);
+    assert_eq!(finding.task, Some(id("x")));
+    assert_eq!(finding.task_handle, Some(3));
+    assert_eq!(finding.detail, "a process of task x opened /root/.aws/credentials, which is bound to tasks a, b");
+}
+
+#[test]
+fn ending_one_grantee_leaves_the_other_its_secret() {
+    let mut scenario = Scenario::new();
+    scenario
+        .watch_file(AWS, "/root/.aws/credentials")
+        .spawn(1, 100)
+        .spawn(1, 200)
+        .start(task("a").root(100).file(AWS))
+        .start(task("b").root(200).file(AWS))
+        .end("a");
+    assert!(scenario.effects().ends_with(&[
+        Effect::TaskFinished { task: id("a"), handle: 1, state: TaskState::Ended },
+        Effect::FileBinding { secret: SecretId(AWS), binding: policy::ACTIVE, grantees: vec![2] },
+    ]));
+    scenario.open(200, AWS);
+    scenario.assert_silent();
+    scenario.open(100, AWS);
+    let finding = scenario.only_finding();
+    assert_eq!(finding.rule, Rule::PostTaskReuse, "a left-over process of the ended grantee");
+    assert_eq!(finding.owner_task, Some(id("b")));
+
+    scenario.end("b");
+    assert!(scenario.effects().contains(&Effect::FileBinding {
+        secret: SecretId(AWS),
+        binding: policy::FINISHED,
+        grantees: vec![]
+    }));
+}
+
+#[test]
+fn an_end_that_arrives_after_the_read_it_follows_judges_the_read_as_cross_task() {
+    // The daemon drains the kernel's events before a control input: the read comes first.
+    let mut scenario = Scenario::new();
+    scenario
+        .watch_file(AWS, "/root/.aws/credentials")
+        .spawn(1, 100)
+        .spawn(1, 200)
+        .start(task("a").root(100).file(AWS))
+        .start(task("b").root(200))
+        .open_with(200, AWS, KernelAction::Killed)
+        .end("b");
+    let finding = scenario.only_finding();
+    assert_eq!(finding.rule, Rule::CrossTaskReuse, "b was active at the read");
+    assert_eq!(finding.task, Some(id("b")));
+    assert_eq!(finding.task_handle, Some(2), "kill_task strikes b's lifetime");
+}
+
+#[test]
+fn a_member_the_engine_missed_is_judged_by_the_kernels_membership() {
+    let mut scenario = Scenario::new();
+    scenario
+        .watch_file(AWS, "/root/.aws/credentials")
+        .spawn(1, 100)
+        .spawn(1, 200)
+        .start(task("a").root(100).file(AWS))
+        .start(task("b").root(200));
+    // Process 201's fork was lost: only the kernel knows it is b's.
+    scenario.open_by_member(201, AWS, 2);
+    let finding = scenario.only_finding();
+    assert_eq!(finding.rule, Rule::CrossTaskReuse, "not untasked_access");
+    assert_eq!(finding.task, Some(id("b")));
+    assert_eq!(scenario.engine().stats().kernel_memberships_adopted, 1);
+}
+
+#[test]
+fn handles_are_never_reused_after_a_restore() {
+    let mut scenario = Scenario::new();
+    scenario.watch_file(AWS, "/root/.aws/credentials").spawn(1, 100).spawn(1, 200).spawn(1, 300);
+    // An earlier run issued handles 1 to 6; task a (handle 4) is still active, c (handle 6) ended.
+    scenario
+        .handles_issued(7)
+        .restore(task("a").root(100).file(AWS), 4, TaskState::Active)
+        .restore(task("c").file(KUBE), 6, TaskState::Ended);
+    scenario.effects();
+    scenario.start(task("b").root(200));
+    assert!(scenario.effects().contains(&Effect::TaskStarted { task: id("b"), handle: 7, allowed: None }));
+    scenario.start(task("d").root(300));
+    assert!(scenario.effects().contains(&Effect::TaskStarted { task: id("d"), handle: 8, allowed: None }));
+    scenario.open(200, AWS);
+    assert_eq!(scenario.only_finding().rule, Rule::CrossTaskReuse);
+    assert_eq!(scenario.engine().next_handle(), 9);
+
+    scenario.restore(task("e"), 4, TaskState::Ended);
+    assert!(scenario
+        .effects()
+        .contains(&Effect::Rejected(Rejection::HandleInUse { task: id("e"), handle: 4 })));
+}
+
+#[test]
+fn a_restored_ended_task_keeps_its_grants_for_post_task_reuse() {
+    let mut scenario = Scenario::new();
+    scenario.watch_file(AWS, "/root/.aws/credentials").spawn(1, 100).spawn(1, 300);
+    scenario.restore(task("a").root(100).file(AWS), 3, TaskState::Ended);
+    assert!(scenario.effects().contains(&Effect::FileBinding {
+        secret: SecretId(AWS),
+        binding: policy::FINISHED,
+        grantees: vec![]
+    }));
+    scenario.open(100, AWS);
+    assert_eq!(scenario.only_finding().rule, Rule::PostTaskReuse);
+    scenario.open(300, AWS);
+    assert_eq!(scenario.only_finding().rule, Rule::PostTaskReuse);
 }

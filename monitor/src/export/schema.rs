@@ -86,6 +86,7 @@ impl<'a> Body<'a> {
             process,
             ancestry,
             task,
+            task_handle: _,
             owner_task,
             secret,
             destination,
@@ -126,7 +127,7 @@ impl<'a> Body<'a> {
 
     /// A task's lifecycle change and its time.
     pub fn task(change: TaskChange, at_unix: u64, entry: &'a TaskEntry) -> (SystemTime, Self) {
-        let TaskEntry { handle, state, request, spec, granted_files: _, started_ns: _, started_unix, members: _ } =
+        let TaskEntry { handle, state, request, spec, started_ns: _, started_unix, members: _ } =
             entry;
         let TaskRequest { id, root_pid, cgroup, secrets, env, allow, ttl, owner: _ } = request;
         let record = TaskRecord {
@@ -290,6 +291,7 @@ pub(super) mod tests {
                     filename: Some("/usr/bin/cat".into()),
                 }],
                 task: Some(TaskId("agent-b".into())),
+                task_handle: Some(2),
                 owner_task: Some(TaskId("agent-a".into())),
                 secret: SecretLabel {
                     id: Some(SecretId(3)),
@@ -365,7 +367,7 @@ pub(super) mod tests {
             "handle": 7, "state": "ended",
             "request": { "id": "agent-a", "root_pid": 100, "secrets": ["/root/.aws/credentials"], "env": ["GITHUB_TOKEN"], "ttl": "15m" },
             "spec": { "id": "agent-a", "owner": "uid 0" },
-            "granted_files": [], "started_ns": 1, "started_unix": 1700000000, "members": []
+            "started_ns": 1, "started_unix": 1700000000, "members": []
         }))
         .unwrap();
         let (time, body) = Body::task(TaskChange::Ended, 1_700_000_100, &entry);

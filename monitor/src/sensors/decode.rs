@@ -95,7 +95,7 @@ fn field_error(kind: RecordKind, field: &'static str, value: u64) -> DecodeError
 }
 
 fn secret_open(body: SecretOpenBody) -> Result<SecretOpen, DecodeError> {
-    let SecretOpenBody { secret, syscall, fd, dev, ino, caller_task: _, owner_task: _, action, _pad, path } =
+    let SecretOpenBody { secret, syscall, fd, dev, ino, caller_task, binding: _, action, _pad, path } =
         body;
     let syscall = match syscall {
         syscalls::OPEN => OpenSyscall::Open,
@@ -122,6 +122,7 @@ fn secret_open(body: SecretOpenBody) -> Result<SecretOpen, DecodeError> {
         resolved_path: String::new(),
         fd,
         kernel_action,
+        caller_task,
     })
 }
 
@@ -260,7 +261,7 @@ mod tests {
                 dev: (8 << 20) | 1,
                 ino: 1234,
                 caller_task: 2,
-                owner_task: 1,
+                binding: 1,
                 action: kernel_action::KILLED,
                 _pad: 0,
                 path,
@@ -276,6 +277,7 @@ mod tests {
                 resolved_path: String::new(),
                 fd: 3,
                 kernel_action: KernelAction::Killed,
+                caller_task: 2,
             })
         );
     }
@@ -289,7 +291,7 @@ mod tests {
             dev: 1,
             ino: 2,
             caller_task: 2,
-            owner_task: 1,
+            binding: 1,
             action,
             _pad: 0,
             path: [0; PATH_LEN],

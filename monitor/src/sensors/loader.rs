@@ -166,6 +166,8 @@ impl Sensors {
         let lost = take_map(&mut ebpf, "LOST", PerCpuArray::try_from)?;
         let maps = KernelMaps {
             watched: take_map(&mut ebpf, "WATCHED", HashMap::try_from)?,
+            grantees: take_map(&mut ebpf, "GRANTEES", HashMap::try_from)?,
+            finished_tasks: take_map(&mut ebpf, "FINISHED_TASKS", HashMap::try_from)?,
             task_of: take_map(&mut ebpf, "TASK_OF", HashMap::try_from)?,
             holders: take_map(&mut ebpf, "HOLDERS", HashMap::try_from)?,
             verdicts: take_map(&mut ebpf, "VERDICTS", HashMap::try_from)?,
@@ -201,6 +203,21 @@ impl Sensors {
         }
         guard.clear_ready();
         Ok(())
+    }
+
+    /// Appends every event already in the ring buffer to `out`, without waiting: what the kernel
+    /// submitted before a control input must be applied before it.
+    pub fn drain_now(&mut self, out: &mut Vec<Event>) {
+        let ring = self.events.get_mut();
+        while let Some(record) = ring.next() {
+            match decode(&record) {
+                Ok(event) => out.push(event),
+                Err(error) => {
+                    self.decode_errors += 1;
+                    log_decode_error(&error);
+                }
+            }
+        }
     }
 
     /// Events the kernel could not reserve space for, per kind.

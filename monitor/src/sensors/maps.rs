@@ -4,7 +4,7 @@
 use std::collections::{HashMap as StdHashMap, HashSet};
 
 use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, MapError};
-use monitor_common::maps::{enforce, AllowedPorts, DestinationKey, InodeKey, WatchedInode};
+use monitor_common::maps::{enforce, AllowedPorts, DestinationKey, GranteeKey, InodeKey, WatchedInode};
 
 use super::{
     decode::kernel_dev,
@@ -12,10 +12,13 @@ use super::{
 };
 use crate::event::InodeId;
 
-/// Typed handles on `WATCHED`, `TASK_OF`, `HOLDERS`, `VERDICTS`, `VERDICT_COUNT`, `ENFORCE` and
-/// `ALLOWED_DESTINATIONS`.
+/// Typed handles on `WATCHED`, `GRANTEES`, `FINISHED_TASKS`, `TASK_OF`, `HOLDERS`, `VERDICTS`,
+/// `VERDICT_COUNT`, `ENFORCE` and `ALLOWED_DESTINATIONS`.
 pub struct KernelMaps {
     pub(super) watched: HashMap<MapData, InodeKey, WatchedInode>,
+    pub(super) grantees: HashMap<MapData, GranteeKey, u32>,
+    /// An LRU hash in the kernel: plain hash operations work on it.
+    pub(super) finished_tasks: HashMap<MapData, u32, u32>,
     pub(super) task_of: HashMap<MapData, u32, u32>,
     pub(super) holders: HashMap<MapData, u32, u32>,
     pub(super) verdicts: HashMap<MapData, u32, u32>,
@@ -42,11 +45,24 @@ fn ignore_missing(result: Result<(), MapError>) -> Result<(), MapError> {
 }
 
 impl KernelMaps {
-    /// Watches `inode` as secret `secret`, with `owner_task` (0: unbound) and a `policy`
-    /// (`monitor_common::maps::policy`).
-    pub fn watch(&mut self, inode: InodeId, secret: u32, owner_task: u32, policy: u32) -> Result<(), MapError> {
-        let value = WatchedInode { secret, owner_task, policy, _pad: 0 };
-        self.watched.insert(inode_key(inode), value, 0)
+    /// Watches `inode` as secret `secret`, with its `binding`
+    /// (`monitor_common::maps::policy::{UNBOUND, ACTIVE, FINISHED}`).
+    pub fn watch(&mut self, inode: InodeId, secret: u32, binding: u32) -> Result<(), MapError> {
+        self.watched.insert(inode_key(inode), WatchedInode { secret, binding }, 0)
+    }
+
+    /// Lets active task handle `task` use secret `secret` (or no longer, `allowed` false).
+    pub fn set_grantee(&mut self, secret: u32, task: u32, allowed: bool) -> Result<(), MapError> {
+        let key = GranteeKey { secret, task };
+        match allowed {
+            true => self.grantees.insert(key, 1, 0),
+            false => ignore_missing(self.grantees.remove(&key)),
+        }
+    }
+
+    /// Task handle `task` ended or expired: its left-over processes' uses are post-task reuse.
+    pub fn finish_task(&mut self, task: u32) -> Result<(), MapError> {
+        self.finished_tasks.insert(task, 1, 0)
     }
 
     pub fn unwatch(&mut self, inode: InodeId) -> Result<(), MapError> {
@@ -106,10 +122,12 @@ impl KernelMaps {
         self.task_of.get(&tgid, 0).ok()
     }
 
-    /// What the LSM tier refuses beyond secret opens (the tracepoint tier ignores it):
-    /// `harvest_policy` (`monitor_common::maps::policy` bits) for reaching into a secret holder of
-    /// another task, and whether a holder's connect outside its task's allowlist is refused.
-    pub fn set_enforcement(&mut self, harvest_policy: u32, refuse_connects: bool) -> Result<(), MapError> {
+    /// What the kernel kills or refuses, as `monitor_common::maps::policy` bits: `files_policy`
+    /// for uses of bound secret files (every tier); on the LSM tier only, `harvest_policy` for
+    /// reaching into a secret holder of another task, and whether a holder's connect outside its
+    /// task's allowlist is refused.
+    pub fn set_enforcement(&mut self, files_policy: u32, harvest_policy: u32, refuse_connects: bool) -> Result<(), MapError> {
+        self.enforce.set(enforce::FILES, files_policy, 0)?;
         self.enforce.set(enforce::HARVEST, harvest_policy, 0)?;
         self.enforce.set(enforce::CONNECT, u32::from(refuse_connects), 0)
     }

@@ -14,13 +14,14 @@ pub(super) fn check(state: &State, observed: &SecretUse<'_>) -> Option<Draft> {
     if binding.is_owner(task) {
         return None;
     }
-    let owner = binding.active_owner(&state.tasks)?;
-    let detail = format!(
-        "{} {}, which is bound to task {}",
-        actor(state, observed.membership),
-        action(state, observed),
-        task_id(state, owner)
-    );
+    let owners: Vec<_> = binding.active_owners(&state.tasks).collect();
+    let &owner = owners.first()?;
+    let names: Vec<&str> = owners.iter().map(|&owner| task_id(state, owner).0.as_str()).collect();
+    let bound_to = match names.as_slice() {
+        [one] => format!("task {one}"),
+        several => format!("tasks {}", several.join(", ")),
+    };
+    let detail = format!("{} {}, which is bound to {bound_to}", actor(state, observed.membership), action(state, observed));
     Some(Draft::about_use(Rule::CrossTaskReuse, Severity::Critical, observed, Some(owner), detail))
 }
 

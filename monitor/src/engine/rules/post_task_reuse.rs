@@ -32,8 +32,10 @@ pub(super) fn check(state: &State, observed: &SecretUse<'_>) -> Option<Draft> {
 mod tests {
     use crate::engine::{
         scenario::{task, Scenario, AWS},
-        Effect, Rule, Severity, TaskId,
+        Effect, Rule, Severity, TaskId, TaskState,
     };
+    use crate::event::SecretId;
+    use monitor_common::maps::policy;
 
     fn task_a_granted_aws() -> Scenario {
         let mut scenario = Scenario::new();
@@ -94,7 +96,13 @@ mod tests {
         scenario.assert_silent();
         scenario.effects();
         scenario.tick(2_000);
-        assert_eq!(scenario.effects(), [Effect::TaskExpired { task: TaskId("a".to_owned()) }]);
+        assert_eq!(
+            scenario.effects(),
+            [
+                Effect::TaskFinished { task: TaskId("a".to_owned()), handle: 1, state: TaskState::Expired },
+                Effect::FileBinding { secret: SecretId(AWS), binding: policy::FINISHED, grantees: vec![] },
+            ]
+        );
         scenario.open(100, AWS);
         let finding = scenario.only_finding();
         assert_eq!(finding.rule, Rule::PostTaskReuse);
