@@ -193,10 +193,9 @@ impl RunningDaemon {
         out
     }
 
-    /// Lets the daemon's loop catch up with everything the kernel has sent so far: a status
-    /// request is answered only after the events queued before it.
+    /// Lets the daemon's loop catch up with everything the kernel has sent so far: the daemon
+    /// applies every event already in the ring buffer before it answers a control request.
     pub async fn settle(&self) {
-        tokio::time::sleep(Duration::from_millis(300)).await;
         self.client.status().await.unwrap();
     }
 
