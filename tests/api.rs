@@ -100,7 +100,7 @@ async fn fake_daemon(
     while let Some(ControlMessage { request, reply }) = requests.recv().await {
         let in_task = |pid: u32| tasks.values().find(|task| task.root_pid == Some(pid)).map(|task| task.id.clone());
         let answer = match request {
-            ControlRequest::StartTask { request, caller } => {
+            ControlRequest::StartTask { request, caller, hosts: _ } => {
                 if let Some(task) = in_task(caller.pid) {
                     Err(ControlError::Forbidden(format!("pid {} is in task {task}", caller.pid)))
                 } else if tasks.contains_key(&request.id) {

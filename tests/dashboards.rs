@@ -9,7 +9,7 @@ use std::{
     process::Command,
 };
 
-use monitor::export::metrics::Metrics;
+use monitor::daemon::metrics::Metrics;
 use serde_json::Value;
 
 fn dashboards() -> PathBuf {

@@ -51,10 +51,11 @@ use crate::{
     actions::plan::{Action, ActionPlan},
     api::ApiConfig,
     catalogue::{
-        defaults,
         pattern::{ExcludePattern, NamePattern, PathPattern},
+        CatalogueConfig,
     },
-    engine::{Rule, Severity},
+    daemon::DaemonConfig,
+    engine::{EngineConfig, Rule, Severity},
     export::{audit::AuditConfig, http::Endpoint, server::MetricsConfig, AlertsConfig, ExportConfig, RevokeConfig},
 };
 
@@ -93,6 +94,19 @@ pub struct Config {
     pub export: ExportConfig,
 }
 
+impl Config {
+    /// The sections the daemon owns.
+    pub fn daemon(&self) -> DaemonConfig {
+        DaemonConfig {
+            engine: EngineConfig { auto_mode: self.mode == Mode::Auto },
+            state_dir: self.state_dir.clone(),
+            key_file: self.key_file.clone(),
+            catalogue: self.catalogue.clone(),
+            actions: self.actions.clone(),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -103,38 +117,6 @@ impl Default for Config {
             api: ApiConfig::default(),
             actions: ActionPlan::default(),
             export: ExportConfig::default(),
-        }
-    }
-}
-
-/// The `[catalogue]` section; `crate::catalogue::Catalogue::from_config` merges it with the
-/// built-in catalogue.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CatalogueConfig {
-    /// Include the built-in catalogue.
-    pub defaults: bool,
-    pub files: Vec<PathPattern>,
-    pub exclude: Vec<ExcludePattern>,
-    pub env: Vec<NamePattern>,
-    /// Directories searched for `.env` files and project MCP configs.
-    pub dotenv_roots: Vec<PathBuf>,
-    /// How many directory levels below each root are searched.
-    pub dotenv_depth: u32,
-    /// What `~` stands for; `None`: root's and the ordinary users' homes (see
-    /// `crate::catalogue::homes`).
-    pub homes: Option<Vec<PathBuf>>,
-}
-
-impl Default for CatalogueConfig {
-    fn default() -> Self {
-        Self {
-            defaults: true,
-            files: Vec::new(),
-            exclude: Vec::new(),
-            env: Vec::new(),
-            dotenv_roots: Vec::new(),
-            dotenv_depth: defaults::PROJECT_DEPTH,
-            homes: None,
         }
     }
 }

@@ -12,7 +12,7 @@ use std::{
 
 use zeroize::Zeroizing;
 
-use crate::{config::Config, event::Fingerprint};
+use crate::event::Fingerprint;
 
 /// The key's length in bytes, BLAKE3's key size.
 pub const KEY_LEN: usize = blake3::KEY_LEN;
@@ -66,12 +66,12 @@ impl FingerprintKey {
         Self(Zeroizing::new(bytes))
     }
 
-    /// The key `config` names: its fleet key file, which must exist, or else the host key in
-    /// its state directory, created on first start.
-    pub fn for_config(config: &Config) -> Result<Self, KeyError> {
-        match &config.key_file {
+    /// The fleet key in `key_file`, which must exist, or else the host key in `state_dir`,
+    /// created on first start.
+    pub fn for_host(state_dir: &Path, key_file: Option<&Path>) -> Result<Self, KeyError> {
+        match key_file {
             Some(path) => Self::load(path),
-            None => Self::load_or_create(&config.state_dir.join(HOST_KEY_FILE)),
+            None => Self::load_or_create(&state_dir.join(HOST_KEY_FILE)),
         }
     }
 
@@ -235,8 +235,8 @@ pub(crate) mod tests {
     #[test]
     fn a_missing_fleet_key_is_an_error_not_created() {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config { key_file: Some(dir.path().join("fleet.key")), ..Config::default() };
-        assert!(matches!(FingerprintKey::for_config(&config), Err(KeyError::Read { .. })));
+        let fleet_key = dir.path().join("fleet.key");
+        assert!(matches!(FingerprintKey::for_host(dir.path(), Some(&fleet_key)), Err(KeyError::Read { .. })));
         assert!(!dir.path().join("fleet.key").exists());
     }
 }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod doctor;
 pub mod engine;
+pub mod error_chain;
 pub mod event;
 pub mod export;
 pub mod fingerprint;

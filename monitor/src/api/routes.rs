@@ -15,7 +15,7 @@ use super::{
     json::{self, Echo},
 };
 use crate::daemon::{
-    control::{Caller, ControlMessage, ControlRequest, TaskRequest, TokenRequest},
+    control::{Caller, ControlMessage, ControlRequest, ResolvedHosts, TaskRequest, TokenRequest},
     feed::FindingsFeed,
 };
 
@@ -67,7 +67,8 @@ where
     let reply = match route {
         Route::StartTask => {
             let request: TaskRequest = read_json(&parts.headers, body, Echo::Allowed).await?;
-            (StatusCode::CREATED, ask(state, ControlRequest::StartTask { request, caller }).await?)
+            let hosts = ResolvedHosts::resolve(request.allow.as_deref()).await;
+            (StatusCode::CREATED, ask(state, ControlRequest::StartTask { request, caller, hosts }).await?)
         }
         Route::ListTasks => (StatusCode::OK, ask(state, ControlRequest::ListTasks).await?),
         Route::EndTask(id) => (StatusCode::OK, ask(state, ControlRequest::EndTask { id, caller }).await?),

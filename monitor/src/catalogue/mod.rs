@@ -5,10 +5,41 @@ pub mod defaults;
 pub mod homes;
 pub mod pattern;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use self::pattern::{EnvPatterns, ExcludePattern, NamePattern, PathPattern};
-use crate::config::CatalogueConfig;
+
+/// The `[catalogue]` section of the config; [`Catalogue::from_config`] merges it with the
+/// built-in catalogue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CatalogueConfig {
+    /// Include the built-in catalogue.
+    pub defaults: bool,
+    pub files: Vec<PathPattern>,
+    pub exclude: Vec<ExcludePattern>,
+    pub env: Vec<NamePattern>,
+    /// Directories searched for `.env` files and project MCP configs.
+    pub dotenv_roots: Vec<PathBuf>,
+    /// How many directory levels below each root are searched.
+    pub dotenv_depth: u32,
+    /// What `~` stands for; `None`: root's and the ordinary users' homes (see [`homes`]).
+    pub homes: Option<Vec<PathBuf>>,
+}
+
+impl Default for CatalogueConfig {
+    fn default() -> Self {
+        Self {
+            defaults: true,
+            files: Vec::new(),
+            exclude: Vec::new(),
+            env: Vec::new(),
+            dotenv_roots: Vec::new(),
+            dotenv_depth: defaults::PROJECT_DEPTH,
+            homes: None,
+        }
+    }
+}
+
 
 /// What counts as a secret on this host.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -16,12 +16,13 @@ use tokio::{io::AsyncWriteExt as _, process::Command, sync::mpsc, sync::oneshot}
 use super::CommandError;
 use crate::{
     api::ApiConfig,
-    config::{CatalogueConfig, Config},
+    catalogue::CatalogueConfig,
+    config::Config,
     daemon::{
-        control::{Caller, ControlMessage, ControlRequest, TaskRequest},
-        Daemon, DaemonOptions,
+        control::{Caller, ControlMessage, ControlRequest, ResolvedHosts, TaskRequest},
+        metrics::Metrics,
+        outputs, Daemon, DaemonOptions,
     },
-    export::{self, metrics::Metrics},
 };
 
 #[derive(Debug, clap::Args)]
@@ -62,9 +63,9 @@ async fn tour(scratch: &Path) -> Result<ExitCode, CommandError> {
         catalogue: CatalogueConfig { homes: Some(vec![home.clone()]), ..CatalogueConfig::default() },
         ..Config::default()
     };
-    let (exports, _records) = export::channel();
+    let (exports, _records) = outputs::channel();
     let daemon = Daemon::start(DaemonOptions {
-        config,
+        config: config.daemon(),
         ring_buffer_bytes: 4 << 20,
         record: None,
         metrics: Arc::new(Metrics::default()),
@@ -161,7 +162,7 @@ async fn start_task(
     env: Vec<String>,
 ) -> Result<(), CommandError> {
     let request = TaskRequest { secrets, env, owner: Some("demo".to_owned()), ..TaskRequest::new(id, root) };
-    ask(control, ControlRequest::StartTask { request, caller: me() }).await?;
+    ask(control, ControlRequest::StartTask { request, caller: me(), hosts: ResolvedHosts::default() }).await?;
     Ok(())
 }
 

@@ -11,8 +11,8 @@ use super::CommandError;
 use crate::{
     api,
     config::Config,
-    export::{self, metrics::Metrics},
-    daemon::{Daemon, DaemonOptions},
+    daemon::{metrics::Metrics, outputs, Daemon, DaemonOptions},
+    export,
 };
 
 /// Control requests waiting for the daemon's loop; an API caller beyond this waits its turn.
@@ -72,12 +72,12 @@ async fn run(args: RunArgs) -> Result<ExitCode, CommandError> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let api_config = config.api.clone();
     let metrics = Arc::new(Metrics::default());
-    let (exports, records) = export::channel();
+    let (exports, records) = outputs::channel();
     // Before the sensors load, so that a taken metrics port or an unwritable audit log fails
     // the start at once.
     let exporters = export::spawn(&config.export, records, Arc::clone(&metrics))?;
     let daemon = Daemon::start(DaemonOptions {
-        config,
+        config: config.daemon(),
         ring_buffer_bytes: ring_buffer_mib << 20,
         record,
         metrics: Arc::clone(&metrics),

@@ -3,7 +3,7 @@
 //! The API server (`crate::api`) authenticates the peer, then sends a [`ControlMessage`] to the
 //! daemon's loop and waits for the reply; the daemon is the only writer of tasks and kernel maps.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, net::SocketAddr, str::FromStr as _, time::Duration};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -82,9 +82,37 @@ impl std::fmt::Debug for TokenRequest {
     }
 }
 
+/// The `HOST:PORT` entries of a task's `allow` list, resolved by the caller before the request
+/// reaches the daemon's loop: DNS may take seconds, and the loop drains the kernel's events.
+#[derive(Debug, Default)]
+pub struct ResolvedHosts(BTreeMap<String, Result<Vec<SocketAddr>, String>>);
+
+impl ResolvedHosts {
+    /// Resolves every entry of `allow` that is not an address or a network.
+    pub async fn resolve(allow: Option<&[String]>) -> Self {
+        let mut resolved = BTreeMap::new();
+        for text in allow.unwrap_or_default() {
+            if crate::engine::Destination::from_str(text).is_ok() {
+                continue;
+            }
+            let Some((host, port)) = text.rsplit_once(':') else { continue };
+            let Ok(port) = port.parse::<u16>() else { continue };
+            let addresses = tokio::net::lookup_host((host, port)).await;
+            let addresses = addresses.map(Iterator::collect).map_err(|error| format!("cannot resolve {host:?}: {error}"));
+            resolved.insert(text.clone(), addresses);
+        }
+        Self(resolved)
+    }
+
+    /// What `HOST:PORT` entry `text` resolved to; `None` when it was not resolved.
+    pub fn get(&self, text: &str) -> Option<&Result<Vec<SocketAddr>, String>> {
+        self.0.get(text)
+    }
+}
+
 #[derive(Debug)]
 pub enum ControlRequest {
-    StartTask { request: TaskRequest, caller: Caller },
+    StartTask { request: TaskRequest, caller: Caller, hosts: ResolvedHosts },
     EndTask { id: String, caller: Caller },
     ListTasks,
     RegisterToken { request: TokenRequest, caller: Caller },

@@ -1,19 +1,21 @@
 //! Answers to control requests, and the restore of persisted tasks at start.
 
-use std::{collections::BTreeSet, net::ToSocketAddrs as _, path::Path, str::FromStr as _};
+use std::{collections::BTreeSet, path::Path, str::FromStr as _};
 
 use serde_json::json;
 use tracing::info;
 
 use super::{
     clock,
-    control::{duration_text, Caller, ControlError, ControlReply, ControlRequest, TaskRequest, TokenRequest},
+    control::{
+        duration_text, Caller, ControlError, ControlReply, ControlRequest, ResolvedHosts, TaskRequest, TokenRequest,
+    },
+    outputs::TaskChange,
     registry::Persisted,
     tasks::TaskEntry,
     Daemon, DaemonError,
 };
 use crate::{
-    export::TaskChange,
     catalogue::pattern::{EnvPatterns, NamePattern},
     engine::{Destination, Grant, Input, Rejection, TaskId, TaskSpec, TaskState},
     event::{EnvScan, EnvSecret, EventKind, SecretId},
@@ -33,8 +35,9 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_secs())
 }
 
-/// `allow` entries: a CIDR or address (with an optional port), or `HOST:PORT` resolved now.
-fn destinations(allow: &[String]) -> Result<Vec<Destination>, ControlError> {
+/// `allow` entries: a CIDR or address (with an optional port), or `HOST:PORT` as the caller
+/// resolved it.
+fn destinations(allow: &[String], hosts: &ResolvedHosts) -> Result<Vec<Destination>, ControlError> {
     let mut out = Vec::new();
     for (index, text) in allow.iter().enumerate() {
         let field = format!("allow[{index}]");
@@ -44,10 +47,11 @@ fn destinations(allow: &[String]) -> Result<Vec<Destination>, ControlError> {
                 let Some((host, port)) = text.rsplit_once(':') else {
                     return Err(invalid(field, parse_error.to_string()));
                 };
-                let port: u16 = port.parse().map_err(|_| invalid(&field, format!("{port:?} is not a port")))?;
-                let addresses = (host, port)
-                    .to_socket_addrs()
-                    .map_err(|error| invalid(&field, format!("cannot resolve {host:?}: {error}")))?;
+                port.parse::<u16>().map_err(|_| invalid(&field, format!("{port:?} is not a port")))?;
+                let addresses = match hosts.get(text) {
+                    Some(resolved) => resolved.clone().map_err(|message| invalid(&field, message))?,
+                    None => return Err(invalid(&field, format!("{host:?} was not resolved before the request"))),
+                };
                 for address in addresses {
                     let exact = address.to_string();
                     out.push(Destination::from_str(&exact).map_err(|error| invalid(&field, error.to_string()))?);
@@ -61,7 +65,7 @@ fn destinations(allow: &[String]) -> Result<Vec<Destination>, ControlError> {
 impl Daemon {
     pub(super) fn handle_control(&mut self, request: ControlRequest) -> Result<ControlReply, DaemonError> {
         Ok(match request {
-            ControlRequest::StartTask { request, caller } => self.start_task(request, caller),
+            ControlRequest::StartTask { request, caller, hosts } => self.start_task(request, caller, &hosts),
             ControlRequest::EndTask { id, caller } => self.end_task(&TaskId(id), caller),
             ControlRequest::ListTasks => Ok(self.list_tasks()),
             ControlRequest::RegisterToken { request, caller } => self.register_token(request, caller),
@@ -83,7 +87,7 @@ impl Daemon {
         }
     }
 
-    fn start_task(&mut self, request: TaskRequest, caller: Caller) -> ControlReply {
+    fn start_task(&mut self, request: TaskRequest, caller: Caller, hosts: &ResolvedHosts) -> ControlReply {
         self.check_caller(caller)?;
         let id = TaskId(request.id.clone());
         if !valid_task_id(&request.id) {
@@ -109,7 +113,7 @@ impl Daemon {
             granted.push(Grant::File { secret });
         }
         granted.extend(self.env_grants(&request.env, roots.first().copied())?);
-        let allowed = request.allow.as_deref().map(destinations).transpose()?;
+        let allowed = request.allow.as_deref().map(|allow| destinations(allow, hosts)).transpose()?;
         let spec = TaskSpec {
             id: id.clone(),
             owner: request.owner.clone().unwrap_or_else(|| format!("uid:{}", caller.uid)),
@@ -274,6 +278,7 @@ impl Daemon {
             "daemon": self.daemon_counters(),
             "latency": self.latency.summary(),
             "export_dropped": self.exports.dropped(),
+            "registry_write_failures": self.registry.failures(),
             "kernel": {
                 "lost": lost.iter().collect::<std::collections::BTreeMap<_, _>>(),
                 "decode_errors": self.sensors.decode_errors(),

@@ -7,6 +7,8 @@ pub mod feed;
 mod handlers;
 mod kernel_sync;
 pub mod latency;
+pub mod metrics;
+pub mod outputs;
 pub mod record;
 mod registry;
 pub mod respond;
@@ -20,6 +22,8 @@ use tracing::{debug, info, trace, warn};
 
 use self::{
     control::ControlMessage,
+    metrics::Metrics,
+    outputs::{ExportSender, Record, TaskChange},
     feed::FindingsFeed,
     kernel_sync::WatchedFiles,
     record::{RecordError, Recorder},
@@ -30,9 +34,7 @@ use self::{
 use self::latency::LatencyHistogram;
 use crate::{
     actions::plan::ActionPlan,
-    export::{metrics::Metrics, ExportSender, Record, TaskChange},
-    catalogue::{self, pattern::EnvPatterns, Catalogue},
-    config::{Config, Mode},
+    catalogue::{self, pattern::EnvPatterns, Catalogue, CatalogueConfig},
     doctor::{self, Tier},
     engine::{Effect, Engine, EngineConfig, Input, Rejection, SecretKind, SecretSpec, TaskState},
     event::{EnvScan, Event, EventKind, KernelAction, SecretId},
@@ -62,6 +64,8 @@ pub enum DaemonError {
     Homes(#[from] catalogue::homes::HomesError),
     #[error("cannot watch the secret files")]
     Files(#[from] FilesError),
+    #[error("cannot start the task registry's writer")]
+    RegistryWriter(#[source] std::io::Error),
     #[error("cannot use the task registry")]
     Registry(#[from] RegistryError),
     #[error(transparent)]
@@ -70,8 +74,20 @@ pub enum DaemonError {
     OwnExecutable(#[source] std::io::Error),
 }
 
+/// What the daemon is configured with: the config's sections it owns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DaemonConfig {
+    pub engine: EngineConfig,
+    /// Where the daemon keeps its state: the task registry, the host key.
+    pub state_dir: PathBuf,
+    /// A fleet-wide fingerprint key instead of the host key.
+    pub key_file: Option<PathBuf>,
+    pub catalogue: CatalogueConfig,
+    pub actions: ActionPlan,
+}
+
 pub struct DaemonOptions {
-    pub config: Config,
+    pub config: DaemonConfig,
     pub ring_buffer_bytes: u32,
     pub record: Option<PathBuf>,
     /// Updated in place; served by the metrics endpoint.
@@ -104,7 +120,7 @@ pub struct Daemon {
     own_executable: procfs::FileIdentity,
     watched: WatchedFiles,
     tasks: TaskTable,
-    registry: Registry,
+    registry: registry::Writer,
     recorder: Option<Recorder>,
     feed: FindingsFeed,
     plan: ActionPlan,
@@ -127,7 +143,7 @@ impl Daemon {
     pub fn start(options: DaemonOptions) -> Result<Self, DaemonError> {
         let DaemonOptions { config, ring_buffer_bytes, record, metrics, exports } = options;
         let plan = config.actions.clone();
-        let key = FingerprintKey::for_config(&config)?;
+        let key = FingerprintKey::for_host(&config.state_dir, config.key_file.as_deref())?;
         let mut sensors = load_sensors(ring_buffer_bytes, doctor::inspect().tier()?)?;
         let tier = sensors.tier();
         kernel_sync::set_enforcement(sensors.maps_mut(), &plan);
@@ -137,8 +153,10 @@ impl Daemon {
         let catalogue = Catalogue::from_config(&config.catalogue);
         let homes = catalogue::homes::resolve(config.catalogue.homes.as_deref())?;
         let secret_files = SecretFiles::new(&catalogue, &homes)?;
-        let engine = Engine::new(EngineConfig { auto_mode: config.mode == Mode::Auto });
+        let engine = Engine::new(config.engine);
         let registry = Registry::new(&config.state_dir);
+        let persisted = registry.load()?;
+        let registry = registry::Writer::start(registry).map_err(DaemonError::RegistryWriter)?;
         let recorder = record.as_deref().map(Recorder::create).transpose()?;
         let mut daemon = Self {
             tier,
@@ -172,7 +190,6 @@ impl Daemon {
         }
         let initial = daemon.secret_files.initial();
         daemon.apply_file_changes(initial)?;
-        let persisted = daemon.registry.load()?;
         daemon.restore_tasks(persisted)?;
         info!(tier = %tier, secrets = daemon.watched.count(), tasks = daemon.tasks.entries().count(), "sensors attached");
         Ok(daemon)
@@ -394,11 +411,9 @@ impl Daemon {
         }
     }
 
-    fn save_registry(&mut self) {
+    fn save_registry(&self) {
         let persisted = registry::Persisted { next_handle: self.engine.next_handle(), tasks: self.tasks.entries().collect() };
-        if let Err(error) = self.registry.save(&persisted) {
-            warn!(error = %crate::cli::ErrorChain(&error), "cannot persist the task registry");
-        }
+        self.registry.save(&persisted);
     }
 
     /// The id of the watched secret file at `path`, if any.

@@ -6,7 +6,14 @@ use std::{
     fs::{self, File},
     io::Write as _,
     path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        mpsc, Arc,
+    },
+    thread::JoinHandle,
 };
+
+use tracing::warn;
 
 use serde::{Deserialize, Serialize};
 
@@ -79,17 +86,68 @@ impl Registry {
         })
     }
 
-    pub fn save(&self, persisted: &Persisted<&TaskEntry>) -> Result<(), RegistryError> {
+    fn write(&self, text: &[u8]) -> Result<(), RegistryError> {
         let io = |action, path: &Path, source| RegistryError::Io { action, path: path.to_owned(), source };
         let dir = self.path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir).map_err(|error| io("create", dir, error))?;
         let temporary = self.path.with_extension("json.tmp");
         let mut file = File::create(&temporary).map_err(|error| io("create", &temporary, error))?;
-        let text = serde_json::to_vec_pretty(persisted).expect("task entries always serialize");
-        file.write_all(&text).map_err(|error| io("write", &temporary, error))?;
+        file.write_all(text).map_err(|error| io("write", &temporary, error))?;
         file.sync_all().map_err(|error| io("fsync", &temporary, error))?;
         fs::rename(&temporary, &self.path).map_err(|error| io("replace", &self.path, error))?;
         File::open(dir).and_then(|dir| dir.sync_all()).map_err(|error| io("fsync", dir, error))
+    }
+}
+
+fn serialize(persisted: &Persisted<&TaskEntry>) -> Vec<u8> {
+    serde_json::to_vec_pretty(persisted).expect("task entries always serialize")
+}
+
+/// Writes the registry on a thread of its own, so that its fsyncs never hold up the loop that
+/// drains the kernel's events. Snapshots queued while one is written are coalesced: the latest
+/// wins. Dropping the writer waits for the last snapshot to be on disk.
+pub struct Writer {
+    snapshots: Option<mpsc::Sender<Vec<u8>>>,
+    thread: Option<JoinHandle<()>>,
+    failures: Arc<AtomicU64>,
+}
+
+impl Writer {
+    pub fn start(registry: Registry) -> std::io::Result<Self> {
+        let (snapshots, received) = mpsc::channel::<Vec<u8>>();
+        let failures = Arc::new(AtomicU64::new(0));
+        let failed = Arc::clone(&failures);
+        let thread = std::thread::Builder::new().name("credwatch-registry".into()).spawn(move || {
+            while let Ok(mut latest) = received.recv() {
+                latest = received.try_iter().last().unwrap_or(latest);
+                if let Err(error) = registry.write(&latest) {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    warn!(error = %crate::error_chain::ErrorChain(&error), "cannot persist the task registry");
+                }
+            }
+        })?;
+        Ok(Self { snapshots: Some(snapshots), thread: Some(thread), failures })
+    }
+
+    pub fn save(&self, persisted: &Persisted<&TaskEntry>) {
+        if let Some(snapshots) = &self.snapshots {
+            // The thread only stops when the writer is dropped.
+            let _ = snapshots.send(serialize(persisted));
+        }
+    }
+
+    /// Snapshots that could not be written (each is logged).
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        drop(self.snapshots.take());
+        if self.thread.take().is_some_and(|thread| thread.join().is_err()) {
+            warn!("the registry writer panicked");
+        }
     }
 }
 
@@ -102,7 +160,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let registry = Registry::new(dir.path());
         assert!(registry.load().unwrap().tasks.is_empty());
-        registry.save(&Persisted { next_handle: 7, tasks: Vec::new() }).unwrap();
+        registry.write(&serialize(&Persisted { next_handle: 7, tasks: Vec::new() })).unwrap();
         let loaded = registry.load().unwrap();
         assert!(loaded.tasks.is_empty());
         assert_eq!(loaded.next_handle, 7, "the handles issued survive a restart");
@@ -110,5 +168,16 @@ mod tests {
         let error = registry.load().unwrap_err().to_string();
         assert!(error.contains("not a task registry"), "{error}");
         assert_eq!(fs::read_to_string(dir.path().join("tasks.json.corrupt")).unwrap(), "{ not json");
+    }
+
+    #[test]
+    fn the_writer_leaves_the_latest_snapshot_on_disk_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = Writer::start(Registry::new(dir.path())).unwrap();
+        for next_handle in 1..=50 {
+            writer.save(&Persisted { next_handle, tasks: Vec::new() });
+        }
+        drop(writer);
+        assert_eq!(Registry::new(dir.path()).load().unwrap().next_handle, 50);
     }
 }

@@ -5,7 +5,10 @@ use std::sync::Arc;
 use serde::Serialize;
 use tracing::warn;
 
-use super::tasks::TaskTable;
+use super::{
+    outputs::{ExportSender, Record, Revocation},
+    tasks::TaskTable,
+};
 use crate::{
     actions::{
         kill::{kill_process, kill_task, KillOutcome, TaskKill},
@@ -13,7 +16,6 @@ use crate::{
     },
     doctor::Tier,
     engine::Finding,
-    export::{ExportSender, Record, Revocation},
     event::KernelAction,
     sensors::maps::KernelMaps,
 };

@@ -15,7 +15,8 @@ use prometheus::IntCounter;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::{metrics::Metrics, queue::Outbox};
+use super::queue::Outbox;
+use crate::daemon::metrics::Metrics;
 
 /// The `sink` label of the audit log's metrics.
 pub const SINK: &str = "audit";

@@ -11,9 +11,14 @@ use tracing::warn;
 use super::{
     queue::Outbox,
     schema::{Body, Stamper},
-    Record, Revocation,
 };
-use crate::{daemon::respond::Report, engine::Severity};
+use crate::{
+    daemon::{
+        outputs::{Record, Revocation},
+        respond::Report,
+    },
+    engine::Severity,
+};
 
 pub struct Routes {
     pub stamper: Arc<Stamper>,
@@ -86,7 +91,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::export::{metrics::Metrics, schema::tests::report};
+    use crate::{daemon::metrics::Metrics, export::schema::tests::report};
 
     #[tokio::test]
     async fn findings_below_the_threshold_are_audited_only() {

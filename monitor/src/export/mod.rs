@@ -1,23 +1,14 @@
 //! What leaves the daemon for operations: metrics, the audit log, alert sinks and revocation
-//! webhooks. The daemon only sends [`Record`]s down a bounded channel and never waits: a full
-//! channel drops the record and counts it, so a slow consumer cannot stall the engine.
+//! webhooks. The daemon only sends [`Record`]s down a bounded channel (`crate::daemon::outputs`)
+//! and never waits.
 //!
 //! [`spawn`] starts the exporters on threads of their own: one runs a tokio runtime for the
 //! `/metrics` endpoint, the routing of records and the HTTP sinks; another appends to the audit
 //! log, so that its `fsync`s hold up nothing else. Each exporter has a bounded queue in
 //! front of it that drops and counts instead of waiting.
 
-use std::{
-    io,
-    net::SocketAddr,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
-use serde::Serialize;
 use tokio::{
     sync::{mpsc, watch},
     task::JoinHandle,
@@ -25,7 +16,10 @@ use tokio::{
 use tracing::warn;
 
 use crate::{
-    daemon::{respond::Report, tasks::TaskEntry},
+    daemon::{
+        metrics::Metrics,
+        outputs::{Record, Revocation},
+    },
     engine::Severity,
 };
 
@@ -34,7 +28,6 @@ pub mod audit;
 mod backoff;
 mod dispatch;
 pub mod http;
-pub mod metrics;
 mod queue;
 mod schema;
 pub mod server;
@@ -47,7 +40,6 @@ use self::{
     audit::{AuditConfig, AuditError},
     dispatch::Routes,
     http::Endpoint,
-    metrics::Metrics,
     schema::Stamper,
     server::MetricsConfig,
     webhook::{FindingWebhook, RevokeWebhook},
@@ -170,6 +162,10 @@ pub fn spawn(
     records: mpsc::Receiver<Record>,
     metrics: Arc<Metrics>,
 ) -> Result<Exporters, ExportError> {
+    // The alert rules watch these for an increase: they exist at 0 from the start.
+    for sink in SINKS {
+        metrics.sink_dropped.with_label_values(&[sink]);
+    }
     let listener = config
         .metrics
         .as_ref()
@@ -244,87 +240,20 @@ fn keep_worker<T>(
     outbox
 }
 
-/// Records waiting for the exporters.
-pub const QUEUE: usize = 4096;
-
-/// A task's lifecycle change.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskChange {
-    Started,
-    Ended,
-    Expired,
-    Restored,
-}
-
-/// One thing the exporters hear about.
-#[derive(Clone, Debug)]
-pub enum Record {
-    /// A finding and what was done about it.
-    Finding(Arc<Report>),
-    /// A task was started, ended, expired or restored after a restart.
-    Task { change: TaskChange, at_unix: u64, task: Arc<TaskEntry> },
-    /// A revocation the `revoke` action asked for.
-    Revoke(Arc<Revocation>),
-}
-
-/// What a revocation webhook is told: which secret of which task to revoke. Never a value.
-#[derive(Clone, Debug, Serialize)]
-pub struct Revocation {
-    pub task: Option<String>,
-    pub secret_id: Option<u32>,
-    pub secret_name: String,
-    pub fingerprint_prefix: Option<String>,
-    pub rule: &'static str,
-    pub at_unix: u64,
-}
-
-/// The daemon's end of the export channel.
-#[derive(Clone)]
-pub struct ExportSender {
-    queue: mpsc::Sender<Record>,
-    dropped: Arc<AtomicU64>,
-}
-
-/// Creates the channel; the receiver goes to the exporters.
-pub fn channel() -> (ExportSender, mpsc::Receiver<Record>) {
-    let (queue, receiver) = mpsc::channel(QUEUE);
-    (ExportSender { queue, dropped: Arc::default() }, receiver)
-}
-
-impl ExportSender {
-    /// Queues a record without waiting; a full or closed queue drops it and counts the drop.
-    pub fn send(&self, record: Record) {
-        if self.queue.try_send(record).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Records dropped because the exporters fell behind.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_full_queue_drops_and_counts_instead_of_waiting() {
-        let (sender, mut receiver) = channel();
-        let revocation = Arc::new(Revocation {
-            task: None,
-            secret_id: None,
-            secret_name: "GITHUB_TOKEN".to_owned(),
-            fingerprint_prefix: None,
-            rule: "cross_task_reuse",
-            at_unix: 0,
-        });
-        for _ in 0..QUEUE + 10 {
-            sender.send(Record::Revoke(Arc::clone(&revocation)));
+    #[test]
+    fn every_sinks_drop_counter_exists_at_zero_once_the_exporters_run() {
+        let metrics = Arc::new(Metrics::default());
+        let config = ExportConfig { metrics: None, audit: None, ..ExportConfig::default() };
+        let (_sender, records) = crate::daemon::outputs::channel();
+        let exporters = spawn(&config, records, Arc::clone(&metrics)).unwrap();
+        let text = metrics.encode();
+        for sink in SINKS {
+            assert!(text.contains(&format!("credwatch_sink_dropped_total{{sink=\"{sink}\"}} 0")), "{sink}:\n{text}");
         }
-        assert_eq!(sender.dropped(), 10);
-        assert!(receiver.recv().await.is_some());
+        drop(exporters);
     }
 }

@@ -12,7 +12,8 @@ use std::{
 
 use serde::Serialize;
 
-use super::{wallclock, Revocation, TaskChange};
+use super::wallclock;
+use crate::daemon::outputs::{Revocation, TaskChange};
 use crate::{
     daemon::{
         control::TaskRequest,

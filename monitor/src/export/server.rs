@@ -9,7 +9,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::TcpListener, sync::watch};
 use tracing::{debug, info, warn};
 
-use super::metrics::Metrics;
+use crate::daemon::metrics::Metrics;
 
 /// A scraper that has not sent its request headers by then is dropped.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);

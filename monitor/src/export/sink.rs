@@ -15,9 +15,9 @@ use tracing::{debug, warn};
 use super::{
     backoff::Backoff,
     http::{post_json, Endpoint, PostError},
-    metrics::Metrics,
     queue::Outbox,
 };
+use crate::daemon::metrics::Metrics;
 
 /// Attempts per batch before it is given up on: about half a minute of retries.
 pub const ATTEMPTS: u32 = 8;
@@ -141,7 +141,7 @@ fn worth_retrying(status: StatusCode) -> bool {
 }
 
 fn chain(error: &PostError) -> String {
-    crate::cli::ErrorChain(error).to_string()
+    crate::error_chain::ErrorChain(error).to_string()
 }
 
 #[cfg(test)]

@@ -89,7 +89,7 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
-    use crate::export::metrics::Metrics;
+    use crate::daemon::metrics::Metrics;
 
     #[test]
     fn a_revocation_names_the_secret_and_its_outcome_is_audited() {

@@ -16,8 +16,9 @@ use crate::{
     api::client::ApiClient,
     cli::{
         socket::{self, SocketArgs},
-        CommandError, ErrorChain,
+        CommandError,
     },
+    error_chain::ErrorChain,
 };
 
 /// Exit status when the task could not be registered (the command did not run).
