@@ -40,14 +40,14 @@ impl WatchedFiles {
     }
 
     /// Starts watching `inode`, found at `path`, as `secret`, with the secret's current binding.
-    pub fn add(&mut self, maps: &mut KernelMaps, secret: SecretId, inode: InodeId, path: String) {
+    fn add(&mut self, maps: &mut KernelMaps, secret: SecretId, inode: InodeId, path: String) {
         self.paths.insert(secret, path);
         let binding = self.bindings.get(&secret).map_or(policy::UNBOUND, |(binding, _)| *binding);
         report(maps.watch(inode, secret.0, binding), "watch a secret inode");
         self.inodes.entry(secret).or_default().push(inode);
     }
 
-    pub fn remove(&mut self, maps: &mut KernelMaps, secret: SecretId, inode: InodeId) {
+    fn remove(&mut self, maps: &mut KernelMaps, secret: SecretId, inode: InodeId) {
         report(maps.unwatch(inode), "unwatch a secret inode");
         if let Some(inodes) = self.inodes.get_mut(&secret) {
             inodes.retain(|&known| known != inode);
@@ -108,6 +108,8 @@ pub fn apply(effects: &[Effect], maps: &mut KernelMaps, files: &mut WatchedFiles
                 info!(secret = %secret.name, %task, ?binding, "secret bound");
             }
             Effect::SecretReleased { secret, task } => info!(secret = %secret.name, %task, "secret released"),
+            Effect::InodeWatched { secret, inode, path } => files.add(maps, *secret, *inode, path.clone()),
+            Effect::InodeUnwatched { secret, inode } => files.remove(maps, *secret, *inode),
             Effect::FileBinding { secret, binding, grantees } => files.bind(maps, *secret, *binding, grantees.clone()),
             Effect::ProcessHolds { process } => report(maps.hold(process.tgid), "mark a secret holder"),
             Effect::Rejected(rejection) => warn!(%rejection, "engine rejected an input"),

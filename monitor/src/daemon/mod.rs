@@ -362,13 +362,12 @@ impl Daemon {
                 Change::Watch { id, path, inode } => {
                     debug!(secret = id.0, path = %path.display(), ino = inode.ino, "watching secret file");
                     let path = path.display().to_string();
-                    self.watched.add(self.sensors.maps_mut(), id, inode, path.clone());
                     let secret = SecretSpec { id, name: path.clone(), kind: SecretKind::File { inode, path }, fingerprint: None };
                     self.input(Input::SecretWatched { at_ns: clock::boottime_ns(), secret })?;
                 }
                 Change::Unwatch { id, inode } => {
                     debug!(secret = id.0, ino = inode.ino, "unwatching secret inode");
-                    self.watched.remove(self.sensors.maps_mut(), id, inode);
+                    self.input(Input::InodeUnwatched { at_ns: clock::boottime_ns(), secret: id, inode })?;
                 }
             }
         }

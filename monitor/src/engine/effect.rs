@@ -8,7 +8,7 @@ use super::{
     secrets::BindingKind,
     tasks::{TaskId, TaskState},
 };
-use crate::event::{ExecId, SecretId};
+use crate::event::{ExecId, InodeId, SecretId};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "effect", rename_all = "snake_case")]
@@ -50,6 +50,17 @@ pub enum Effect {
     SecretReleased {
         secret: SecretLabel,
         task: TaskId,
+    },
+    /// The kernel must watch `inode`, found at `path`, as secret file `secret`.
+    InodeWatched {
+        secret: SecretId,
+        inode: InodeId,
+        path: String,
+    },
+    /// `inode` is no longer secret `secret` (replaced, or its last link gone).
+    InodeUnwatched {
+        secret: SecretId,
+        inode: InodeId,
     },
     /// What the kernel must know of a watched secret file after its owners changed: its binding
     /// (`monitor_common::maps::policy::{UNBOUND, ACTIVE, FINISHED}`) and the handles of the

@@ -7,7 +7,7 @@ use super::{
     secrets::SecretSpec,
     tasks::{Grant, TaskId, TaskSpec, TaskState},
 };
-use crate::event::Event;
+use crate::event::{Event, InodeId, SecretId};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "input", rename_all = "snake_case")]
@@ -45,6 +45,12 @@ pub enum Input {
         at_ns: u64,
         secret: SecretSpec,
     },
+    /// An inode of a watched secret file is no longer one (replaced, or its last link gone).
+    InodeUnwatched {
+        at_ns: u64,
+        secret: SecretId,
+        inode: InodeId,
+    },
     /// Time passed: lets tasks expire when nothing else happens.
     Tick {
         at_ns: u64,
@@ -62,6 +68,7 @@ impl Input {
             | Self::HandlesIssued { at_ns, .. }
             | Self::GrantAdded { at_ns, .. }
             | Self::SecretWatched { at_ns, .. }
+            | Self::InodeUnwatched { at_ns, .. }
             | Self::Tick { at_ns } => *at_ns,
         }
     }

@@ -112,7 +112,13 @@ impl Engine {
             Input::GrantAdded { at_ns: _, task, grant } => self.add_grant(task, grant, &mut out),
             Input::SecretWatched { at_ns: _, secret } => {
                 self.state.secrets.watch(secret);
+                if let SecretKind::File { inode, path } = &secret.kind {
+                    out.effects.push(Effect::InodeWatched { secret: secret.id, inode: *inode, path: path.clone() });
+                }
                 self.bindings_changed = true;
+            }
+            Input::InodeUnwatched { at_ns: _, secret, inode } => {
+                out.effects.push(Effect::InodeUnwatched { secret: *secret, inode: *inode });
             }
             Input::Tick { at_ns: _ } => {}
         }

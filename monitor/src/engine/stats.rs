@@ -40,6 +40,7 @@ pub struct InputCounts {
     pub handles_issued: u64,
     pub grant_added: u64,
     pub secret_watched: u64,
+    pub inode_unwatched: u64,
     pub tick: u64,
 }
 
@@ -60,6 +61,7 @@ impl InputCounts {
             Input::HandlesIssued { .. } => &mut self.handles_issued,
             Input::GrantAdded { .. } => &mut self.grant_added,
             Input::SecretWatched { .. } => &mut self.secret_watched,
+            Input::InodeUnwatched { .. } => &mut self.inode_unwatched,
             Input::Tick { .. } => &mut self.tick,
         };
         *counter += 1;
@@ -79,6 +81,7 @@ impl InputCounts {
             handles_issued,
             grant_added,
             secret_watched,
+            inode_unwatched,
             tick,
         } = *self;
         exec + fork
@@ -92,6 +95,7 @@ impl InputCounts {
             + handles_issued
             + grant_added
             + secret_watched
+            + inode_unwatched
             + tick
     }
 }
