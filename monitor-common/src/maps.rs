@@ -75,6 +75,48 @@ pub mod policy {
     }
 }
 
+/// The task handle the kernel reports for a process whose membership it could not record
+/// (`TASK_OF` was full when it forked): judged as a member of some other task.
+pub const UNKNOWN_TASK: u32 = u32::MAX;
+
+/// The maps a write to which can fail, as slots of `MAP_FAILURES` (kernel writes) and of the
+/// daemon's own count of its failed writes. A failure is never silent: it is counted, raises a
+/// critical finding, and where membership is at stake the kernel fails closed ([`fail_closed`]).
+pub mod written {
+    pub const TASK_OF: u32 = 0;
+    pub const HOLDERS: u32 = 1;
+    pub const WATCHED: u32 = 2;
+    pub const GRANTEES: u32 = 3;
+    pub const VERDICTS: u32 = 4;
+    pub const ALLOWED_DESTINATIONS: u32 = 5;
+    pub const SLOTS: u32 = 6;
+    /// Map names, by slot.
+    pub const NAMES: [&str; SLOTS as usize] =
+        ["TASK_OF", "HOLDERS", "WATCHED", "GRANTEES", "VERDICTS", "ALLOWED_DESTINATIONS"];
+}
+
+/// `MAP_FAILURES` value, per CPU: failed writes to one map, and the process of the latest.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MapFailures {
+    pub count: u64,
+    pub last_tgid: u32,
+    pub _pad: u32,
+}
+
+/// Slots of the `FAIL_CLOSED` array, set to 1 by the kernel the first time a write that keeps
+/// the model true fails; they stay set for the life of the sensors.
+pub mod fail_closed {
+    /// A child's task membership could not be recorded: from then on a process the kernel knows
+    /// in no task is judged as a member of another task ([`super::UNKNOWN_TASK`]), so a
+    /// reuser never escapes by being forgotten.
+    pub const MEMBERSHIP: u32 = 0;
+    /// A process's holding of a secret could not be recorded: from then on the connects of
+    /// every task member are reported, holders or not.
+    pub const HOLDINGS: u32 = 1;
+    pub const SLOTS: u32 = 2;
+}
+
 /// `WATCHED` value: which secret an inode is, and whether it is bound.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -167,6 +209,8 @@ mod user {
     unsafe impl aya::Pod for super::WatchedInode {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::GranteeKey {}
+    // SAFETY: repr(C), a u64 then two u32s: no padding, every bit pattern valid.
+    unsafe impl aya::Pod for super::MapFailures {}
     // SAFETY: repr(C), byte arrays only: no padding, every bit pattern valid.
     unsafe impl aya::Pod for super::DestinationKey {}
     // SAFETY: repr(C), two u32 then u16s (40 bytes, no padding): every bit pattern valid.

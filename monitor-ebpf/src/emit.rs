@@ -2,12 +2,12 @@
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
-    maps::ring_buf::RingBufEntry,
+    maps::{ring_buf::RingBufEntry, RingBuf},
 };
-use monitor_common::event::{flags, Event, EventHeader, EventKind};
+use monitor_common::event::{flags, kernel_action, Event, EventHeader, EventKind};
 
 use crate::{
-    maps::{EVENTS, LOST},
+    maps::{DECISIONS, EVENTS, LOST},
     task::Task,
 };
 
@@ -15,7 +15,23 @@ use crate::{
 /// A failed reservation is counted in `LOST`, never silently dropped.
 #[inline(always)]
 pub fn reserve<T: 'static>(kind: EventKind) -> Option<RingBufEntry<Event<T>>> {
-    let Some(mut entry) = EVENTS.reserve::<Event<T>>(0) else {
+    reserve_in(&EVENTS, kind)
+}
+
+/// Like [`reserve`], in the `DECISIONS` buffer when the kernel killed or refused (`action`, one
+/// of `kernel_action`): a flood of ordinary events cannot crowd out the report of a decision.
+#[inline(always)]
+pub fn reserve_decided<T: 'static>(kind: EventKind, action: u32) -> Option<RingBufEntry<Event<T>>> {
+    if action == kernel_action::NONE {
+        reserve_in(&EVENTS, kind)
+    } else {
+        reserve_in(&DECISIONS, kind)
+    }
+}
+
+#[inline(always)]
+fn reserve_in<T: 'static>(ring: &RingBuf, kind: EventKind) -> Option<RingBufEntry<Event<T>>> {
+    let Some(mut entry) = ring.reserve::<Event<T>>(0) else {
         count_lost(kind);
         return None;
     };

@@ -22,15 +22,15 @@ use monitor_common::{
         secret_open::{SecretOpenBody, PATH_LEN},
         EventKind,
     },
-    maps::{enforce, policy, GranteeKey, InodeKey, WatchedInode},
+    maps::{enforce, fail_closed, policy, GranteeKey, InodeKey, WatchedInode, UNKNOWN_TASK},
     offsets::KernelSymbols,
     syscalls,
 };
 
 use crate::{
     kill::kill_current,
-    emit::{reserve, set_flag, str_read_flag},
-    maps::{ENFORCE, FINISHED_TASKS, GRANTEES, HOLDERS, TASK_OF, WATCHED},
+    emit::{reserve_decided, set_flag, str_read_flag},
+    maps::{failed_closed, hold, ENFORCE, FINISHED_TASKS, GRANTEES, TASK_OF, WATCHED},
     task::{file_flags, file_inode, file_open_op, proc_inode_pid, syscall_arg, syscall_nr, Task},
 };
 
@@ -105,7 +105,7 @@ fn on_secret_open(ctx: &RawTracePointContext, regs: u64, nr: u32, fd: u32, key: 
         kill_current();
         kernel_action::KILLED
     } else {
-        let _ = HOLDERS.insert(&tgid, &1, 0);
+        hold(tgid, 1);
         kernel_action::NONE
     };
     report_secret_use(&SecretUse {
@@ -119,12 +119,16 @@ fn on_secret_open(ctx: &RawTracePointContext, regs: u64, nr: u32, fd: u32, key: 
     });
 }
 
-/// The caller's task handle (0: none) and whether its use of `watched` is killed or refused
-/// under the `ENFORCE` files policy: the one decision of every tier.
+/// The caller's task handle (0: none, `UNKNOWN_TASK`: not recorded) and whether its use of
+/// `watched` is killed or refused under the `ENFORCE` files policy: the one decision of every
+/// tier.
 #[inline(always)]
 pub fn secret_use_refused(tgid: u32, watched: WatchedInode) -> (u32, bool) {
+    // Once a membership could not be recorded, a process the kernel knows in no task may be that
+    // one: it is judged as a member of another task, never as a process in no task.
+    let not_member = if failed_closed(fail_closed::MEMBERSHIP) { UNKNOWN_TASK } else { 0 };
     // SAFETY: plain values copied out.
-    let caller_task = unsafe { TASK_OF.get(&tgid) }.copied().unwrap_or(0);
+    let caller_task = unsafe { TASK_OF.get(&tgid) }.copied().unwrap_or(not_member);
     if watched.binding == policy::UNBOUND {
         return (caller_task, false);
     }
@@ -161,7 +165,7 @@ pub struct SecretUse {
 /// Reports a use of a watched inode by the current process.
 #[inline(always)]
 pub fn report_secret_use(used: &SecretUse) {
-    let Some(mut entry) = reserve::<SecretOpenBody>(EventKind::SecretOpen) else {
+    let Some(mut entry) = reserve_decided::<SecretOpenBody>(EventKind::SecretOpen, used.action) else {
         return;
     };
     let event = entry.as_mut_ptr();
@@ -225,7 +229,7 @@ pub fn proc_harvest_kind(open_op: u64) -> Option<u32> {
 /// `kernel_action`.
 #[inline(always)]
 pub fn report_harvest(harvest_kind: u32, target: u32, action: u32) {
-    let Some(mut entry) = reserve::<HarvestBody>(EventKind::Harvest) else {
+    let Some(mut entry) = reserve_decided::<HarvestBody>(EventKind::Harvest, action) else {
         return;
     };
     // SAFETY: reserved record of the right size.

@@ -31,11 +31,11 @@ use monitor_common::{
 };
 
 use crate::{
-    emit::reserve,
+    emit::reserve_decided,
     files::{
         daemon_tgid, path_argument, proc_harvest_kind, report_harvest, report_secret_use, secret_use_refused, SecretUse,
     },
-    maps::{ALLOWED_DESTINATIONS, ENFORCE, HOLDERS, TASK_OF, WATCHED},
+    maps::{hold, is_holder, ALLOWED_DESTINATIONS, ENFORCE, TASK_OF, WATCHED},
     task::{file_inode, file_open_op, proc_inode_pid, read_kernel, syscall_nr, Task},
 };
 
@@ -178,7 +178,7 @@ fn on_secret(tgid: u32, key: InodeKey, watched: WatchedInode, used: Use) -> i32 
     let action = if refused {
         kernel_action::DENIED
     } else if used == Use::Open && !by_open_syscall {
-        let _ = HOLDERS.insert(&tgid, &1, 0);
+        hold(tgid, 1);
         kernel_action::NONE
     } else {
         return 0; // an allowed open syscall (`sys_exit` reports it) or read
@@ -217,7 +217,7 @@ pub fn socket_connect(ctx: LsmContext) -> i32 {
         return previous;
     }
     let tgid = current_tgid();
-    if tgid == daemon_tgid() || HOLDERS.get_ptr(tgid).is_none() {
+    if tgid == daemon_tgid() || !is_holder(tgid) {
         return 0;
     }
     let Ok(family) = read_kernel::<u16>(address, 0) else {
@@ -268,7 +268,7 @@ fn allowed_destination(tgid: u32, family: u16, sockaddr: &[u8; SOCKADDR_LEN]) ->
 
 #[inline(always)]
 fn report_connect(sockaddr: &[u8; SOCKADDR_LEN], address_len: u32, action: u32) {
-    let Some(mut entry) = reserve::<ConnectBody>(EventKind::Connect) else {
+    let Some(mut entry) = reserve_decided::<ConnectBody>(EventKind::Connect, action) else {
         return;
     };
     // SAFETY: reserved record of the right size; every field is written before submit.
@@ -361,7 +361,7 @@ pub fn task_kill(ctx: LsmContext) -> i32 {
 #[inline(always)]
 fn refuses_harvest(caller: u32, target: u32) -> bool {
     let bits = enforced(enforce::HARVEST);
-    if bits == 0 || HOLDERS.get_ptr(target).is_none() {
+    if bits == 0 || !is_holder(target) {
         return false;
     }
     // SAFETY: plain values copied out.

@@ -28,7 +28,7 @@ use crate::{
     emit::{reserve, set_flag},
     files::report_harvest,
     lsm,
-    maps::{HOLDERS, VERDICTS, VERDICT_COUNT},
+    maps::{self, VERDICTS, VERDICT_COUNT},
     task::{read_user, syscall_arg},
 };
 
@@ -98,7 +98,7 @@ fn pending_verdicts() -> bool {
 
 #[inline(always)]
 fn is_holder(ctx: &RawTracePointContext) -> bool {
-    HOLDERS.get_ptr(ctx.tgid()).is_some()
+    maps::is_holder(ctx.tgid())
 }
 
 #[inline(always)]

@@ -11,17 +11,20 @@ use aya_ebpf::{
     programs::RawTracePointContext,
     EbpfContext as _,
 };
-use monitor_common::event::{
-    exec::{ExecBody, ARGV0_LEN, FILENAME_LEN},
-    exit::ExitBody,
-    flags,
-    fork::ForkBody,
-    EventKind,
+use monitor_common::{
+    event::{
+        exec::{ExecBody, ARGV0_LEN, FILENAME_LEN},
+        exit::ExitBody,
+        flags,
+        fork::ForkBody,
+        EventKind,
+    },
+    maps::{fail_closed as flag, written},
 };
 
 use crate::{
     emit::{reserve, set_flag, str_read_flag},
-    maps::{HOLDERS, TASK_OF},
+    maps::{fail_closed, hold, write_failed, HOLDERS, TASK_OF},
     task::{binprm_filename, Task},
 };
 
@@ -135,16 +138,20 @@ pub fn sched_process_exit(ctx: RawTracePointContext) -> i32 {
 }
 
 /// A child belongs to its parent's task and holds what its parent holds (inherited env and fds).
+/// A membership that cannot be recorded fails closed: see `fail_closed::MEMBERSHIP`.
 #[inline(always)]
 fn inherit(ctx: &RawTracePointContext, child: u32) {
     let parent = ctx.tgid();
     // SAFETY: plain values copied out.
     if let Some(&task) = unsafe { TASK_OF.get(&parent) } {
-        let _ = TASK_OF.insert(&child, &task, 0);
+        if TASK_OF.insert(&child, &task, 0).is_err() {
+            write_failed(written::TASK_OF, parent);
+            fail_closed(flag::MEMBERSHIP);
+        }
     }
     // SAFETY: as above.
     if let Some(&held) = unsafe { HOLDERS.get(&parent) } {
-        let _ = HOLDERS.insert(&child, &held, 0);
+        hold(child, held);
     }
 }
 

@@ -55,6 +55,7 @@ use crate::{
         CatalogueConfig,
     },
     daemon::DaemonConfig,
+    sensors::sizes::MapSizeOverrides,
     engine::{EngineConfig, Rule, Severity},
     export::{audit::AuditConfig, http::Endpoint, server::MetricsConfig, AlertsConfig, ExportConfig, RevokeConfig},
 };
@@ -65,6 +66,8 @@ pub const MAX_DOTENV_DEPTH: u32 = 8;
 const AUDIT_BYTES: std::ops::RangeInclusive<u64> = 4096..=1 << 40;
 const MAX_AUDIT_FILES: u32 = 1000;
 const MAX_QUEUE: usize = 1 << 20;
+/// The most entries a `[maps]` size may ask for (the largest `kernel.pid_max`).
+const MAX_MAP_ENTRIES: u32 = 1 << 22;
 
 /// How bindings are made.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -90,6 +93,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// What each rule does besides publishing its findings.
     pub actions: ActionPlan,
+    /// Kernel map sizes replacing the host's defaults.
+    pub maps: MapSizeOverrides,
     /// Metrics, audit log, alert sinks and the revocation webhook.
     pub export: ExportConfig,
 }
@@ -103,6 +108,7 @@ impl Config {
             key_file: self.key_file.clone(),
             catalogue: self.catalogue.clone(),
             actions: self.actions.clone(),
+            maps: self.maps,
         }
     }
 }
@@ -116,6 +122,7 @@ impl Default for Config {
             catalogue: CatalogueConfig::default(),
             api: ApiConfig::default(),
             actions: ActionPlan::default(),
+            maps: MapSizeOverrides::default(),
             export: ExportConfig::default(),
         }
     }
@@ -177,6 +184,8 @@ struct RawConfig {
     audit: Option<RawAudit>,
     alerts: Option<RawAlerts>,
     revoke: Option<RawRevoke>,
+    /// Map name → entries.
+    maps: Option<BTreeMap<Spanned<String>, Spanned<u32>>>,
 }
 
 #[derive(Deserialize)]
@@ -233,7 +242,7 @@ struct Invalid {
 
 impl RawConfig {
     fn validate(self) -> Result<Config, Invalid> {
-        let Self { mode, state_dir, key_file, catalogue, api, actions, host, metrics, audit, alerts, revoke } = self;
+        let Self { mode, state_dir, key_file, catalogue, api, actions, host, metrics, audit, alerts, revoke, maps } = self;
         let default = Config::default();
         if revoke.is_none() {
             if let Some((key, span)) = actions.iter().flatten().find_map(|(rule, actions)| {
@@ -257,6 +266,7 @@ impl RawConfig {
             catalogue: catalogue.map(RawCatalogue::validate).transpose()?.unwrap_or_default(),
             api: api.unwrap_or_default(),
             actions: actions.map(validate_actions).transpose()?.unwrap_or_default(),
+            maps: maps.map(validate_maps).transpose()?.unwrap_or_default(),
             export,
         })
     }
@@ -351,6 +361,20 @@ fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
         }),
         value => Ok(value.map(Spanned::into_inner)),
     }
+}
+
+/// `[maps]`: each key a kernel map, each value its entries.
+fn validate_maps(table: BTreeMap<Spanned<String>, Spanned<u32>>) -> Result<MapSizeOverrides, Invalid> {
+    let mut overrides = MapSizeOverrides::default();
+    for (map, entries) in table {
+        let key = format!("maps.{}", map.get_ref());
+        let entries = in_range(&key, Some(entries), 1..=MAX_MAP_ENTRIES)?.expect("a value was given");
+        if !overrides.set(map.get_ref(), entries) {
+            let message = format!("unknown map; one of {}", MapSizeOverrides::KEYS.join(", "));
+            return Err(Invalid { key, span: map.span(), message });
+        }
+    }
+    Ok(overrides)
 }
 
 /// `[actions]`: each key a rule, each value a list of actions.
@@ -582,6 +606,8 @@ cross_task_reuse = ["kill_process", "revoke"]
             ("[audit]\nmax_files = 1\n", "credwatch.toml:2: audit.max_files: 1 is not between 2 and 1000"),
             ("host = \"my host\"\n", "credwatch.toml:1: host: \"my host\" is not a host name"),
             ("[revoke]\nqueue = 5\n", "credwatch.toml:1: revoke: missing field `url`"),
+            ("[maps]\ntask_of = 0\n", "credwatch.toml:2: maps.task_of: 0 is not between 1 and 4194304"),
+            ("[maps]\nevents = 8\n", "credwatch.toml:2: maps.events: unknown map; one of task_of, holders,"),
         ] {
             let error = parse(text).unwrap_err();
             assert!(error.starts_with(expected), "{text:?}: {error}");
@@ -614,6 +640,10 @@ env = ["MYAPP_*_KEY"]
 dotenv_roots = ["/srv/agents"]
 dotenv_depth = 3
 homes = ["/home/agent"]
+
+[maps]
+task_of = 512
+watched = 64
 "#;
         let config = parse(text).unwrap();
         assert_eq!(
@@ -639,6 +669,7 @@ homes = ["/home/agent"]
                 },
                 api: ApiConfig::default(),
                 actions: ActionPlan::default(),
+                maps: MapSizeOverrides { task_of: Some(512), watched: Some(64), ..MapSizeOverrides::default() },
                 export: ExportConfig::default(),
             }
         );

@@ -282,10 +282,25 @@ impl Daemon {
             "kernel": {
                 "lost": lost.iter().collect::<std::collections::BTreeMap<_, _>>(),
                 "decode_errors": self.sensors.decode_errors(),
+                "maps": self.map_status(),
+                "fail_closed": self.sensors.failed_closed(),
                 "gaps": self.sensors.gaps().iter().map(|gap| json!({"capability": gap.capability, "reason": gap.reason})).collect::<Vec<_>>(),
             },
             "engine": engine,
         })
+    }
+
+    /// Each kernel map's size and failed writes.
+    fn map_status(&self) -> Vec<serde_json::Value> {
+        let failures = self.sensors.map_failures().unwrap_or_default();
+        self.map_sizes
+            .by_map()
+            .iter()
+            .map(|&(map, entries)| {
+                let failed = failures.iter().find(|failed| failed.map == map).map_or(0, |failed| failed.failures);
+                json!({ "map": map, "entries": entries, "write_failures": failed })
+            })
+            .collect()
     }
 
     /// Gives the engine the persisted tasks after a restart, under the handles they had: their

@@ -56,18 +56,30 @@ impl WatchedFiles {
 
     /// Gives the kernel `secret`'s new binding and owners. New owners are admitted before the
     /// binding changes and former ones dropped after, so no owner is ever refused in between.
+    /// An owner `GRANTEES` has no room for would be refused its own secret: the secret is then
+    /// left unbound in the kernel (the daemon still judges and kills after the open) until a
+    /// later binding admits every owner.
     fn bind(&mut self, maps: &mut KernelMaps, secret: SecretId, binding: u32, grantees: Vec<u32>) {
         let (_, before) = self.bindings.remove(&secret).unwrap_or((policy::UNBOUND, Vec::new()));
-        for &task in grantees.iter().filter(|task| !before.contains(task)) {
-            report(maps.set_grantee(secret.0, task, true), "add a secret's owner");
+        let mut admitted = Vec::with_capacity(grantees.len());
+        for &task in &grantees {
+            if before.contains(&task) {
+                admitted.push(task);
+                continue;
+            }
+            match maps.set_grantee(secret.0, task, true) {
+                Ok(()) => admitted.push(task),
+                Err(error) => warn!(%error, secret = secret.0, task, "cannot add a secret's owner in the kernel map"),
+            }
         }
+        let binding = if admitted.len() == grantees.len() { binding } else { policy::UNBOUND };
         for &inode in self.inodes(secret) {
             report(maps.watch(inode, secret.0, binding), "rebind a secret inode");
         }
         for &task in before.iter().filter(|task| !grantees.contains(task)) {
             report(maps.set_grantee(secret.0, task, false), "drop a secret's owner");
         }
-        self.bindings.insert(secret, (binding, grantees));
+        self.bindings.insert(secret, (binding, admitted));
     }
 }
 

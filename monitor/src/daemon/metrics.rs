@@ -41,6 +41,12 @@ pub struct Metrics {
     pub sink_dropped: IntCounterVec,
     /// Records an exporter delivered (written to the audit log, accepted by an endpoint), by sink.
     pub sink_sent: IntCounterVec,
+    /// Failed writes to a kernel map (it was full), by map.
+    pub map_write_failures: IntCounterVec,
+    /// Entries each kernel map holds, by map.
+    pub map_entries: IntGaugeVec,
+    /// 1 for each fail-closed judgement the kernel has switched to (`membership`, `holdings`).
+    pub fail_closed: IntGaugeVec,
 }
 
 /// Registers a metric built from constant names and labels, which cannot be invalid.
@@ -148,6 +154,19 @@ impl Default for Metrics {
                 "Records an exporter delivered (audit lines written, alerts and webhook calls accepted), by sink",
                 &["sink"],
             ),
+            map_write_failures: counter_vec(
+                r,
+                "credwatch_map_write_failures_total",
+                "Writes to a kernel map that failed because it was full, by map",
+                &["map"],
+            ),
+            map_entries: gauge_vec(r, "credwatch_map_entries", "Entries each kernel map holds, by map", &["map"]),
+            fail_closed: gauge_vec(
+                r,
+                "credwatch_fail_closed",
+                "Judgements the kernel made conservative after a failed write (1 each)",
+                &["judgement"],
+            ),
             registry,
         }
         .with_zeros()
@@ -169,6 +188,9 @@ impl Metrics {
         }
         for action in [Action::KillProcess, Action::KillTask, Action::Deny] {
             self.actions.with_label_values(&[action.name(), "failed"]);
+        }
+        for map in monitor_common::maps::written::NAMES {
+            self.map_write_failures.with_label_values(&[map]);
         }
         self
     }
@@ -194,8 +216,11 @@ impl Metrics {
             export_dropped,
             sink_dropped,
             sink_sent,
+            map_write_failures,
+            map_entries,
+            fail_closed,
         } = self;
-        let plain: [&dyn Collector; 15] = [
+        let plain: [&dyn Collector; 18] = [
             events,
             events_lost,
             decode_errors,
@@ -211,6 +236,9 @@ impl Metrics {
             export_dropped,
             sink_dropped,
             sink_sent,
+            map_write_failures,
+            map_entries,
+            fail_closed,
         ];
         let histograms: [&dyn Collector; 1] = [event_latency];
         let mut names: Vec<String> =
@@ -282,6 +310,8 @@ mod tests {
         metrics.secret_files_unwatched.with_label_values(&["watch_limit"]).set(0);
         metrics.sink_sent.with_label_values(&["audit"]).inc();
         metrics.sink_dropped.with_label_values(&["audit"]).inc();
+        metrics.map_entries.with_label_values(&["TASK_OF"]).set(64);
+        metrics.fail_closed.with_label_values(&["membership"]).set(1);
         let text = metrics.encode();
         let exposed: std::collections::BTreeSet<&str> = text
             .lines()

@@ -37,14 +37,18 @@ use crate::{
     catalogue::{self, pattern::EnvPatterns, Catalogue, CatalogueConfig},
     doctor::{self, Tier},
     engine::{Effect, Engine, EngineConfig, Input, Rejection, SecretKind, SecretSpec, TaskState},
-    event::{EnvScan, Event, EventKind, KernelAction, SecretId},
+    event::{EnvScan, Event, EventKind, ExecId, KernelAction, SecretId},
     fingerprint::{FingerprintKey, KeyError},
     procfs,
     secrets::{
         environ::scan_environ,
         files::{Change, FilesError, SecretFiles},
     },
-    sensors::{loss::LossCounts, SensorError, SensorOptions, Sensors},
+    sensors::{
+        loss::LossCounts,
+        sizes::{MapSizeOverrides, MapSizes},
+        MapWriteFailures, SensorError, SensorOptions, Sensors,
+    },
 };
 
 /// How often time passes for the engine with no other input (TTL expiry).
@@ -84,6 +88,8 @@ pub struct DaemonConfig {
     pub key_file: Option<PathBuf>,
     pub catalogue: CatalogueConfig,
     pub actions: ActionPlan,
+    /// Kernel map sizes replacing the host's defaults.
+    pub maps: MapSizeOverrides,
 }
 
 pub struct DaemonOptions {
@@ -126,6 +132,10 @@ pub struct Daemon {
     plan: ActionPlan,
     counters: DaemonCounters,
     reported_loss: LossCounts,
+    /// Entries of each kernel map, as loaded.
+    map_sizes: MapSizes,
+    /// Failed map writes as last reported, by map.
+    reported_map_failures: Vec<MapWriteFailures>,
     reported_decode_errors: u64,
     reported_export_drops: u64,
     latency: LatencyHistogram,
@@ -144,7 +154,8 @@ impl Daemon {
         let DaemonOptions { config, ring_buffer_bytes, record, metrics, exports } = options;
         let plan = config.actions.clone();
         let key = FingerprintKey::for_host(&config.state_dir, config.key_file.as_deref())?;
-        let mut sensors = load_sensors(ring_buffer_bytes, doctor::inspect().tier()?)?;
+        let map_sizes = MapSizes::for_host().with(&config.maps);
+        let mut sensors = load_sensors(ring_buffer_bytes, doctor::inspect().tier()?, map_sizes)?;
         let tier = sensors.tier();
         kernel_sync::set_enforcement(sensors.maps_mut(), &plan);
         for gap in sensors.gaps() {
@@ -174,6 +185,8 @@ impl Daemon {
             plan,
             counters: DaemonCounters::default(),
             reported_loss: LossCounts::default(),
+            map_sizes,
+            reported_map_failures: Vec::new(),
             reported_decode_errors: 0,
             reported_export_drops: 0,
             latency: LatencyHistogram::default(),
@@ -187,6 +200,9 @@ impl Daemon {
         }
         for gap in daemon.sensors.gaps() {
             daemon.metrics.sensor_gaps.with_label_values(&[gap.capability]).set(1);
+        }
+        for (map, entries) in map_sizes.by_map() {
+            daemon.metrics.map_entries.with_label_values(&[map]).set(i64::from(entries));
         }
         let initial = daemon.secret_files.initial();
         daemon.apply_file_changes(initial)?;
@@ -225,6 +241,7 @@ impl Daemon {
                 }
                 _ = tick.tick() => {
                     self.catch_up()?;
+                    self.check_maps()?;
                     self.input(Input::Tick { at_ns: clock::boottime_ns() })?;
                 }
                 _ = refresh.tick() => self.refresh_metrics(),
@@ -374,6 +391,35 @@ impl Daemon {
         Ok(())
     }
 
+    /// Failed kernel map writes since the last look: counted, and an input for the engine, which
+    /// raises a finding once per episode.
+    fn check_maps(&mut self) -> Result<(), DaemonError> {
+        let failures = match self.sensors.map_failures() {
+            Ok(failures) => failures,
+            Err(error) => {
+                warn!(%error, "cannot read the map failure counters");
+                return Ok(());
+            }
+        };
+        for now in &failures {
+            let before = self.reported_map_failures.iter().find(|before| before.map == now.map).map_or(0, |b| b.failures);
+            if now.failures <= before {
+                continue;
+            }
+            warn!(map = now.map, failures = now.failures, "a kernel map is full");
+            self.metrics.map_write_failures.with_label_values(&[now.map]).inc_by(now.failures - before);
+            let process = (now.last_tgid != 0)
+                .then(|| procfs::exec_id(now.last_tgid).unwrap_or(ExecId { tgid: now.last_tgid, start_time: 0 }));
+            let (map, failures) = (now.map.to_owned(), now.failures);
+            self.input(Input::MapWriteFailed { at_ns: clock::boottime_ns(), map, failures, process })?;
+        }
+        self.reported_map_failures = failures;
+        for judgement in self.sensors.failed_closed() {
+            self.metrics.fail_closed.with_label_values(&[judgement]).set(1);
+        }
+        Ok(())
+    }
+
     /// Brings gauges and the kernel's counters into the metrics, and logs new losses.
     fn refresh_metrics(&mut self) {
         match self.sensors.lost() {
@@ -424,8 +470,8 @@ impl Daemon {
 /// The sensors of `tier`. If the LSM programs are refused although doctor's probe loaded (a
 /// kernel older than they need, 5.15), the tracepoint tier's, with a warning: a daemon that
 /// sees less beats no daemon.
-fn load_sensors(ring_buffer_bytes: u32, tier: Tier) -> Result<Sensors, SensorError> {
-    let options = |tier| SensorOptions { ring_buffer_bytes, ignored_tgid: Some(std::process::id()), tier };
+fn load_sensors(ring_buffer_bytes: u32, tier: Tier, map_sizes: MapSizes) -> Result<Sensors, SensorError> {
+    let options = |tier| SensorOptions { ring_buffer_bytes, ignored_tgid: Some(std::process::id()), tier, map_sizes };
     match Sensors::load(options(tier)) {
         Err(error) if tier == Tier::Lsm => {
             let cause = std::error::Error::source(&error).map(ToString::to_string).unwrap_or_default();

@@ -94,6 +94,10 @@ fn failed(action: Action, error: &dyn std::error::Error) -> ActionResult {
 }
 
 fn kill_one(action: Action, finding: &Finding, with: &mut Responders<'_>, detail: Option<String>) -> ActionResult {
+    // A finding about the host (a full kernel map the daemon alone failed to write) names no one.
+    if finding.process.tgid == 0 {
+        return ActionResult { action, result: "no_process".to_owned(), detail: None };
+    }
     match kill_process(finding.process, with.maps) {
         Ok(KillOutcome::Signalled) => ActionResult { action, result: "signalled".to_owned(), detail },
         Ok(KillOutcome::Gone) => ActionResult { action, result: "gone".to_owned(), detail },

@@ -16,6 +16,8 @@ mod tier;
 
 use serde::Serialize;
 
+use crate::sensors::sizes::MapSizes;
+
 pub use self::{
     btf::BtfCheck,
     error_detail::{Errno, ErrorDetail},
@@ -36,6 +38,16 @@ pub struct KernelReport {
     pub lsm_list: LsmListCheck,
     pub ring_buffer: RingBufferCheck,
     pub hooks: HookChecks,
+    /// Entries of each kernel map `run` loads, on this host's defaults (the config's `[maps]`
+    /// section may change them).
+    pub maps: Vec<MapSize>,
+}
+
+/// A kernel map and its entries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MapSize {
+    pub map: &'static str,
+    pub entries: u32,
 }
 
 /// Mounts missing pseudo-filesystems, then probes BTF, the LSM list, ring buffers and every hook
@@ -51,6 +63,7 @@ pub fn inspect() -> KernelReport {
     let lsm_list = lsm_list::read();
     let ring_buffer = ring_buffer::probe();
     let hooks = HookChecks::probe(vmlinux.as_ref());
+    let maps = MapSizes::for_host().by_map().into_iter().map(|(map, entries)| MapSize { map, entries }).collect();
     KernelReport {
         kernel,
         filesystems,
@@ -58,6 +71,7 @@ pub fn inspect() -> KernelReport {
         lsm_list,
         ring_buffer,
         hooks,
+        maps,
     }
 }
 
@@ -93,6 +107,7 @@ impl KernelReport {
             lsm_list,
             ring_buffer,
             hooks,
+            maps: _,
         } = self;
         match requirement {
             Requirement::Btf => match btf {

@@ -40,6 +40,7 @@ pub fn rows(report: &KernelReport, tier: &Result<Tier, TierError>) -> Vec<Row> {
         lsm_list,
         ring_buffer,
         hooks,
+        maps,
     } = report;
     let mut rows = vec![Row::new("kernel", "ok", kernel.as_str())];
     rows.extend(filesystems.iter().map(filesystem_row));
@@ -47,6 +48,8 @@ pub fn rows(report: &KernelReport, tier: &Result<Tier, TierError>) -> Vec<Row> {
     rows.push(lsm_list_row(lsm_list));
     rows.push(ring_buffer_row(ring_buffer));
     rows.extend(hooks.iter().map(hook_row));
+    let sizes: Vec<String> = maps.iter().map(|size| format!("{} {}", size.map, size.entries)).collect();
+    rows.push(Row::new("maps", "ok", sizes.join(", ")));
     rows.push(tier_row(report, tier));
     rows
 }

@@ -18,16 +18,19 @@ pub enum Rule {
     EnvironHarvest,
     SecretPropagation,
     UntaskedAccess,
+    /// A kernel map is full: what its writes were for is no longer fully seen or enforced.
+    MonitorBlind,
 }
 
 impl Rule {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::CrossTaskReuse,
         Self::PostTaskReuse,
         Self::UnexpectedDestination,
         Self::EnvironHarvest,
         Self::SecretPropagation,
         Self::UntaskedAccess,
+        Self::MonitorBlind,
     ];
 
     /// The stable snake_case name used in findings, metrics and configuration.
@@ -39,6 +42,7 @@ impl Rule {
             Self::EnvironHarvest => "environ_harvest",
             Self::SecretPropagation => "secret_propagation",
             Self::UntaskedAccess => "untasked_access",
+            Self::MonitorBlind => "monitor_blind",
         }
     }
 }

@@ -7,7 +7,7 @@ use super::{
     secrets::SecretSpec,
     tasks::{Grant, TaskId, TaskSpec, TaskState},
 };
-use crate::event::{Event, InodeId, SecretId};
+use crate::event::{Event, ExecId, InodeId, SecretId};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "input", rename_all = "snake_case")]
@@ -51,6 +51,15 @@ pub enum Input {
         secret: SecretId,
         inode: InodeId,
     },
+    /// Writes to kernel map `map` failed (`failures` since the sensors loaded, `process` the
+    /// latest writer the kernel names): the map is full.
+    MapWriteFailed {
+        at_ns: u64,
+        map: String,
+        failures: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        process: Option<ExecId>,
+    },
     /// Time passed: lets tasks expire when nothing else happens.
     Tick {
         at_ns: u64,
@@ -69,6 +78,7 @@ impl Input {
             | Self::GrantAdded { at_ns, .. }
             | Self::SecretWatched { at_ns, .. }
             | Self::InodeUnwatched { at_ns, .. }
+            | Self::MapWriteFailed { at_ns, .. }
             | Self::Tick { at_ns } => *at_ns,
         }
     }

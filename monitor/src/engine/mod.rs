@@ -34,7 +34,7 @@ use tasks::{Membership, TaskRef, Tasks};
 
 use std::collections::HashMap;
 
-use monitor_common::maps::policy;
+use monitor_common::maps::{policy, UNKNOWN_TASK};
 
 use crate::event::{
     Connect, EnvScan, EnvSecret, Event, EventKind, Exec, ExecId, Exit, Fork, Harvest, KernelAction, SecretId,
@@ -54,6 +54,16 @@ impl Default for EngineConfig {
     }
 }
 
+/// A process used a secret, as the engine is told of it.
+struct Used<'a> {
+    key: SecretKey,
+    via: Via<'a>,
+    /// The process holds the secret now (a denied open gave it nothing).
+    holds: bool,
+    /// The kernel could not record the process's task.
+    task_unknown: bool,
+}
+
 /// What one input produced.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
@@ -68,6 +78,9 @@ pub struct Engine {
     /// a task must not come back to life.
     now_ns: u64,
     stats: Stats,
+    /// Kernel maps whose writes failed, with the time of the latest failure: an episode of
+    /// `monitor_blind` per map.
+    blind: HashMap<String, u64>,
     /// What the kernel was last told of each watched secret's binding (`Effect::FileBinding`).
     kernel_bindings: HashMap<SecretId, (u32, Vec<u32>)>,
     /// An input may have changed who owns a secret.
@@ -91,6 +104,7 @@ impl Engine {
             state,
             now_ns: 0,
             stats: Stats::default(),
+            blind: HashMap::new(),
             kernel_bindings: HashMap::new(),
             bindings_changed: false,
         }
@@ -119,6 +133,9 @@ impl Engine {
             }
             Input::InodeUnwatched { at_ns: _, secret, inode } => {
                 out.effects.push(Effect::InodeUnwatched { secret: *secret, inode: *inode });
+            }
+            Input::MapWriteFailed { at_ns, map, failures, process } => {
+                self.map_write_failed(*at_ns, map, *failures, *process, &mut out);
             }
             Input::Tick { at_ns: _ } => {}
         }
@@ -312,7 +329,8 @@ impl Engine {
                     EnvScan::Scanned { secrets } => {
                         for EnvSecret { name, fingerprint } in secrets {
                             let key = self.state.secrets.key_of(*fingerprint);
-                            self.use_secret(at_ns, process, key, Via::Env { name }, true, out);
+                            let used = Used { key, via: Via::Env { name }, holds: true, task_unknown: false };
+                            self.use_secret(at_ns, process, used, out);
                         }
                     }
                     EnvScan::NotScanned | EnvScan::Unreadable => {}
@@ -337,13 +355,14 @@ impl Engine {
                 caller_task,
             }) => {
                 self.see(process, out);
-                self.adopt_kernel_membership(process, *caller_task);
+                let task_unknown = self.adopt_kernel_membership(process, *caller_task);
                 // A denied open gave the process nothing to hold; the attempt is still judged.
                 let holds = match kernel_action {
                     KernelAction::None | KernelAction::Killed => true,
                     KernelAction::Denied => false,
                 };
-                self.use_secret(at_ns, process, SecretKey::Watched(*secret), Via::Open { path }, holds, out);
+                let used = Used { key: SecretKey::Watched(*secret), via: Via::Open { path }, holds, task_unknown };
+                self.use_secret(at_ns, process, used, out);
             }
             EventKind::Harvest(Harvest { kind, target, kernel_action: _ }) => {
                 self.see(process, out);
@@ -365,15 +384,20 @@ impl Engine {
 
     /// The kernel counted the process as a member of the task with handle `caller_task` at the
     /// use: a process whose fork the engine missed (lost event, started before the daemon) is
-    /// judged as the member it is, not as a process in no task.
-    fn adopt_kernel_membership(&mut self, process: ExecId, caller_task: u32) {
+    /// judged as the member it is, not as a process in no task. Returns whether the kernel could
+    /// not record its task (`UNKNOWN_TASK`) and the engine knows none either.
+    fn adopt_kernel_membership(&mut self, process: ExecId, caller_task: u32) -> bool {
         if caller_task == 0 || self.state.processes.task_of(process).is_some() {
-            return;
+            return false;
+        }
+        if caller_task == UNKNOWN_TASK {
+            return true;
         }
         if let Some(task) = self.state.tasks.by_handle(caller_task) {
             self.state.processes.set_task(process, task);
             self.stats.kernel_memberships_adopted += 1;
         }
+        false
     }
 
     /// Adds a process first seen acting, with its parent unknown.
@@ -395,15 +419,8 @@ impl Engine {
 
     /// A process opened a secret or started with it in its environment: update bindings, held
     /// secrets and sprawl, then let the rules judge the use.
-    fn use_secret(
-        &mut self,
-        at_ns: u64,
-        process: ExecId,
-        key: SecretKey,
-        via: Via<'_>,
-        holds: bool,
-        out: &mut Outcome,
-    ) {
+    fn use_secret(&mut self, at_ns: u64, process: ExecId, used: Used<'_>, out: &mut Outcome) {
+        let Used { key, via, holds, task_unknown } = used;
         let name = match via {
             Via::Open { path } => path,
             Via::Env { name } => name,
@@ -411,7 +428,7 @@ impl Engine {
         self.state.secrets.ensure(key, name);
         let key = self.state.secrets.canonical(key);
         let task = self.state.processes.task_of(process);
-        let membership = self.state.tasks.membership(task);
+        let membership = if task_unknown { Membership::Unknown } else { self.state.tasks.membership(task) };
         if let Membership::Active(task) = membership {
             self.claim(key, task, &via, out);
         }
@@ -467,6 +484,33 @@ impl Engine {
             target,
             detail,
             sprawl: sprawl.then(|| self.state.secrets.sprawl(secret)).flatten(),
+        });
+    }
+
+    /// A kernel map is full: a critical finding, once per episode.
+    fn map_write_failed(&mut self, at_ns: u64, map: &str, failures: u64, process: Option<ExecId>, out: &mut Outcome) {
+        let previous = self.blind.insert(map.to_owned(), at_ns);
+        if previous.is_some_and(|last| at_ns.saturating_sub(last) < rules::monitor_blind::QUIET_NS) {
+            self.stats.suppressed_repeats += 1;
+            return;
+        }
+        // No process when only the daemon's own writes failed.
+        let process = process.unwrap_or(ExecId { tgid: 0, start_time: 0 });
+        let task = self.state.processes.task_of(process);
+        out.findings.push(Finding {
+            rule: Rule::MonitorBlind,
+            severity: Severity::Critical,
+            at_ns,
+            process,
+            ancestry: self.state.processes.ancestry(process),
+            task: task.map(|task| self.task_id(task)),
+            task_handle: task.map(|task| self.state.tasks.get(task).handle),
+            owner_task: None,
+            secret: SecretLabel { id: None, name: format!("kernel map {map}"), fingerprint_prefix: None },
+            destination: None,
+            target: None,
+            detail: rules::monitor_blind::detail(map, failures),
+            sprawl: None,
         });
     }
 

@@ -41,6 +41,7 @@ pub struct InputCounts {
     pub grant_added: u64,
     pub secret_watched: u64,
     pub inode_unwatched: u64,
+    pub map_write_failed: u64,
     pub tick: u64,
 }
 
@@ -62,6 +63,7 @@ impl InputCounts {
             Input::GrantAdded { .. } => &mut self.grant_added,
             Input::SecretWatched { .. } => &mut self.secret_watched,
             Input::InodeUnwatched { .. } => &mut self.inode_unwatched,
+            Input::MapWriteFailed { .. } => &mut self.map_write_failed,
             Input::Tick { .. } => &mut self.tick,
         };
         *counter += 1;
@@ -82,6 +84,7 @@ impl InputCounts {
             grant_added,
             secret_watched,
             inode_unwatched,
+            map_write_failed,
             tick,
         } = *self;
         exec + fork
@@ -96,6 +99,7 @@ impl InputCounts {
             + grant_added
             + secret_watched
             + inode_unwatched
+            + map_write_failed
             + tick
     }
 }

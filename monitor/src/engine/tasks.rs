@@ -77,6 +77,9 @@ pub(super) enum Membership {
     Active(TaskRef),
     /// Its task ended or expired.
     Finished(TaskRef),
+    /// The kernel could not record its task (`TASK_OF` was full when it forked): a member of some
+    /// task, never taken for a process in no task.
+    Unknown,
 }
 
 #[derive(Debug)]

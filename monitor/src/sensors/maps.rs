@@ -4,7 +4,7 @@
 use std::collections::{HashMap as StdHashMap, HashSet};
 
 use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, MapError};
-use monitor_common::maps::{enforce, AllowedPorts, DestinationKey, GranteeKey, InodeKey, WatchedInode};
+use monitor_common::maps::{enforce, written, AllowedPorts, DestinationKey, GranteeKey, InodeKey, WatchedInode};
 
 use super::{
     decode::kernel_dev,
@@ -29,6 +29,8 @@ pub struct KernelMaps {
     pub(super) destinations: LpmTrie<MapData, DestinationKey, AllowedPorts>,
     /// The `ALLOWED_DESTINATIONS` keys of each task handle, to remove them when it ends.
     pub(super) destination_keys: StdHashMap<u32, Vec<(u32, DestinationKey)>>,
+    /// The daemon's failed writes, by `written` slot.
+    pub(super) failures: [u64; written::SLOTS as usize],
 }
 
 fn inode_key(inode: InodeId) -> InodeKey {
@@ -45,17 +47,34 @@ fn ignore_missing(result: Result<(), MapError>) -> Result<(), MapError> {
 }
 
 impl KernelMaps {
+    /// Counts `result` against map `slot` (`written`) if it failed.
+    fn counted<T>(&mut self, slot: u32, result: Result<T, MapError>) -> Result<T, MapError> {
+        if result.is_err() {
+            self.failures[slot as usize] += 1;
+        }
+        result
+    }
+
+    /// The daemon's failed writes per map, by `written` slot.
+    pub fn write_failures(&self) -> [u64; written::SLOTS as usize] {
+        self.failures
+    }
+
     /// Watches `inode` as secret `secret`, with its `binding`
     /// (`monitor_common::maps::policy::{UNBOUND, ACTIVE, FINISHED}`).
     pub fn watch(&mut self, inode: InodeId, secret: u32, binding: u32) -> Result<(), MapError> {
-        self.watched.insert(inode_key(inode), WatchedInode { secret, binding }, 0)
+        let result = self.watched.insert(inode_key(inode), WatchedInode { secret, binding }, 0);
+        self.counted(written::WATCHED, result)
     }
 
     /// Lets active task handle `task` use secret `secret` (or no longer, `allowed` false).
     pub fn set_grantee(&mut self, secret: u32, task: u32, allowed: bool) -> Result<(), MapError> {
         let key = GranteeKey { secret, task };
         match allowed {
-            true => self.grantees.insert(key, 1, 0),
+            true => {
+                let result = self.grantees.insert(key, 1, 0);
+                self.counted(written::GRANTEES, result)
+            }
             false => ignore_missing(self.grantees.remove(&key)),
         }
     }
@@ -71,7 +90,8 @@ impl KernelMaps {
 
     /// Makes process `tgid` a member of kernel task handle `task`; its future children inherit it.
     pub fn join_task(&mut self, tgid: u32, task: u32) -> Result<(), MapError> {
-        self.task_of.insert(tgid, task, 0)
+        let result = self.task_of.insert(tgid, task, 0);
+        self.counted(written::TASK_OF, result)
     }
 
     pub fn leave_task(&mut self, tgid: u32) -> Result<(), MapError> {
@@ -80,12 +100,14 @@ impl KernelMaps {
 
     /// Marks process `tgid` as holding a secret, so its connects are reported.
     pub fn hold(&mut self, tgid: u32) -> Result<(), MapError> {
-        self.holders.insert(tgid, 1, 0)
+        let result = self.holders.insert(tgid, 1, 0);
+        self.counted(written::HOLDERS, result)
     }
 
     /// Kills process `tgid` at its next syscall entry.
     pub fn add_verdict(&mut self, tgid: u32) -> Result<(), MapError> {
-        self.verdicts.insert(tgid, 1, 0)?;
+        let result = self.verdicts.insert(tgid, 1, 0);
+        self.counted(written::VERDICTS, result)?;
         self.pending.insert(tgid);
         self.publish_verdict_count()
     }
@@ -144,7 +166,12 @@ impl KernelMaps {
         let (entries, too_many_ports) = destinations::entries(task, allowed);
         let keys = self.destination_keys.entry(task).or_default();
         for (prefix_len, data, ports) in entries {
-            self.destinations.insert(&Key::new(prefix_len, data), ports, 0)?;
+            if let Err(error) = self.destinations.insert(&Key::new(prefix_len, data), ports, 0) {
+                self.failures[written::ALLOWED_DESTINATIONS as usize] += 1;
+                // Half a list would refuse destinations the task may reach: none is better.
+                self.forget_destinations(task)?;
+                return Err(error);
+            }
             keys.push((prefix_len, data));
         }
         Ok(too_many_ports)

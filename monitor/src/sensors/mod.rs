@@ -8,5 +8,6 @@ mod loader;
 pub mod loss;
 pub mod maps;
 pub mod offsets;
+pub mod sizes;
 
-pub use loader::{SensorError, SensorGap, SensorOptions, Sensors};
+pub use loader::{MapWriteFailures, SensorError, SensorGap, SensorOptions, Sensors};

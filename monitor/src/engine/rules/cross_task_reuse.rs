@@ -9,10 +9,11 @@ use crate::engine::{
 };
 
 pub(super) fn check(state: &State, observed: &SecretUse<'_>) -> Option<Draft> {
-    let Membership::Active(task) = observed.membership else { return None };
     let binding = state.secrets.binding(observed.key)?;
-    if binding.is_owner(task) {
-        return None;
+    match observed.membership {
+        Membership::Active(task) if !binding.is_owner(task) => {}
+        Membership::Unknown => {}
+        Membership::Active(_) | Membership::Untasked | Membership::Finished(_) => return None,
     }
     let owners: Vec<_> = binding.active_owners(&state.tasks).collect();
     let &owner = owners.first()?;

@@ -4,6 +4,7 @@
 
 mod cross_task_reuse;
 mod environ_harvest;
+pub(super) mod monitor_blind;
 mod post_task_reuse;
 mod secret_propagation;
 mod unexpected_destination;
@@ -105,6 +106,7 @@ pub(super) fn harvest(state: &State, process: ExecId, target: ExecId, kind: Harv
 fn actor(state: &State, membership: Membership) -> String {
     match membership {
         Membership::Untasked => "a process in no task".to_owned(),
+        Membership::Unknown => "a process whose task the kernel could not record".to_owned(),
         Membership::Active(task) | Membership::Finished(task) => format!("a process of task {}", task_id(state, task)),
     }
 }

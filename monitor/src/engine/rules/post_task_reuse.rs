@@ -16,7 +16,7 @@ pub(super) fn check(state: &State, observed: &SecretUse<'_>) -> Option<Draft> {
             let owner = binding.active_owner(tasks).or_else(|| binding.finished_grantee(tasks));
             (owner, format!(" after the task {}", how_over(state, task)))
         }
-        Membership::Untasked | Membership::Active(_) => {
+        Membership::Untasked | Membership::Active(_) | Membership::Unknown => {
             let grantee = binding.finished_grantee(tasks)?;
             (
                 Some(grantee),
