@@ -12,6 +12,13 @@ use std::{
 use monitor::api::client::ApiClient;
 use serde_json::Value;
 
+/// A fresh HOME and state directory.
+fn fresh_dirs() -> (tempfile::TempDir, tempfile::TempDir) {
+    let home = tempfile::Builder::new().prefix("credwatch-home-").tempdir().unwrap();
+    let state = tempfile::Builder::new().prefix("credwatch-state-").tempdir().unwrap();
+    (home, state)
+}
+
 pub struct RunningDaemon {
     pub home: tempfile::TempDir,
     pub state: tempfile::TempDir,
@@ -28,25 +35,34 @@ impl RunningDaemon {
     /// Starts the daemon on the built-in catalogue with `~` = a fresh HOME; `extra_config` is
     /// appended to the config file (e.g. an `[actions]` table).
     pub fn start(extra_config: &str) -> Self {
-        let home = tempfile::Builder::new().prefix("credwatch-home-").tempdir().unwrap();
-        let state = tempfile::Builder::new().prefix("credwatch-state-").tempdir().unwrap();
-        Self::start_in(home, state, extra_config)
+        Self::start_with_args(extra_config, &[])
     }
 
     /// Starts a daemon on an existing HOME and state directory (a restart).
     pub fn start_in(home: tempfile::TempDir, state: tempfile::TempDir, extra_config: &str) -> Self {
-        Self::launch(home, state, extra_config, &[])
+        Self::launch(home, state, extra_config, &[], &[])
+    }
+
+    /// Like `start`, with more arguments for `credwatch run` (e.g. `--ring-buffer-mib 1`).
+    pub fn start_with_args(extra_config: &str, args: &[&str]) -> Self {
+        let (home, state) = fresh_dirs();
+        Self::launch(home, state, extra_config, &[], args)
     }
 
     /// Like `start`, with the daemon run through `wrapper`, a command that execs its arguments
     /// (e.g. `setpriv --bounding-set=…`).
     pub fn start_wrapped(wrapper: &[&str], extra_config: &str) -> Self {
-        let home = tempfile::Builder::new().prefix("credwatch-home-").tempdir().unwrap();
-        let state = tempfile::Builder::new().prefix("credwatch-state-").tempdir().unwrap();
-        Self::launch(home, state, extra_config, wrapper)
+        let (home, state) = fresh_dirs();
+        Self::launch(home, state, extra_config, wrapper, &[])
     }
 
-    fn launch(home: tempfile::TempDir, state: tempfile::TempDir, extra_config: &str, wrapper: &[&str]) -> Self {
+    fn launch(
+        home: tempfile::TempDir,
+        state: tempfile::TempDir,
+        extra_config: &str,
+        wrapper: &[&str],
+        args: &[&str],
+    ) -> Self {
         let config = state.path().join("credwatch.toml");
         // Daemons run side by side: each gets an ephemeral metrics port and its own audit log,
         // unless the test configures them itself.
@@ -85,6 +101,7 @@ impl RunningDaemon {
             .arg(&socket)
             .arg("--record")
             .arg(&record)
+            .args(args)
             .env("NO_COLOR", "1")
             .stderr(Stdio::piped())
             .spawn()
@@ -138,6 +155,18 @@ impl RunningDaemon {
     /// The daemon's pid.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Stops the daemon's process (SIGSTOP): the kernel side keeps deciding, nothing is drained.
+    pub fn pause(&self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGSTOP) };
+    }
+
+    /// Lets a paused daemon go on (SIGCONT).
+    pub fn resume(&self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGCONT) };
     }
 
     fn child_alive(&self) -> bool {

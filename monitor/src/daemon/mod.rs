@@ -109,6 +109,9 @@ pub struct DaemonCounters {
     /// Execs of credwatch's own executable (`task exec` carries the granted environment by
     /// design) whose environment was not judged.
     pub execs_own: u64,
+    /// Reads of another process's environment or memory by a process running credwatch's own
+    /// executable (another daemon's environment scans), not judged.
+    pub harvests_by_credwatch: u64,
     /// Execs whose `/proc/PID/environ` could not be read (the process was already gone).
     pub execs_env_unreadable: u64,
     pub findings: u64,
@@ -298,6 +301,12 @@ impl Daemon {
                 }
                 EventKind::SecretOpen(open) => {
                     open.resolved_path = self.watched.path(open.secret).unwrap_or_default().to_owned();
+                }
+                // Another credwatch (a second daemon, `demo`) reads environments to scan them:
+                // that is never a harvest. The kernel still refuses what the rules deny.
+                EventKind::Harvest(_) if procfs::runs_executable(event.process, self.own_executable) => {
+                    self.counters.harvests_by_credwatch += 1;
+                    continue;
                 }
                 EventKind::Fork(_) | EventKind::Harvest(_) | EventKind::Connect(_) => {}
             }

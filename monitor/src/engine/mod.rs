@@ -385,13 +385,14 @@ impl Engine {
     /// The kernel counted the process as a member of the task with handle `caller_task` at the
     /// use: a process whose fork the engine missed (lost event, started before the daemon) is
     /// judged as the member it is, not as a process in no task. Returns whether the kernel could
-    /// not record its task (`UNKNOWN_TASK`) and the engine knows none either.
+    /// not record its task (`UNKNOWN_TASK`): it judged the use as another task's, and so does
+    /// the engine, so that the finding matches what the kernel did.
     fn adopt_kernel_membership(&mut self, process: ExecId, caller_task: u32) -> bool {
-        if caller_task == 0 || self.state.processes.task_of(process).is_some() {
-            return false;
-        }
         if caller_task == UNKNOWN_TASK {
             return true;
+        }
+        if caller_task == 0 || self.state.processes.task_of(process).is_some() {
+            return false;
         }
         if let Some(task) = self.state.tasks.by_handle(caller_task) {
             self.state.processes.set_task(process, task);

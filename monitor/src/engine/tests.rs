@@ -2,7 +2,7 @@
 
 use super::{
     scenario::{fingerprint, task, Scenario, AWS, KUBE},
-    BindingKind, Effect, Rejection, Rule, SecretLabel, Severity, TaskCounts, TaskId, TaskState,
+    BindingKind, Effect, Input, Rejection, Rule, SecretLabel, Severity, TaskCounts, TaskId, TaskState,
 };
 use crate::event::{KernelAction, SecretId};
 use monitor_common::maps::policy;
@@ -408,4 +408,42 @@ fn a_restored_ended_task_keeps_its_grants_for_post_task_reuse() {
     assert_eq!(scenario.only_finding().rule, Rule::PostTaskReuse);
     scenario.open(300, AWS);
     assert_eq!(scenario.only_finding().rule, Rule::PostTaskReuse);
+}
+
+#[test]
+fn a_use_the_kernel_could_not_tie_to_a_task_is_judged_as_another_tasks() {
+    let mut scenario = Scenario::new();
+    scenario
+        .watch_file(AWS, "/root/.aws/credentials")
+        .spawn(1, 100)
+        .start(task("a").root(100).file(AWS))
+        .spawn(100, 101)
+        .spawn(1, 300);
+    // TASK_OF was full when 101 forked: the kernel fails closed, even for the owner's child.
+    scenario.open_by_member(101, AWS, monitor_common::maps::UNKNOWN_TASK);
+    let finding = scenario.only_finding();
+    assert_eq!(finding.rule, Rule::CrossTaskReuse);
+    assert_eq!(
+        finding.detail,
+        "a process whose task the kernel could not record opened /root/.aws/credentials, which is bound to task a"
+    );
+    scenario.open_by_member(300, AWS, monitor_common::maps::UNKNOWN_TASK);
+    assert_eq!(scenario.only_finding().rule, Rule::CrossTaskReuse, "never untasked_access");
+}
+
+#[test]
+fn a_full_map_is_one_critical_finding_per_episode() {
+    let mut scenario = Scenario::new();
+    scenario.spawn(1, 100);
+    let process = scenario.id(100);
+    let failed = |at_ns: u64, failures| Input::MapWriteFailed { at_ns, map: "TASK_OF".to_owned(), failures, process: Some(process) };
+    scenario.apply(failed(1_000, 3));
+    let finding = scenario.only_finding();
+    assert_eq!((finding.rule, finding.severity), (Rule::MonitorBlind, Severity::Critical));
+    assert_eq!(finding.secret.name, "kernel map TASK_OF");
+    assert!(finding.detail.starts_with("the kernel map TASK_OF is full (3 failed writes so far)"), "{}", finding.detail);
+    scenario.apply(failed(30_000_000_000, 9)).apply(failed(80_000_000_000, 12));
+    scenario.assert_silent();
+    scenario.apply(failed(150_000_000_000, 13));
+    assert_eq!(scenario.only_finding().rule, Rule::MonitorBlind, "a new episode after a quiet minute");
 }

@@ -1,0 +1,237 @@
+//! No map or buffer an agent can fill to escape, on the real kernel and the real daemon: each
+//! kernel map is given a small size and filled, then the failure is counted, a critical
+//! `monitor_blind` finding is raised, and a bound secret opened by another task's process is
+//! still killed before it reads a byte. Needs root.
+
+mod common;
+
+use std::{os::unix::process::ExitStatusExt as _, path::Path, process::Command};
+
+use common::{daemon::RunningDaemon, Gated};
+use monitor::daemon::control::TaskRequest;
+use serde_json::Value;
+
+fn granted(id: &str, root: u32, secrets: &[&Path]) -> TaskRequest {
+    TaskRequest { secrets: secrets.iter().map(|secret| secret.display().to_string()).collect(), ..TaskRequest::new(id, root) }
+}
+
+/// Waits for the `monitor_blind` finding about `map`, then checks the status counts it.
+async fn blind(daemon: &RunningDaemon, map: &str) -> Value {
+    let subject = format!("kernel map {map}");
+    let finding = daemon.finding(|finding| finding["rule"] == "monitor_blind" && finding["secret"]["name"] == subject).await;
+    assert_eq!(finding["severity"], "critical");
+    let status = daemon.client.status().await.unwrap();
+    let maps = status["kernel"]["maps"].as_array().unwrap();
+    let counted = maps.iter().find(|entry| entry["map"] == map).unwrap();
+    assert!(counted["write_failures"].as_u64().unwrap() > 0, "{status:#}");
+    finding
+}
+
+/// A process of a new task `intruder` reads `secret` (bound to another task): it must be killed
+/// at the open with nothing read.
+async fn reuse_is_still_killed(daemon: &RunningDaemon, secret: &Path, value: &str) {
+    let reader = Gated::spawn(&format!("exec cat {}", secret.display()), daemon.home.path(), &[]);
+    daemon.client.start_task(&TaskRequest::new("intruder", reader.pid)).await.unwrap();
+    let (status, output) = reader.release();
+    assert_eq!(status.signal(), Some(9), "the reuser was killed at the open: {status}");
+    assert!(output.is_empty() && !output.contains(value), "the reuser read {} bytes", output.len());
+}
+
+/// A task root that forks `children` processes which live on (each needs a `TASK_OF` entry,
+/// and a `HOLDERS` one when the root holds a secret), writing their pids to `children` in HOME.
+fn many_children(prelude: &str, children: u32, home: &Path) -> Gated {
+    let fork = format!("for i in $(seq {children}); do sleep 120 >/dev/null & echo $! >> children; done; wait");
+    Gated::spawn(&format!("{prelude}; {fork}"), home, &[])
+}
+
+/// Kills what a `many_children` root forked; the root, waiting for them, then exits.
+fn kill_children(home: &Path) {
+    let pids = std::fs::read_to_string(home.join("children")).unwrap_or_default();
+    for pid in pids.lines().filter_map(|line| line.trim().parse::<i32>().ok()) {
+        // SAFETY: signalling the test's own grandchildren.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+/// Waits (20 s at most) until process `pid` runs `comm`: it got past what came before an exec.
+fn wait_for_comm(pid: u32, comm: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_to_string(format!("/proc/{pid}/comm")).map_or(true, |now| now.trim() != comm) {
+        assert!(std::time::Instant::now() < deadline, "process {pid} never ran {comm}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[tokio::test]
+async fn a_full_membership_map_fails_closed() {
+    let mut daemon = RunningDaemon::start("[maps]\ntask_of = 16\n");
+    let (secret, value) = daemon.plant(".aws/credentials");
+    daemon.wait_watched(&secret);
+    let home = daemon.home.path().to_owned();
+    let root = many_children(":", 40, &home);
+    daemon.client.start_task(&granted("crowd", root.pid, &[&secret])).await.unwrap();
+    let release = tokio::task::spawn_blocking(move || root.release());
+    let finding = blind(&daemon, "TASK_OF").await;
+    assert_eq!(finding["task"], "crowd", "the finding names the task whose fork failed: {finding:#}");
+    let status = daemon.client.status().await.unwrap();
+    assert_eq!(status["kernel"]["fail_closed"], serde_json::json!(["membership"]), "{status:#}");
+
+    // The new task's root cannot be recorded either: judged as another task's, never as no task's.
+    reuse_is_still_killed(&daemon, &secret, &value).await;
+    // A process in no task is now judged as another task's too: it cannot be told from a member
+    // whose membership was lost.
+    let outsider = Command::new("cat").arg(&secret).output().unwrap();
+    assert_eq!(outsider.status.signal(), Some(9), "fail closed: {}", outsider.status);
+    assert!(outsider.stdout.is_empty());
+
+    kill_children(&home);
+    release.await.unwrap();
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_holders_map_reports_every_members_connects() {
+    let mut daemon = RunningDaemon::start("[maps]\nholders = 8\n");
+    let (secret, value) = daemon.plant(".netrc");
+    daemon.wait_watched(&secret);
+    let home = daemon.home.path().to_owned();
+    // The root itself holds the secret (an open fd): its children inherit the holding.
+    let root = many_children("exec 3<.netrc", 20, &home);
+    daemon.client.start_task(&granted("holders", root.pid, &[&secret])).await.unwrap();
+    let release = tokio::task::spawn_blocking(move || root.release());
+    blind(&daemon, "HOLDERS").await;
+    let status = daemon.client.status().await.unwrap();
+    assert_eq!(status["kernel"]["fail_closed"], serde_json::json!(["holdings"]), "{status:#}");
+    reuse_is_still_killed(&daemon, &secret, &value).await;
+    kill_children(&home);
+    release.await.unwrap();
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_watch_map_keeps_the_secrets_already_watched() {
+    let mut daemon = RunningDaemon::start("[maps]\nwatched = 4\n");
+    let (secret, value) = daemon.plant(".aws/credentials");
+    daemon.wait_watched(&secret);
+    let home = daemon.home.path().to_owned();
+    let owner = Gated::spawn("exec cat .aws/credentials", &home, &[]);
+    daemon.client.start_task(&granted("owner", owner.pid, &[&secret])).await.unwrap();
+    for key in 0..8 {
+        daemon.plant(&format!(".ssh/id_flood{key}"));
+    }
+    blind(&daemon, "WATCHED").await;
+    reuse_is_still_killed(&daemon, &secret, &value).await;
+    let (status, output) = owner.release();
+    assert!(status.success() && output == value, "the owner still reads its secret: {status}");
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_owner_map_never_refuses_an_owner() {
+    let mut daemon = RunningDaemon::start("[maps]\ngrantees = 2\n");
+    let (shared, shared_value) = daemon.plant(".docker/config.json");
+    let (private, private_value) = daemon.plant(".vault-token");
+    daemon.wait_watched(&shared);
+    daemon.wait_watched(&private);
+    let home = daemon.home.path().to_owned();
+    let first = Gated::spawn("sleep 120", &home, &[]);
+    daemon.client.start_task(&granted("first", first.pid, &[&private, &shared])).await.unwrap();
+    // No room for a third owner: the shared secret is left to the daemon, not refused to them.
+    let third = Gated::spawn("exec cat .docker/config.json", &home, &[]);
+    daemon.client.start_task(&granted("third", third.pid, &[&shared])).await.unwrap();
+    blind(&daemon, "GRANTEES").await;
+    let (status, output) = third.release();
+    assert!(status.success() && output == shared_value, "an owner is never refused: {status}");
+    reuse_is_still_killed(&daemon, &private, &private_value).await;
+    drop(first);
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_verdict_map_still_kills() {
+    let config = "[maps]\nverdicts = 1\n[actions]\nenviron_harvest = [\"kill_process\"]\n";
+    let mut daemon = RunningDaemon::start(config);
+    let (secret, value) = daemon.plant(".git-credentials");
+    daemon.wait_watched(&secret);
+    let home = daemon.home.path().to_owned();
+    // The holder's own process opens the secret, then waits as `sleep`.
+    let holder = Gated::spawn("exec 3<.git-credentials; exec sleep 120", &home, &[]);
+    let holder_pid = holder.pid;
+    daemon.client.start_task(&granted("holder", holder.pid, &[&secret])).await.unwrap();
+    let holder = std::thread::spawn(move || holder.release());
+    wait_for_comm(holder_pid, "sleep");
+    // Each harvester's own process reads the holder's environment, then waits as `sleep`.
+    let harvest = format!("exec 4</proc/{holder_pid}/environ; exec sleep 120");
+    let harvesters = [Gated::spawn(&harvest, &home, &[]), Gated::spawn(&harvest, &home, &[])];
+    for (index, harvester) in harvesters.iter().enumerate() {
+        daemon.client.start_task(&TaskRequest::new(&format!("harvester-{index}"), harvester.pid)).await.unwrap();
+    }
+    // Both harvests reach the stopped daemon before it drains: two kills, one verdict slot.
+    daemon.pause();
+    let pids: Vec<u32> = harvesters.iter().map(|harvester| harvester.pid).collect();
+    let released: Vec<_> =
+        harvesters.into_iter().map(|harvester| std::thread::spawn(move || harvester.release())).collect();
+    for &pid in &pids {
+        wait_for_comm(pid, "sleep");
+    }
+    daemon.resume();
+    for thread in released {
+        let (status, _) = thread.join().unwrap();
+        assert_eq!(status.signal(), Some(9), "each harvester is killed: {status}; {:#?}", daemon.findings().await);
+    }
+    blind(&daemon, "VERDICTS").await;
+    reuse_is_still_killed(&daemon, &secret, &value).await;
+    // SAFETY: signalling the test's own child.
+    unsafe { libc::kill(holder_pid as i32, libc::SIGKILL) };
+    holder.join().unwrap();
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_allowlist_map_drops_the_partial_list() {
+    let mut daemon = RunningDaemon::start("[maps]\nallowed_destinations = 2\n");
+    let (secret, value) = daemon.plant(".pypirc");
+    daemon.wait_watched(&secret);
+    let home = daemon.home.path().to_owned();
+    let owner = Gated::spawn("exec cat .pypirc", &home, &[]);
+    let mut request = granted("listed", owner.pid, &[&secret]);
+    request.allow = Some(vec!["10.0.0.0/8:443".into(), "192.168.0.0/16:443".into(), "127.0.0.1:8080".into()]);
+    daemon.client.start_task(&request).await.unwrap();
+    blind(&daemon, "ALLOWED_DESTINATIONS").await;
+    reuse_is_still_killed(&daemon, &secret, &value).await;
+    let (status, output) = owner.release();
+    assert!(status.success() && output == value, "{status}");
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_flood_of_one_tasks_events_cannot_hide_another_tasks_reuse() {
+    let mut daemon = RunningDaemon::start_with_args("", &["--ring-buffer-mib", "1"]);
+    let (secret, value) = daemon.plant(".aws/credentials");
+    daemon.wait_watched(&secret);
+    let home = daemon.home.path().to_owned();
+    // 50 000 opens of its own secret: far more events than a 1 MiB buffer holds.
+    let flood = "python3 -c \"import sys\nfor _ in range(50000): open(sys.argv[1]).close()\" .aws/credentials";
+    let flooder = Gated::spawn(flood, &home, &[]);
+    daemon.client.start_task(&granted("flooder", flooder.pid, &[&secret])).await.unwrap();
+    let reuser = Gated::spawn("exec cat .aws/credentials", &home, &[]);
+    let reuser_pid = reuser.pid;
+    daemon.client.start_task(&TaskRequest::new("reuser", reuser.pid)).await.unwrap();
+
+    // Nothing is drained while the daemon is stopped: the flood fills the buffer for certain.
+    daemon.pause();
+    let (status, _) = flooder.release();
+    assert!(status.success(), "{status}");
+    let (status, output) = reuser.release();
+    daemon.resume();
+    assert_eq!(status.signal(), Some(9), "killed in the kernel, whatever the buffer holds: {status}");
+    assert!(output.is_empty() && !output.contains(&value));
+
+    let finding =
+        daemon.finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["tgid"] == reuser_pid).await;
+    assert_eq!(finding["actions"][0]["result"], "killed_in_kernel");
+    let status = daemon.client.status().await.unwrap();
+    let lost = status["kernel"]["lost"]["secret_open"].as_u64().unwrap_or(0);
+    assert!(lost > 0, "the flood's drops are counted: {status:#}");
+    daemon.stop().await;
+}
