@@ -75,6 +75,14 @@ async fn a_full_membership_map_fails_closed() {
     assert_eq!(finding["task"], "crowd", "the finding names the task whose fork failed: {finding:#}");
     let status = daemon.client.status().await.unwrap();
     assert_eq!(status["kernel"]["fail_closed"], serde_json::json!(["membership"]), "{status:#}");
+    let doctor = Command::new(env!("CARGO_BIN_EXE_credwatch"))
+        .args(["doctor", "--socket"])
+        .arg(&daemon.socket)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&doctor.stdout);
+    let row = table.lines().find(|line| line.starts_with("daemon-map:TASK_OF")).unwrap_or_default();
+    assert!(row.contains("full") && row.contains("16 entries"), "doctor shows the full map:\n{table}");
 
     // The new task's root cannot be recorded either: judged as another task's, never as no task's.
     reuse_is_still_killed(&daemon, &secret, &value).await;

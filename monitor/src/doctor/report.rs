@@ -22,7 +22,7 @@ pub struct Row {
 }
 
 impl Row {
-    fn new(check: impl Into<String>, status: &'static str, detail: impl Into<String>) -> Self {
+    pub fn new(check: impl Into<String>, status: &'static str, detail: impl Into<String>) -> Self {
         Self {
             check: check.into(),
             status,
