@@ -56,7 +56,8 @@ use crate::{
     },
     daemon::DaemonConfig,
     sensors::sizes::MapSizeOverrides,
-    engine::{EngineConfig, Rule, Severity},
+    daemon::control::duration_text,
+    engine::{BaselineConfig, EngineConfig, Rule, Severity},
     export::{audit::AuditConfig, http::Endpoint, server::MetricsConfig, AlertsConfig, ExportConfig, RevokeConfig},
 };
 
@@ -95,6 +96,8 @@ pub struct Config {
     pub actions: ActionPlan,
     /// Kernel map sizes replacing the host's defaults.
     pub maps: MapSizeOverrides,
+    /// When a secret's baseline is learned, and what is a burst.
+    pub baseline: BaselineConfig,
     /// Metrics, audit log, alert sinks and the revocation webhook.
     pub export: ExportConfig,
 }
@@ -103,7 +106,7 @@ impl Config {
     /// The sections the daemon owns.
     pub fn daemon(&self) -> DaemonConfig {
         DaemonConfig {
-            engine: EngineConfig { auto_mode: self.mode == Mode::Auto },
+            engine: EngineConfig { auto_mode: self.mode == Mode::Auto, baseline: self.baseline },
             state_dir: self.state_dir.clone(),
             key_file: self.key_file.clone(),
             catalogue: self.catalogue.clone(),
@@ -123,6 +126,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             actions: ActionPlan::default(),
             maps: MapSizeOverrides::default(),
+            baseline: BaselineConfig::default(),
             export: ExportConfig::default(),
         }
     }
@@ -186,6 +190,35 @@ struct RawConfig {
     revoke: Option<RawRevoke>,
     /// Map name → entries.
     maps: Option<BTreeMap<Spanned<String>, Spanned<u32>>>,
+    baseline: Option<RawBaseline>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawBaseline {
+    learn_for: Option<Spanned<String>>,
+    learn_uses: Option<Spanned<u64>>,
+    burst_factor: Option<Spanned<u64>>,
+    burst_floor: Option<Spanned<u64>>,
+}
+
+impl RawBaseline {
+    fn validate(self) -> Result<BaselineConfig, Invalid> {
+        let Self { learn_for, learn_uses, burst_factor, burst_floor } = self;
+        let default = BaselineConfig::default();
+        let learn_ns = match learn_for {
+            Some(text) => duration_text::parse(text.get_ref())
+                .map(|duration| duration.as_nanos() as u64)
+                .map_err(|message| Invalid { key: "baseline.learn_for".into(), span: text.span(), message })?,
+            None => default.learn_ns,
+        };
+        Ok(BaselineConfig {
+            learn_ns,
+            learn_uses: in_range("baseline.learn_uses", learn_uses, 1..=1 << 32)?.unwrap_or(default.learn_uses),
+            burst_factor: in_range("baseline.burst_factor", burst_factor, 2..=1000)?.unwrap_or(default.burst_factor),
+            burst_floor: in_range("baseline.burst_floor", burst_floor, 1..=1 << 32)?.unwrap_or(default.burst_floor),
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -242,7 +275,8 @@ struct Invalid {
 
 impl RawConfig {
     fn validate(self) -> Result<Config, Invalid> {
-        let Self { mode, state_dir, key_file, catalogue, api, actions, host, metrics, audit, alerts, revoke, maps } = self;
+        let Self { mode, state_dir, key_file, catalogue, api, actions, host, metrics, audit, alerts, revoke, maps, baseline } =
+            self;
         let default = Config::default();
         if revoke.is_none() {
             if let Some((key, span)) = actions.iter().flatten().find_map(|(rule, actions)| {
@@ -267,6 +301,7 @@ impl RawConfig {
             api: api.unwrap_or_default(),
             actions: actions.map(validate_actions).transpose()?.unwrap_or_default(),
             maps: maps.map(validate_maps).transpose()?.unwrap_or_default(),
+            baseline: baseline.map(RawBaseline::validate).transpose()?.unwrap_or_default(),
             export,
         })
     }
@@ -607,6 +642,8 @@ cross_task_reuse = ["kill_process", "revoke"]
             ("host = \"my host\"\n", "credwatch.toml:1: host: \"my host\" is not a host name"),
             ("[revoke]\nqueue = 5\n", "credwatch.toml:1: revoke: missing field `url`"),
             ("[maps]\ntask_of = 0\n", "credwatch.toml:2: maps.task_of: 0 is not between 1 and 4194304"),
+            ("[baseline]\nlearn_for = \"soon\"\n", "credwatch.toml:2: baseline.learn_for: \"soon\" is not a duration"),
+            ("[baseline]\nburst_factor = 1\n", "credwatch.toml:2: baseline.burst_factor: 1 is not between 2 and 1000"),
             ("[maps]\nevents = 8\n", "credwatch.toml:2: maps.events: unknown map; one of task_of, holders,"),
         ] {
             let error = parse(text).unwrap_err();
@@ -644,6 +681,10 @@ homes = ["/home/agent"]
 [maps]
 task_of = 512
 watched = 64
+
+[baseline]
+learn_for = "2h"
+learn_uses = 50
 "#;
         let config = parse(text).unwrap();
         assert_eq!(
@@ -670,6 +711,7 @@ watched = 64
                 api: ApiConfig::default(),
                 actions: ActionPlan::default(),
                 maps: MapSizeOverrides { task_of: Some(512), watched: Some(64), ..MapSizeOverrides::default() },
+                baseline: BaselineConfig { learn_ns: 7_200_000_000_000, learn_uses: 50, ..BaselineConfig::default() },
                 export: ExportConfig::default(),
             }
         );

@@ -14,6 +14,7 @@ fn main() -> ExitCode {
         Command::Findings(args) => monitor::cli::findings::main(args),
         Command::Status(args) => monitor::cli::status::main(args),
         Command::Replay(args) => monitor::cli::replay::main(args),
+        Command::Baseline(args) => monitor::cli::baseline::main(args),
         Command::BenchFloor(args) => monitor::cli::bench_floor::main(args),
     };
     match result {

@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio::net::UnixStream;
 
-use crate::daemon::control::{TaskRequest, TokenRequest};
+use crate::daemon::control::{BaselineReset, TaskRequest, TokenRequest};
 
 /// Largest reply body read (the findings stream is read line by line instead).
 const MAX_REPLY: usize = 16 << 20;
@@ -101,6 +101,15 @@ impl ApiClient {
 
     pub async fn status(&self) -> Result<serde_json::Value, ClientError> {
         self.call(Method::GET, "/v1/status", None).await
+    }
+
+    pub async fn baselines(&self) -> Result<serde_json::Value, ClientError> {
+        self.call(Method::GET, "/v1/baselines", None).await
+    }
+
+    pub async fn reset_baselines(&self, request: &BaselineReset) -> Result<serde_json::Value, ClientError> {
+        let body = serde_json::to_vec(request).map_err(ClientError::Encode)?;
+        self.call(Method::POST, "/v1/baselines/reset", Some(body)).await
     }
 
     /// The recent findings as JSON lines; with `follow`, then each new one until the daemon stops.

@@ -15,7 +15,7 @@ use super::{
     json::{self, Echo},
 };
 use crate::daemon::{
-    control::{Caller, ControlMessage, ControlRequest, ResolvedHosts, TaskRequest, TokenRequest},
+    control::{BaselineReset, Caller, ControlMessage, ControlRequest, ResolvedHosts, TaskRequest, TokenRequest},
     feed::FindingsFeed,
 };
 
@@ -38,6 +38,8 @@ enum Route {
     RegisterToken,
     Findings { follow: bool },
     Status,
+    Baselines,
+    ResetBaselines,
 }
 
 /// Answers one request from an admitted caller (or the peer check's 403).
@@ -77,6 +79,11 @@ where
             (StatusCode::CREATED, ask(state, ControlRequest::RegisterToken { request, caller }).await?)
         }
         Route::Status => (StatusCode::OK, ask(state, ControlRequest::Status).await?),
+        Route::Baselines => (StatusCode::OK, ask(state, ControlRequest::Baselines).await?),
+        Route::ResetBaselines => {
+            let request: BaselineReset = read_json(&parts.headers, body, Echo::Allowed).await?;
+            (StatusCode::OK, ask(state, ControlRequest::ResetBaselines { request, caller }).await?)
+        }
         Route::Findings { follow } => {
             let body = if follow {
                 Either::Right(findings::follow(&state.feed, state.stop.clone()))
@@ -113,6 +120,8 @@ fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Route, Reje
         ["v1", "tokens"] => only("POST", Route::RegisterToken),
         ["v1", "findings"] => only("GET", Route::Findings { follow: follow(query)? }),
         ["v1", "status"] => only("GET", Route::Status),
+        ["v1", "baselines"] => only("GET", Route::Baselines),
+        ["v1", "baselines", "reset"] => only("POST", Route::ResetBaselines),
         _ => Err(Rejection::new(StatusCode::NOT_FOUND, format!("no such endpoint: {path}"))),
     }
 }

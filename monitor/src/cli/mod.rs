@@ -1,5 +1,6 @@
 //! Command-line interface: one module per subcommand.
 
+pub mod baseline;
 pub mod bench_floor;
 pub mod demo;
 pub mod doctor;
@@ -41,6 +42,8 @@ pub enum Command {
     Findings(findings::FindingsArgs),
     /// Show the running daemon's state: tier, tasks, secrets watched, counters.
     Status(status::StatusArgs),
+    /// Show or forget what the daemon learnt of each secret's use (anomalous_use).
+    Baseline(baseline::BaselineArgs),
     /// Run the engine over a recording (JSON lines of inputs) and print its findings.
     Replay(replay::ReplayArgs),
     /// Hold empty programs on syscall hooks until stdin closes: the floor of `cargo xtask bench`.

@@ -109,7 +109,7 @@ pub fn main(args: ReplayArgs) -> Result<ExitCode, CommandError> {
     let ReplayArgs { file, format, no_auto_mode } = args;
     let name = file.display().to_string();
     let reader = File::open(&file).map_err(|source| ReplayError::Read { file: name.clone(), source })?;
-    let mut engine = Engine::new(EngineConfig { auto_mode: !no_auto_mode });
+    let mut engine = Engine::new(EngineConfig { auto_mode: !no_auto_mode, ..EngineConfig::default() });
     let mut stdout = BufWriter::new(io::stdout().lock());
     if format == Format::Table {
         writeln!(stdout, "{}", table_header()).map_err(ReplayError::Write)?;

@@ -117,6 +117,18 @@ pub enum ControlRequest {
     ListTasks,
     RegisterToken { request: TokenRequest, caller: Caller },
     Status,
+    /// Every secret's learned baseline.
+    Baselines,
+    /// Forget one secret's baseline, or all of them.
+    ResetBaselines { request: BaselineReset, caller: Caller },
+}
+
+/// Which baseline to forget: `secret` as `baseline show` names it, or every one when absent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaselineReset {
+    #[serde(default)]
+    pub secret: Option<String>,
 }
 
 /// Why the daemon refused a request; the API maps these to HTTP statuses.

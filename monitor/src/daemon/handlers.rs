@@ -8,7 +8,8 @@ use tracing::info;
 use super::{
     clock,
     control::{
-        duration_text, Caller, ControlError, ControlReply, ControlRequest, ResolvedHosts, TaskRequest, TokenRequest,
+        duration_text, BaselineReset, Caller, ControlError, ControlReply, ControlRequest, ResolvedHosts, TaskRequest,
+        TokenRequest,
     },
     outputs::TaskChange,
     registry::Persisted,
@@ -70,6 +71,8 @@ impl Daemon {
             ControlRequest::ListTasks => Ok(self.list_tasks()),
             ControlRequest::RegisterToken { request, caller } => self.register_token(request, caller),
             ControlRequest::Status => Ok(self.status()),
+            ControlRequest::Baselines => Ok(json!(self.engine.baselines())),
+            ControlRequest::ResetBaselines { request, caller } => self.reset_baselines(request, caller),
         })
     }
 
@@ -206,6 +209,17 @@ impl Daemon {
             info!(task = %id, "task ended");
         }
         Ok(self.task_json(self.tasks.get(id).expect("present")))
+    }
+
+    fn reset_baselines(&mut self, request: BaselineReset, caller: Caller) -> ControlReply {
+        self.check_caller(caller)?;
+        let BaselineReset { secret } = request;
+        if let Some(name) = secret.as_deref().filter(|name| !self.engine.baselines().contains_key(*name)) {
+            return Err(ControlError::NotFound(format!("no baseline for {name}")));
+        }
+        self.control_input(Input::BaselineReset { at_ns: clock::boottime_ns(), secret: secret.clone() })?;
+        info!(secret = secret.as_deref().unwrap_or("every secret"), "baseline reset");
+        Ok(json!({ "reset": secret.map_or_else(|| json!("all"), |secret| json!(secret)) }))
     }
 
     fn register_token(&mut self, request: TokenRequest, caller: Caller) -> ControlReply {

@@ -47,6 +47,8 @@ pub struct Metrics {
     pub map_entries: IntGaugeVec,
     /// 1 for each fail-closed judgement the kernel has switched to (`membership`, `holdings`).
     pub fail_closed: IntGaugeVec,
+    /// Secrets' baselines, by state (`learning`, `learned`).
+    pub baselines: IntGaugeVec,
 }
 
 /// Registers a metric built from constant names and labels, which cannot be invalid.
@@ -167,6 +169,7 @@ impl Default for Metrics {
                 "Judgements the kernel made conservative after a failed write (1 each)",
                 &["judgement"],
             ),
+            baselines: gauge_vec(r, "credwatch_baselines", "Secrets' learned baselines, by state", &["state"]),
             registry,
         }
         .with_zeros()
@@ -219,8 +222,9 @@ impl Metrics {
             map_write_failures,
             map_entries,
             fail_closed,
+            baselines,
         } = self;
-        let plain: [&dyn Collector; 18] = [
+        let plain: [&dyn Collector; 19] = [
             events,
             events_lost,
             decode_errors,
@@ -239,6 +243,7 @@ impl Metrics {
             map_write_failures,
             map_entries,
             fail_closed,
+            baselines,
         ];
         let histograms: [&dyn Collector; 1] = [event_latency];
         let mut names: Vec<String> =
@@ -312,6 +317,7 @@ mod tests {
         metrics.sink_dropped.with_label_values(&["audit"]).inc();
         metrics.map_entries.with_label_values(&["TASK_OF"]).set(64);
         metrics.fail_closed.with_label_values(&["membership"]).set(1);
+        metrics.baselines.with_label_values(&["learned"]).set(1);
         let text = metrics.encode();
         let exposed: std::collections::BTreeSet<&str> = text
             .lines()

@@ -68,7 +68,7 @@ pub enum DaemonError {
     Homes(#[from] catalogue::homes::HomesError),
     #[error("cannot watch the secret files")]
     Files(#[from] FilesError),
-    #[error("cannot start the task registry's writer")]
+    #[error("cannot start a state file's writer")]
     RegistryWriter(#[source] std::io::Error),
     #[error("cannot use the task registry")]
     Registry(#[from] RegistryError),
@@ -130,6 +130,8 @@ pub struct Daemon {
     watched: WatchedFiles,
     tasks: TaskTable,
     registry: registry::Writer,
+    /// Learned baselines, persisted when they change.
+    baselines: registry::Writer,
     recorder: Option<Recorder>,
     feed: FindingsFeed,
     plan: ActionPlan,
@@ -171,6 +173,9 @@ impl Daemon {
         let registry = Registry::new(&config.state_dir);
         let persisted = registry.load()?;
         let registry = registry::Writer::start(registry).map_err(DaemonError::RegistryWriter)?;
+        let baselines_file = Registry::baselines(&config.state_dir);
+        let learned = baselines_file.read()?;
+        let baselines = registry::Writer::start(baselines_file).map_err(DaemonError::RegistryWriter)?;
         let recorder = record.as_deref().map(Recorder::create).transpose()?;
         let mut daemon = Self {
             tier,
@@ -183,6 +188,7 @@ impl Daemon {
             watched: WatchedFiles::default(),
             tasks: TaskTable::default(),
             registry,
+            baselines,
             recorder,
             feed: FindingsFeed::default(),
             plan,
@@ -209,6 +215,9 @@ impl Daemon {
         }
         let initial = daemon.secret_files.initial();
         daemon.apply_file_changes(initial)?;
+        if let Some(baselines) = learned {
+            daemon.input(Input::BaselinesRestored { at_ns: clock::boottime_ns(), baselines })?;
+        }
         daemon.restore_tasks(persisted)?;
         info!(tier = %tier, secrets = daemon.watched.count(), tasks = daemon.tasks.entries().count(), "sensors attached");
         Ok(daemon)
@@ -245,6 +254,7 @@ impl Daemon {
                 _ = tick.tick() => {
                     self.catch_up()?;
                     self.check_maps()?;
+                    self.save_baselines();
                     self.input(Input::Tick { at_ns: clock::boottime_ns() })?;
                 }
                 _ = refresh.tick() => self.refresh_metrics(),
@@ -253,6 +263,7 @@ impl Daemon {
         info!(signal = stop, "stopping");
         self.refresh_metrics();
         self.save_registry();
+        self.save_baselines();
         if let Some(recorder) = &mut self.recorder {
             recorder.flush()?;
         }
@@ -455,6 +466,10 @@ impl Daemon {
         }
         self.metrics.secrets_watched.set(self.watched.count() as i64);
         self.metrics.processes_tracked.set(self.engine.processes_tracked() as i64);
+        let learned = self.engine.baselines().values().filter(|baseline| baseline.learned).count();
+        let learning = self.engine.baselines().len() - learned;
+        self.metrics.baselines.with_label_values(&["learned"]).set(learned as i64);
+        self.metrics.baselines.with_label_values(&["learning"]).set(learning as i64);
         let files = self.secret_files.stats();
         for (reason, count) in [
             ("watch_limit", files.over_watch_limit),
@@ -462,6 +477,13 @@ impl Daemon {
             ("other_error", files.other_errors),
         ] {
             self.metrics.secret_files_unwatched.with_label_values(&[reason]).set(count as i64);
+        }
+    }
+
+    /// Persists the baselines if they changed since the last time.
+    fn save_baselines(&mut self) {
+        if self.engine.take_baselines_changed() {
+            self.baselines.save(self.engine.baselines());
         }
     }
 

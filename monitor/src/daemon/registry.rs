@@ -15,11 +15,12 @@ use std::{
 
 use tracing::warn;
 
-use serde::{Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use super::tasks::TaskEntry;
 
 const FILE: &str = "tasks.json";
+const BASELINES_FILE: &str = "baselines.json";
 
 /// What the registry holds: the tasks, and the first kernel handle never issued, so that a
 /// restarted daemon never hands out a handle twice.
@@ -46,7 +47,7 @@ pub enum RegistryError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{}: not a task registry (moved aside, not deleted): {source}", path.display())]
+    #[error("{}: not a valid state file (moved aside, not deleted): {source}", path.display())]
     Corrupt {
         path: PathBuf,
         #[source]
@@ -63,23 +64,34 @@ impl Registry {
         Self { path: state_dir.join(FILE) }
     }
 
+    /// The learned baselines' file, `<state_dir>/baselines.json`.
+    pub fn baselines(state_dir: &Path) -> Self {
+        Self { path: state_dir.join(BASELINES_FILE) }
+    }
+
     /// The persisted tasks; none on first start. A file that does not parse is moved aside to
     /// `tasks.json.corrupt` (never deleted: nothing is lost) and reported.
     pub fn load(&self) -> Result<Persisted, RegistryError> {
-        let io = |action, source| RegistryError::Io { action, path: self.path.clone(), source };
-        let text = match fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Persisted { next_handle: 1, tasks: Vec::new() }),
-            Err(error) => return Err(io("read", error)),
-        };
-        let on_disk = serde_json::from_str(&text).map(|on_disk| match on_disk {
+        let on_disk = self.read::<OnDisk>()?.map(|on_disk| match on_disk {
             OnDisk::Current(persisted) => persisted,
             OnDisk::TasksOnly(tasks) => {
                 let next_handle = tasks.iter().map(|task| task.handle.saturating_add(1)).max().unwrap_or(1);
                 Persisted { next_handle, tasks }
             }
         });
-        on_disk.or_else(|source| {
+        Ok(on_disk.unwrap_or(Persisted { next_handle: 1, tasks: Vec::new() }))
+    }
+
+    /// The file's content, `None` when it does not exist; one that does not parse is moved aside
+    /// to `<name>.corrupt` and reported.
+    pub fn read<T: DeserializeOwned>(&self) -> Result<Option<T>, RegistryError> {
+        let io = |action, source| RegistryError::Io { action, path: self.path.clone(), source };
+        let text = match fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(io("read", error)),
+        };
+        serde_json::from_str(&text).map(Some).or_else(|source| {
             let aside = self.path.with_extension("json.corrupt");
             fs::rename(&self.path, &aside).map_err(|error| io("move aside", error))?;
             Err(RegistryError::Corrupt { path: self.path.clone(), source })
@@ -99,11 +111,11 @@ impl Registry {
     }
 }
 
-fn serialize(persisted: &Persisted<&TaskEntry>) -> Vec<u8> {
-    serde_json::to_vec_pretty(persisted).expect("task entries always serialize")
+fn serialize(value: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec_pretty(value).expect("the daemon's state always serializes")
 }
 
-/// Writes the registry on a thread of its own, so that its fsyncs never hold up the loop that
+/// Writes a state file on a thread of its own, so that its fsyncs never hold up the loop that
 /// drains the kernel's events. Snapshots queued while one is written are coalesced: the latest
 /// wins. Dropping the writer waits for the last snapshot to be on disk.
 pub struct Writer {
@@ -122,17 +134,17 @@ impl Writer {
                 latest = received.try_iter().last().unwrap_or(latest);
                 if let Err(error) = registry.write(&latest) {
                     failed.fetch_add(1, Ordering::Relaxed);
-                    warn!(error = %crate::error_chain::ErrorChain(&error), "cannot persist the task registry");
+                    warn!(error = %crate::error_chain::ErrorChain(&error), "cannot persist the daemon's state");
                 }
             }
         })?;
         Ok(Self { snapshots: Some(snapshots), thread: Some(thread), failures })
     }
 
-    pub fn save(&self, persisted: &Persisted<&TaskEntry>) {
+    pub fn save(&self, value: &impl Serialize) {
         if let Some(snapshots) = &self.snapshots {
             // The thread only stops when the writer is dropped.
-            let _ = snapshots.send(serialize(persisted));
+            let _ = snapshots.send(serialize(value));
         }
     }
 
@@ -160,13 +172,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let registry = Registry::new(dir.path());
         assert!(registry.load().unwrap().tasks.is_empty());
-        registry.write(&serialize(&Persisted { next_handle: 7, tasks: Vec::new() })).unwrap();
+        registry.write(&serialize(&Persisted::<TaskEntry> { next_handle: 7, tasks: Vec::new() })).unwrap();
         let loaded = registry.load().unwrap();
         assert!(loaded.tasks.is_empty());
         assert_eq!(loaded.next_handle, 7, "the handles issued survive a restart");
         fs::write(dir.path().join(FILE), "{ not json").unwrap();
         let error = registry.load().unwrap_err().to_string();
-        assert!(error.contains("not a task registry"), "{error}");
+        assert!(error.contains("not a valid state file"), "{error}");
         assert_eq!(fs::read_to_string(dir.path().join("tasks.json.corrupt")).unwrap(), "{ not json");
     }
 
@@ -175,7 +187,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let writer = Writer::start(Registry::new(dir.path())).unwrap();
         for next_handle in 1..=50 {
-            writer.save(&Persisted { next_handle, tasks: Vec::new() });
+            writer.save(&Persisted::<TaskEntry> { next_handle, tasks: Vec::new() });
         }
         drop(writer);
         assert_eq!(Registry::new(dir.path()).load().unwrap().next_handle, 50);

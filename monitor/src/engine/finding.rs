@@ -20,10 +20,13 @@ pub enum Rule {
     UntaskedAccess,
     /// A kernel map is full: what its writes were for is no longer fully seen or enforced.
     MonitorBlind,
+    /// A use outside a secret's learned baseline: a new executable, owner or destination, or a
+    /// burst.
+    AnomalousUse,
 }
 
 impl Rule {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::CrossTaskReuse,
         Self::PostTaskReuse,
         Self::UnexpectedDestination,
@@ -31,6 +34,7 @@ impl Rule {
         Self::SecretPropagation,
         Self::UntaskedAccess,
         Self::MonitorBlind,
+        Self::AnomalousUse,
     ];
 
     /// The stable snake_case name used in findings, metrics and configuration.
@@ -43,6 +47,7 @@ impl Rule {
             Self::SecretPropagation => "secret_propagation",
             Self::UntaskedAccess => "untasked_access",
             Self::MonitorBlind => "monitor_blind",
+            Self::AnomalousUse => "anomalous_use",
         }
     }
 }

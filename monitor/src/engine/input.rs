@@ -1,9 +1,12 @@
 //! What the engine consumes, in order: kernel events and the daemon's announcements of tasks and
 //! secrets. A recording (`run --record`, read by `replay`) holds one `Input` per JSON line.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::{
+    baseline::Baseline,
     secrets::SecretSpec,
     tasks::{Grant, TaskId, TaskSpec, TaskState},
 };
@@ -60,6 +63,17 @@ pub enum Input {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         process: Option<ExecId>,
     },
+    /// Baselines an earlier run of the daemon learnt.
+    BaselinesRestored {
+        at_ns: u64,
+        baselines: BTreeMap<String, Baseline>,
+    },
+    /// Forget one secret's baseline (`secret`, as `baseline show` names it), or all of them.
+    BaselineReset {
+        at_ns: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        secret: Option<String>,
+    },
     /// Time passed: lets tasks expire when nothing else happens.
     Tick {
         at_ns: u64,
@@ -79,6 +93,8 @@ impl Input {
             | Self::SecretWatched { at_ns, .. }
             | Self::InodeUnwatched { at_ns, .. }
             | Self::MapWriteFailed { at_ns, .. }
+            | Self::BaselinesRestored { at_ns, .. }
+            | Self::BaselineReset { at_ns, .. }
             | Self::Tick { at_ns } => *at_ns,
         }
     }

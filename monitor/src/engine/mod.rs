@@ -5,6 +5,7 @@
 //! events, on a recording (`credwatch replay`), in tests and in benchmarks. The same inputs in
 //! the same order give the same findings and effects.
 
+mod baseline;
 mod destinations;
 mod effect;
 mod finding;
@@ -19,6 +20,7 @@ mod tasks;
 #[cfg(test)]
 mod tests;
 
+pub use baseline::{Baseline, BaselineConfig};
 pub use destinations::{Destination, DestinationError};
 pub use effect::{Effect, Rejection};
 pub use finding::{Ancestor, Finding, Rule, SecretLabel, Severity, Sprawl};
@@ -32,7 +34,12 @@ use rules::{SecretUse, Via};
 use secrets::{SecretKey, Secrets};
 use tasks::{Membership, TaskRef, Tasks};
 
-use std::collections::HashMap;
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::SocketAddr,
+};
+
+use baseline::Baselines;
 
 use monitor_common::maps::{policy, UNKNOWN_TASK};
 
@@ -46,11 +53,12 @@ pub struct EngineConfig {
     /// A secret no task was granted is bound to the first active task that uses it, until that
     /// task ends; uses outside any task are then reported as `info` with sprawl counts.
     pub auto_mode: bool,
+    pub baseline: BaselineConfig,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { auto_mode: true }
+        Self { auto_mode: true, baseline: BaselineConfig::default() }
     }
 }
 
@@ -78,6 +86,7 @@ pub struct Engine {
     /// a task must not come back to life.
     now_ns: u64,
     stats: Stats,
+    baselines: Baselines,
     /// Kernel maps whose writes failed, with the time of the latest failure: an episode of
     /// `monitor_blind` per map.
     blind: HashMap<String, u64>,
@@ -104,6 +113,7 @@ impl Engine {
             state,
             now_ns: 0,
             stats: Stats::default(),
+            baselines: Baselines::new(config.baseline),
             blind: HashMap::new(),
             kernel_bindings: HashMap::new(),
             bindings_changed: false,
@@ -137,6 +147,8 @@ impl Engine {
             Input::MapWriteFailed { at_ns, map, failures, process } => {
                 self.map_write_failed(*at_ns, map, *failures, *process, &mut out);
             }
+            Input::BaselinesRestored { at_ns: _, baselines } => self.baselines.restore(baselines),
+            Input::BaselineReset { at_ns: _, secret } => self.baselines.reset(secret.as_deref()),
             Input::Tick { at_ns: _ } => {}
         }
         if std::mem::take(&mut self.bindings_changed) {
@@ -153,6 +165,16 @@ impl Engine {
     pub fn task_of(&self, process: ExecId) -> Option<(&TaskId, TaskState)> {
         let task = self.state.tasks.get(self.state.processes.task_of(process)?);
         Some((&task.id, task.state))
+    }
+
+    /// Every secret's learned baseline, by the key `baseline show` names it with.
+    pub fn baselines(&self) -> &BTreeMap<String, Baseline> {
+        self.baselines.all()
+    }
+
+    /// Whether a baseline changed since the last call (the daemon persists them then).
+    pub fn take_baselines_changed(&mut self) -> bool {
+        self.baselines.take_changed()
     }
 
     /// The handle the next task will get: every lower one was issued (persisted across restarts).
@@ -205,7 +227,7 @@ impl Engine {
     /// Starts a task, under `handle` when it is restored; `None` if the engine rejected it.
     fn start_task(&mut self, at_ns: u64, spec: &TaskSpec, handle: Option<u32>, out: &mut Outcome) -> Option<TaskRef> {
         // The task API checks the owner; the cgroup is for the kill_task action.
-        let TaskSpec { id, owner: _, roots, cgroup: _, granted, allowed, ttl_ns } = spec;
+        let TaskSpec { id, owner, roots, cgroup: _, granted, allowed, ttl_ns } = spec;
         let env_grants = granted
             .iter()
             .filter_map(|grant| match grant {
@@ -213,7 +235,7 @@ impl Engine {
                 Grant::Env { name: _, fingerprint: Some(_) } | Grant::File { .. } | Grant::Token { .. } => None,
             })
             .collect();
-        let task = match self.state.tasks.start(id, at_ns, *ttl_ns, allowed.clone(), env_grants, handle) {
+        let task = match self.state.tasks.start(id, owner, at_ns, *ttl_ns, allowed.clone(), env_grants, handle) {
             Ok(task) => task,
             Err(rejection) => {
                 out.effects.push(Effect::Rejected(rejection));
@@ -376,8 +398,10 @@ impl Engine {
             }
             EventKind::Connect(Connect { syscall: _, destination, kernel_action: _ }) => {
                 self.see(process, out);
-                let draft = rules::connect(&self.state, process, *destination);
-                self.emit(at_ns, process, draft, out);
+                match rules::connect(&self.state, process, *destination) {
+                    Some(draft) => self.emit(at_ns, process, Some(draft), out),
+                    None => self.learn_destination(at_ns, process, *destination, out),
+                }
             }
         }
     }
@@ -440,8 +464,41 @@ impl Engine {
             }
             self.state.secrets.record_use(key, task, change.first_use);
         }
-        let draft = rules::secret_use(&self.state, &SecretUse { membership, key, via });
-        self.emit(at_ns, process, draft, out);
+        match rules::secret_use(&self.state, &SecretUse { membership, key, via }) {
+            Some(draft) => self.emit(at_ns, process, Some(draft), out),
+            None => self.learn_use(at_ns, process, key, out),
+        }
+    }
+
+    /// A use no policy rule objected to: it teaches the secret's baseline, or stands out from it.
+    fn learn_use(&mut self, at_ns: u64, process: ExecId, key: SecretKey, out: &mut Outcome) {
+        let State { processes, tasks, secrets, .. } = &self.state;
+        let Some(record) = processes.get(process) else { return };
+        let parent = record.parent.and_then(|parent| processes.get(parent)).and_then(|parent| parent.filename.as_deref());
+        let user = baseline::User {
+            executable: record.filename.as_deref(),
+            parent,
+            owner: record.task.map(|task| tasks.get(task).owner.as_str()),
+        };
+        let name = secrets.baseline_name(key);
+        let (novel, summary) = self.baselines.used(&name, at_ns, user);
+        if let Some(summary) = summary {
+            let draft = rules::anomalous_use::check(&self.state, process, key, &novel, &summary);
+            self.emit(at_ns, process, draft, out);
+        }
+    }
+
+    /// A holder's connect no policy rule objected to: it teaches the baselines of what it holds.
+    fn learn_destination(&mut self, at_ns: u64, process: ExecId, destination: SocketAddr, out: &mut Outcome) {
+        let held: Vec<SecretKey> =
+            self.state.processes.get(process).map(|record| record.held.keys().copied().collect()).unwrap_or_default();
+        for key in held {
+            let name = self.state.secrets.baseline_name(key);
+            if let Some((novelty, summary)) = self.baselines.reached(&name, destination) {
+                let draft = rules::anomalous_use::check(&self.state, process, key, &[novelty], &summary);
+                self.emit(at_ns, process, draft, out);
+            }
+        }
     }
 
     /// Binds the secret to the active task using it, when a grant by name or auto mode says so.

@@ -2,7 +2,10 @@
 
 use std::collections::HashMap;
 
-use super::{Effect, Engine, EngineConfig, Finding, Grant, Input, SecretKind, SecretSpec, TaskId, TaskSpec, TaskState};
+use super::{
+    BaselineConfig, Effect, Engine, EngineConfig, Finding, Grant, Input, SecretKind, SecretSpec, TaskId, TaskSpec,
+    TaskState,
+};
 use crate::event::{
     Connect, ConnectSyscall, EnvScan, EnvSecret, Event, EventKind, Exec, ExecId, Exit, ExitStatus, Fingerprint, Fork,
     Harvest, HarvestKind, InodeId, KernelAction, OpenSyscall, SecretId, SecretOpen,
@@ -32,7 +35,14 @@ impl Scenario {
     }
 
     pub(super) fn without_auto_mode() -> Self {
-        Self::with(EngineConfig { auto_mode: false })
+        Self::with(EngineConfig { auto_mode: false, ..EngineConfig::default() })
+    }
+
+    /// Baselines learned after `learn_uses` uses over `learn_ns` (the scenario clock moves 10 ns
+    /// an input).
+    pub(super) fn learning(learn_ns: u64, learn_uses: u64) -> Self {
+        let baseline = BaselineConfig { learn_ns, learn_uses, burst_factor: 10, burst_floor: 30 };
+        Self::with(EngineConfig { baseline, ..EngineConfig::default() })
     }
 
     fn with(config: EngineConfig) -> Self {

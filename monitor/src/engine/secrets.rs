@@ -255,6 +255,15 @@ impl Secrets {
         })
     }
 
+    /// The name a secret's baseline is kept under, the same across restarts: a file by its path,
+    /// any other value by its keyed fingerprint.
+    pub(super) fn baseline_name(&self, key: SecretKey) -> String {
+        match self.canonical(key) {
+            key @ SecretKey::Watched(_) => format!("file:{}", self.label(key).name),
+            SecretKey::Value(fingerprint) => format!("value:{fingerprint}"),
+        }
+    }
+
     /// Secrets bound to a task, explicitly or automatically.
     pub(super) fn bound(&self) -> usize {
         self.records.values().filter(|secret| secret.binding.is_bound()).count()

@@ -42,6 +42,8 @@ pub struct InputCounts {
     pub secret_watched: u64,
     pub inode_unwatched: u64,
     pub map_write_failed: u64,
+    /// Baselines restored at start or reset by an operator.
+    pub baseline_changes: u64,
     pub tick: u64,
 }
 
@@ -64,6 +66,7 @@ impl InputCounts {
             Input::SecretWatched { .. } => &mut self.secret_watched,
             Input::InodeUnwatched { .. } => &mut self.inode_unwatched,
             Input::MapWriteFailed { .. } => &mut self.map_write_failed,
+            Input::BaselinesRestored { .. } | Input::BaselineReset { .. } => &mut self.baseline_changes,
             Input::Tick { .. } => &mut self.tick,
         };
         *counter += 1;
@@ -85,6 +88,7 @@ impl InputCounts {
             secret_watched,
             inode_unwatched,
             map_write_failed,
+            baseline_changes,
             tick,
         } = *self;
         exec + fork
@@ -100,6 +104,7 @@ impl InputCounts {
             + secret_watched
             + inode_unwatched
             + map_write_failed
+            + baseline_changes
             + tick
     }
 }

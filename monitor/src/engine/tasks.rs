@@ -88,6 +88,8 @@ pub(super) struct Task {
     /// The kernel's number for this lifetime (`TASK_OF` values, `GRANTEES` keys): never reused,
     /// across restarts included.
     pub(super) handle: u32,
+    /// Who the task is for, as registered.
+    pub(super) owner: String,
     pub(super) state: TaskState,
     pub(super) allowed: Option<Vec<Destination>>,
     deadline_ns: Option<u64>,
@@ -139,6 +141,7 @@ impl Tasks {
     pub(super) fn start(
         &mut self,
         id: &TaskId,
+        owner: &str,
         at_ns: u64,
         ttl_ns: Option<u64>,
         allowed: Option<Vec<Destination>>,
@@ -162,7 +165,8 @@ impl Tasks {
         if let Some(deadline) = deadline_ns {
             self.deadlines.insert((deadline, task));
         }
-        self.all.push(Task { id: id.clone(), handle, state: TaskState::Active, allowed, deadline_ns, env_grants });
+        let owner = owner.to_owned();
+        self.all.push(Task { id: id.clone(), handle, owner, state: TaskState::Active, allowed, deadline_ns, env_grants });
         self.by_id.insert(id.clone(), task);
         self.by_handle.insert(handle, task);
         Ok(task)

@@ -2,6 +2,7 @@
 //! happened to at most one finding draft. The engine updates its state first (bindings, held
 //! secrets, sprawl), then asks the rules.
 
+pub(super) mod anomalous_use;
 mod cross_task_reuse;
 mod environ_harvest;
 pub(super) mod monitor_blind;
