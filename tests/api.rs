@@ -140,6 +140,8 @@ async fn fake_daemon(
                 }
             }
             ControlRequest::Status => Ok(json!({"tier": "fake", "tasks": {"active": tasks.len()}})),
+            ControlRequest::Baselines => Ok(json!({})),
+            ControlRequest::ResetBaselines { request, caller: _ } => Ok(json!({ "reset": request.secret })),
         };
         let _ = reply.send(answer);
     }
