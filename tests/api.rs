@@ -282,7 +282,7 @@ async fn token_errors_never_contain_the_value() {
 
     let task = TaskRequest::new("t", 1);
     fake.client.start_task(&task).await.unwrap();
-    let token = TokenRequest { task: "t".into(), label: "vault lease 1".into(), value: value.clone() };
+    let token = TokenRequest { task: "t".into(), label: "vault lease 1".into(), value: Some(value.clone()), decoy: false };
     let reply = fake.client.register_token(&token).await.unwrap();
     assert!(!reply.to_string().contains(&value));
     assert!(fake.seen().contains(&Seen::Token { task: "t".into() }));

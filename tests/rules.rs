@@ -299,7 +299,8 @@ async fn a_broker_token_registered_for_one_task_is_caught_in_another() {
     let request = monitor::daemon::control::TokenRequest {
         task: "deploy".to_owned(),
         label: "vault lease 7".to_owned(),
-        value: token.clone(),
+        value: Some(token.clone()),
+        decoy: false,
     };
     let answer = daemon.client.register_token(&request).await.unwrap();
     assert_eq!(answer["fingerprint_prefix"].as_str().unwrap().len(), 8);

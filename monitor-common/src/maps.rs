@@ -30,6 +30,10 @@ pub mod policy {
     pub const ACTIVE: u32 = 1;
     /// Every task granted it is over.
     pub const FINISHED: u32 = 2;
+    /// A decoy: no task owns it, and any task's process touching it is caught.
+    pub const DECOY: u32 = 3;
+    /// A task's process touching a decoy (decoy_touched), a bit of the files policy.
+    pub const KILL_DECOY: u32 = 1 << 3;
 
     /// The opener, as the kernel sees it at the use.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +55,10 @@ pub mod policy {
     pub const fn kills(policy: u32, binding: u32, caller: Caller) -> bool {
         if binding == UNBOUND {
             return false;
+        }
+        if binding == DECOY {
+            // Processes in no task (backups, indexers) are reported, never killed.
+            return !matches!(caller, Caller::Untasked) && policy & KILL_DECOY != 0;
         }
         match caller {
             Caller::Finished => policy & KILL_AFTER_TASK != 0,
@@ -239,6 +247,10 @@ mod tests {
         assert!(kills(KILL_AFTER_TASK, FINISHED, Caller::Other), "every grantee is over: post-task reuse");
         assert!(kills(KILL_AFTER_TASK, FINISHED, Caller::Untasked));
         assert!(!kills(KILL_OTHER_TASK | KILL_UNTASKED, FINISHED, Caller::Other));
+        assert!(kills(KILL_DECOY, DECOY, Caller::Other), "any task's process touching a decoy");
+        assert!(kills(KILL_DECOY, DECOY, Caller::Finished));
+        assert!(!kills(KILL_DECOY | KILL_UNTASKED, DECOY, Caller::Untasked), "a backup in no task is not killed");
+        assert!(!kills(all, DECOY, Caller::Other), "only the decoy rule's actions kill at a decoy");
     }
 
     #[test]

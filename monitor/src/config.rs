@@ -55,6 +55,7 @@ use crate::{
         CatalogueConfig,
     },
     daemon::DaemonConfig,
+    secrets::decoys::DecoyConfig,
     sensors::sizes::MapSizeOverrides,
     daemon::control::duration_text,
     engine::{BaselineConfig, EngineConfig, Rule, Severity},
@@ -98,6 +99,8 @@ pub struct Config {
     pub maps: MapSizeOverrides,
     /// When a secret's baseline is learned, and what is a burst.
     pub baseline: BaselineConfig,
+    /// Decoy credentials to plant, and the scanners whose touches are not reported.
+    pub decoys: DecoyConfig,
     /// Metrics, audit log, alert sinks and the revocation webhook.
     pub export: ExportConfig,
 }
@@ -106,7 +109,12 @@ impl Config {
     /// The sections the daemon owns.
     pub fn daemon(&self) -> DaemonConfig {
         DaemonConfig {
-            engine: EngineConfig { auto_mode: self.mode == Mode::Auto, baseline: self.baseline },
+            engine: EngineConfig {
+                auto_mode: self.mode == Mode::Auto,
+                baseline: self.baseline,
+                decoy_ignore: self.decoys.ignore.clone(),
+            },
+            decoys: self.decoys.clone(),
             state_dir: self.state_dir.clone(),
             key_file: self.key_file.clone(),
             catalogue: self.catalogue.clone(),
@@ -127,6 +135,7 @@ impl Default for Config {
             actions: ActionPlan::default(),
             maps: MapSizeOverrides::default(),
             baseline: BaselineConfig::default(),
+            decoys: DecoyConfig::default(),
             export: ExportConfig::default(),
         }
     }
@@ -191,6 +200,36 @@ struct RawConfig {
     /// Map name → entries.
     maps: Option<BTreeMap<Spanned<String>, Spanned<u32>>>,
     baseline: Option<RawBaseline>,
+    decoys: Option<RawDecoys>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawDecoys {
+    files: Option<Vec<Spanned<String>>>,
+    ignore: Option<Vec<Spanned<String>>>,
+}
+
+impl RawDecoys {
+    fn validate(self) -> Result<DecoyConfig, Invalid> {
+        let Self { files, ignore } = self;
+        let files = each("decoys.files", files, |text| {
+            let relative = text.strip_prefix("~/").or_else(|| text.strip_prefix('/'));
+            match relative {
+                None => Err(format!("{text:?} must be absolute or start with ~/")),
+                Some(_) if text.contains(['*', '?', '[']) => Err(format!("{text:?}: a decoy is one file, not a pattern")),
+                Some(rest) if rest.split('/').any(|part| matches!(part, "" | "." | "..")) => {
+                    Err(format!("{text:?} is not a plain path"))
+                }
+                Some(_) => Ok(text.to_owned()),
+            }
+        })?;
+        let ignore = each("decoys.ignore", ignore, |text| match text.starts_with('/') {
+            true => Ok(text.to_owned()),
+            false => Err(format!("{text:?} must be an executable's absolute path")),
+        })?;
+        Ok(DecoyConfig { files, ignore })
+    }
 }
 
 #[derive(Deserialize)]
@@ -275,8 +314,22 @@ struct Invalid {
 
 impl RawConfig {
     fn validate(self) -> Result<Config, Invalid> {
-        let Self { mode, state_dir, key_file, catalogue, api, actions, host, metrics, audit, alerts, revoke, maps, baseline } =
-            self;
+        let Self {
+            mode,
+            state_dir,
+            key_file,
+            catalogue,
+            api,
+            actions,
+            host,
+            metrics,
+            audit,
+            alerts,
+            revoke,
+            maps,
+            baseline,
+            decoys,
+        } = self;
         let default = Config::default();
         if revoke.is_none() {
             if let Some((key, span)) = actions.iter().flatten().find_map(|(rule, actions)| {
@@ -302,6 +355,7 @@ impl RawConfig {
             actions: actions.map(validate_actions).transpose()?.unwrap_or_default(),
             maps: maps.map(validate_maps).transpose()?.unwrap_or_default(),
             baseline: baseline.map(RawBaseline::validate).transpose()?.unwrap_or_default(),
+            decoys: decoys.map(RawDecoys::validate).transpose()?.unwrap_or_default(),
             export,
         })
     }
@@ -644,6 +698,8 @@ cross_task_reuse = ["kill_process", "revoke"]
             ("[maps]\ntask_of = 0\n", "credwatch.toml:2: maps.task_of: 0 is not between 1 and 4194304"),
             ("[baseline]\nlearn_for = \"soon\"\n", "credwatch.toml:2: baseline.learn_for: \"soon\" is not a duration"),
             ("[baseline]\nburst_factor = 1\n", "credwatch.toml:2: baseline.burst_factor: 1 is not between 2 and 1000"),
+            ("[decoys]\nfiles = [\"~/.aws/*\"]\n", "credwatch.toml:2: decoys.files[0]: \"~/.aws/*\": a decoy is one file"),
+            ("[decoys]\nignore = [\"tar\"]\n", "credwatch.toml:2: decoys.ignore[0]: \"tar\" must be an executable's absolute path"),
             ("[maps]\nevents = 8\n", "credwatch.toml:2: maps.events: unknown map; one of task_of, holders,"),
         ] {
             let error = parse(text).unwrap_err();
@@ -685,6 +741,10 @@ watched = 64
 [baseline]
 learn_for = "2h"
 learn_uses = 50
+
+[decoys]
+files = ["~/.aws/credentials.old"]
+ignore = ["/usr/bin/tar"]
 "#;
         let config = parse(text).unwrap();
         assert_eq!(
@@ -712,6 +772,10 @@ learn_uses = 50
                 actions: ActionPlan::default(),
                 maps: MapSizeOverrides { task_of: Some(512), watched: Some(64), ..MapSizeOverrides::default() },
                 baseline: BaselineConfig { learn_ns: 7_200_000_000_000, learn_uses: 50, ..BaselineConfig::default() },
+                decoys: DecoyConfig {
+                    files: vec!["~/.aws/credentials.old".into()],
+                    ignore: vec!["/usr/bin/tar".into()],
+                },
                 export: ExportConfig::default(),
             }
         );

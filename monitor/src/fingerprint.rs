@@ -146,7 +146,7 @@ fn effective_uid() -> u32 {
 }
 
 /// Fills `buffer` from the kernel's random pool, waiting for it to be initialised at early boot.
-fn fill_random(buffer: &mut [u8]) -> std::io::Result<()> {
+pub fn fill_random(buffer: &mut [u8]) -> std::io::Result<()> {
     let mut filled = 0;
     while filled < buffer.len() {
         let rest = &mut buffer[filled..];

@@ -281,7 +281,7 @@ impl Stream {
         let name = secret_path(secret);
         let kind = SecretKind::File { inode: inode(secret), path: name.clone() };
         let at_ns = self.now();
-        out.push(Input::SecretWatched { at_ns, secret: SecretSpec { id: secret, name, kind, fingerprint: None } });
+        out.push(Input::SecretWatched { at_ns, secret: SecretSpec { id: secret, name, kind, fingerprint: None, decoy: false } });
         self.fork(0, out);
         self.stabilise_last();
         let root = self.stable - 1;

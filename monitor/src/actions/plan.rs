@@ -47,6 +47,7 @@ impl Default for ActionPlan {
         Self(BTreeMap::from([
             (Rule::CrossTaskReuse, vec![Action::KillProcess]),
             (Rule::PostTaskReuse, vec![Action::KillProcess]),
+            (Rule::DecoyTouched, vec![Action::KillProcess]),
         ]))
     }
 }

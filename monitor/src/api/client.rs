@@ -93,8 +93,8 @@ impl ApiClient {
     }
 
     pub async fn register_token(&self, request: &TokenRequest) -> Result<serde_json::Value, ClientError> {
-        let TokenRequest { task, label, value } = request;
-        let body = serde_json::json!({ "task": task, "label": label, "value": value });
+        let TokenRequest { task, label, value, decoy } = request;
+        let body = serde_json::json!({ "task": task, "label": label, "value": value, "decoy": decoy });
         let body = serde_json::to_vec(&body).map_err(ClientError::Encode)?;
         self.call(Method::POST, "/v1/tokens", Some(body)).await
     }

@@ -72,13 +72,19 @@ pub struct TokenRequest {
     pub task: String,
     /// A human label for findings, e.g. "vault lease 1234".
     pub label: String,
-    pub value: String,
+    /// Required but for a decoy, which the daemon makes up when it is absent.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// A decoy planted in the task: the task may carry it; any other process using it is
+    /// `decoy_touched`.
+    #[serde(default)]
+    pub decoy: bool,
 }
 
 impl std::fmt::Debug for TokenRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let Self { task, label, value: _ } = self;
-        f.debug_struct("TokenRequest").field("task", task).field("label", label).finish_non_exhaustive()
+        let Self { task, label, value: _, decoy } = self;
+        f.debug_struct("TokenRequest").field("task", task).field("label", label).field("decoy", decoy).finish_non_exhaustive()
     }
 }
 

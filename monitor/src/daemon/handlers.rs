@@ -21,7 +21,7 @@ use crate::{
     engine::{Destination, Grant, Input, Rejection, TaskId, TaskSpec, TaskState},
     event::{EnvScan, EnvSecret, EventKind, SecretId},
     procfs,
-    secrets::environ::scan_environ,
+    secrets::{decoys, environ::scan_environ},
 };
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> ControlError {
@@ -224,16 +224,32 @@ impl Daemon {
 
     fn register_token(&mut self, request: TokenRequest, caller: Caller) -> ControlReply {
         self.check_caller(caller)?;
-        let TokenRequest { task, label, value } = request;
-        let fingerprint = self.key.fingerprint(value.as_bytes());
-        drop(zeroize::Zeroizing::new(value));
+        let TokenRequest { task, label, value, decoy } = request;
         let id = TaskId(task);
         if !self.tasks.is_active(&id) {
             return Err(ControlError::NotFound(id.to_string()));
         }
-        let grant = Grant::Token { fingerprint, label: label.clone() };
+        // A broker asking for a decoy gets one made up here: the reply is the only place its
+        // value ever appears.
+        let (value, handed_out) = match (value, decoy) {
+            (Some(value), _) => (zeroize::Zeroizing::new(value), false),
+            (None, true) => {
+                let made_up = decoys::fake_value(&label).map_err(|error| ControlError::Internal(error.to_string()))?;
+                (made_up, true)
+            }
+            (None, false) => return Err(invalid("value", "a token needs a value (only a decoy can be made up)")),
+        };
+        let fingerprint = self.key.fingerprint(value.as_bytes());
+        let grant = match decoy {
+            true => Grant::Decoy { fingerprint, label: label.clone() },
+            false => Grant::Token { fingerprint, label: label.clone() },
+        };
         self.control_input(Input::GrantAdded { at_ns: clock::boottime_ns(), task: id.clone(), grant })?;
-        Ok(json!({ "task": id, "label": label, "fingerprint_prefix": fingerprint.prefix() }))
+        let mut reply = json!({ "task": id, "label": label, "fingerprint_prefix": fingerprint.prefix(), "decoy": decoy });
+        if handed_out {
+            reply["value"] = json!(value.as_str());
+        }
+        Ok(reply)
     }
 
     fn task_json(&self, entry: &TaskEntry) -> serde_json::Value {

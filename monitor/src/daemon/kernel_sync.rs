@@ -137,7 +137,8 @@ pub fn set_enforcement(maps: &mut KernelMaps, plan: &ActionPlan) {
     let bit = |rule, bit| if plan.kills(rule) { bit } else { policy::REPORT };
     let files = bit(Rule::CrossTaskReuse, policy::KILL_OTHER_TASK)
         | bit(Rule::UntaskedAccess, policy::KILL_UNTASKED)
-        | bit(Rule::PostTaskReuse, policy::KILL_AFTER_TASK);
+        | bit(Rule::PostTaskReuse, policy::KILL_AFTER_TASK)
+        | bit(Rule::DecoyTouched, policy::KILL_DECOY);
     let harvest = bit(Rule::EnvironHarvest, policy::KILL_OTHER_TASK | policy::KILL_UNTASKED);
     report(
         maps.set_enforcement(files, harvest, plan.kills(Rule::UnexpectedDestination)),

@@ -34,13 +34,18 @@ use self::{
 use self::latency::LatencyHistogram;
 use crate::{
     actions::plan::ActionPlan,
-    catalogue::{self, pattern::EnvPatterns, Catalogue, CatalogueConfig},
+    catalogue::{
+        self,
+        pattern::{EnvPatterns, PathPattern},
+        Catalogue, CatalogueConfig,
+    },
     doctor::{self, Tier},
     engine::{Effect, Engine, EngineConfig, Input, Rejection, SecretKind, SecretSpec, TaskState},
     event::{EnvScan, Event, EventKind, ExecId, KernelAction, SecretId},
     fingerprint::{FingerprintKey, KeyError},
     procfs,
     secrets::{
+        decoys::{self, DecoyConfig},
         environ::scan_environ,
         files::{Change, FilesError, SecretFiles},
     },
@@ -90,6 +95,7 @@ pub struct DaemonConfig {
     pub actions: ActionPlan,
     /// Kernel map sizes replacing the host's defaults.
     pub maps: MapSizeOverrides,
+    pub decoys: DecoyConfig,
 }
 
 pub struct DaemonOptions {
@@ -116,6 +122,8 @@ pub struct DaemonCounters {
     pub execs_env_unreadable: u64,
     pub findings: u64,
     pub control_requests: u64,
+    /// Decoy files that could not be planted (each logged).
+    pub decoys_unplanted: u64,
 }
 
 pub struct Daemon {
@@ -125,6 +133,8 @@ pub struct Daemon {
     secret_files: SecretFiles,
     env_patterns: EnvPatterns,
     key: FingerprintKey,
+    /// Decoy files: watched like secrets, announced to the engine as decoys.
+    decoy_files: Vec<PathBuf>,
     /// credwatch's executable: its processes are never the subject of a finding.
     own_executable: procfs::FileIdentity,
     watched: WatchedFiles,
@@ -166,10 +176,19 @@ impl Daemon {
         for gap in sensors.gaps() {
             warn!(capability = gap.capability, reason = %gap.reason, "sensor gap");
         }
-        let catalogue = Catalogue::from_config(&config.catalogue);
+        let mut catalogue = Catalogue::from_config(&config.catalogue);
         let homes = catalogue::homes::resolve(config.catalogue.homes.as_deref())?;
+        let decoy_files = decoys::paths(&config.decoys, &homes);
+        let (planted, failures) = decoys::plant(&decoy_files);
+        for failure in &failures {
+            warn!(error = %crate::error_chain::ErrorChain(failure), "a decoy was not planted");
+        }
+        info!(planted, failed = failures.len(), decoys = decoy_files.len(), "decoys in place");
+        // Decoys are watched like any secret file; the engine knows them apart.
+        catalogue.files.extend(decoy_files.iter().filter_map(|path| PathPattern::parse(&path.to_string_lossy()).ok()));
         let secret_files = SecretFiles::new(&catalogue, &homes)?;
         let engine = Engine::new(config.engine);
+        let counters = DaemonCounters { decoys_unplanted: failures.len() as u64, ..DaemonCounters::default() };
         let registry = Registry::new(&config.state_dir);
         let persisted = registry.load()?;
         let registry = registry::Writer::start(registry).map_err(DaemonError::RegistryWriter)?;
@@ -192,7 +211,8 @@ impl Daemon {
             recorder,
             feed: FindingsFeed::default(),
             plan,
-            counters: DaemonCounters::default(),
+            counters,
+            decoy_files,
             reported_loss: LossCounts::default(),
             map_sizes,
             reported_map_failures: Vec::new(),
@@ -399,7 +419,9 @@ impl Daemon {
                 Change::Watch { id, path, inode } => {
                     debug!(secret = id.0, path = %path.display(), ino = inode.ino, "watching secret file");
                     let path = path.display().to_string();
-                    let secret = SecretSpec { id, name: path.clone(), kind: SecretKind::File { inode, path }, fingerprint: None };
+                    let decoy = self.decoy_files.iter().any(|decoy| decoy.as_os_str() == path.as_str());
+                    let kind = SecretKind::File { inode, path: path.clone() };
+                    let secret = SecretSpec { id, name: path, kind, fingerprint: None, decoy };
                     self.input(Input::SecretWatched { at_ns: clock::boottime_ns(), secret })?;
                 }
                 Change::Unwatch { id, inode } => {

@@ -23,10 +23,12 @@ pub enum Rule {
     /// A use outside a secret's learned baseline: a new executable, owner or destination, or a
     /// burst.
     AnomalousUse,
+    /// A planted fake credential was used.
+    DecoyTouched,
 }
 
 impl Rule {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::CrossTaskReuse,
         Self::PostTaskReuse,
         Self::UnexpectedDestination,
@@ -35,6 +37,7 @@ impl Rule {
         Self::UntaskedAccess,
         Self::MonitorBlind,
         Self::AnomalousUse,
+        Self::DecoyTouched,
     ];
 
     /// The stable snake_case name used in findings, metrics and configuration.
@@ -48,6 +51,7 @@ impl Rule {
             Self::UntaskedAccess => "untasked_access",
             Self::MonitorBlind => "monitor_blind",
             Self::AnomalousUse => "anomalous_use",
+            Self::DecoyTouched => "decoy_touched",
         }
     }
 }

@@ -48,17 +48,19 @@ use crate::event::{
     SecretOpen,
 };
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EngineConfig {
     /// A secret no task was granted is bound to the first active task that uses it, until that
     /// task ends; uses outside any task are then reported as `info` with sprawl counts.
     pub auto_mode: bool,
     pub baseline: BaselineConfig,
+    /// Executables whose touches of a decoy outside any task are not reported (known scanners).
+    pub decoy_ignore: Vec<String>,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { auto_mode: true, baseline: BaselineConfig::default() }
+        Self { auto_mode: true, baseline: BaselineConfig::default(), decoy_ignore: Vec::new() }
     }
 }
 
@@ -107,13 +109,14 @@ struct State {
 
 impl Engine {
     pub fn new(config: EngineConfig) -> Self {
+        let baselines = Baselines::new(config.baseline);
         let state =
             State { config, processes: Processes::default(), tasks: Tasks::default(), secrets: Secrets::default() };
         Self {
             state,
             now_ns: 0,
             stats: Stats::default(),
-            baselines: Baselines::new(config.baseline),
+            baselines,
             blind: HashMap::new(),
             kernel_bindings: HashMap::new(),
             bindings_changed: false,
@@ -232,7 +235,10 @@ impl Engine {
             .iter()
             .filter_map(|grant| match grant {
                 Grant::Env { name, fingerprint: None } => Some(name.clone()),
-                Grant::Env { name: _, fingerprint: Some(_) } | Grant::File { .. } | Grant::Token { .. } => None,
+                Grant::Env { name: _, fingerprint: Some(_) }
+                | Grant::File { .. }
+                | Grant::Token { .. }
+                | Grant::Decoy { .. } => None,
             })
             .collect();
         let task = match self.state.tasks.start(id, owner, at_ns, *ttl_ns, allowed.clone(), env_grants, handle) {
@@ -287,6 +293,12 @@ impl Engine {
             // Bound later, to the first value a member of the task is seen with.
             Grant::Env { name: _, fingerprint: None } => return,
             Grant::Token { fingerprint, label } => (self.state.secrets.key_of(*fingerprint), label.as_str()),
+            // Planted, not granted: the task may carry it, no one may use it.
+            Grant::Decoy { fingerprint, label } => {
+                let key = self.state.secrets.key_of(*fingerprint);
+                self.state.secrets.ensure(key, label);
+                return self.state.secrets.plant_decoy(key, task);
+            }
         };
         self.state.secrets.ensure(key, name);
         self.grant(key, task, out);
@@ -454,6 +466,11 @@ impl Engine {
         let key = self.state.secrets.canonical(key);
         let task = self.state.processes.task_of(process);
         let membership = if task_unknown { Membership::Unknown } else { self.state.tasks.membership(task) };
+        if let Some(decoy) = self.state.secrets.decoy(key) {
+            let observed = SecretUse { membership, key, via };
+            let draft = rules::decoy_touched::check(&self.state, process, &observed, decoy);
+            return self.emit(at_ns, process, draft, out);
+        }
         if let Membership::Active(task) = membership {
             self.claim(key, task, &via, out);
         }
@@ -577,8 +594,12 @@ impl Engine {
     fn sync_file_bindings(&mut self, out: &mut Outcome) {
         let State { secrets, tasks, .. } = &self.state;
         let mut changed: Vec<(SecretId, (u32, Vec<u32>))> = secrets
-            .watched_bindings()
-            .map(|(id, binding)| {
+            .watched()
+            .map(|(id, secret)| {
+                if secret.decoy.is_some() {
+                    return (id, (policy::DECOY, Vec::new()));
+                }
+                let binding = &secret.binding;
                 let owners: Vec<u32> = binding.active_owners(tasks).map(|task| tasks.get(task).handle).collect();
                 let state = match (owners.is_empty(), binding.is_granted()) {
                     (false, _) => policy::ACTIVE,

@@ -45,7 +45,7 @@ impl Scenario {
         Self::with(EngineConfig { baseline, ..EngineConfig::default() })
     }
 
-    fn with(config: EngineConfig) -> Self {
+    pub(super) fn with(config: EngineConfig) -> Self {
         Self {
             engine: Engine::new(config),
             clock_ns: 0,
@@ -84,17 +84,22 @@ impl Scenario {
     }
 
     pub(super) fn watch_file(&mut self, id: u32, path: &str) -> &mut Self {
-        self.watch(id, path, None)
+        self.watch(id, path, None, false)
+    }
+
+    /// A decoy file the daemon planted.
+    pub(super) fn watch_decoy(&mut self, id: u32, path: &str) -> &mut Self {
+        self.watch(id, path, None, true)
     }
 
     /// A small secret file whose content the daemon fingerprinted.
     pub(super) fn watch_file_holding(&mut self, id: u32, path: &str, value: Fingerprint) -> &mut Self {
-        self.watch(id, path, Some(value))
+        self.watch(id, path, Some(value), false)
     }
 
-    fn watch(&mut self, id: u32, path: &str, fingerprint: Option<Fingerprint>) -> &mut Self {
+    fn watch(&mut self, id: u32, path: &str, fingerprint: Option<Fingerprint>, decoy: bool) -> &mut Self {
         let kind = SecretKind::File { inode: InodeId { dev: 8, ino: u64::from(id) + 1000 }, path: path.to_owned() };
-        let secret = SecretSpec { id: SecretId(id), name: path.to_owned(), kind, fingerprint };
+        let secret = SecretSpec { id: SecretId(id), name: path.to_owned(), kind, fingerprint, decoy };
         let at_ns = self.now();
         self.apply(Input::SecretWatched { at_ns, secret })
     }
@@ -244,6 +249,11 @@ impl TaskBuilder {
 
     pub(super) fn env(mut self, name: &str, fingerprint: Option<Fingerprint>) -> Self {
         self.0.granted.push(Grant::Env { name: name.to_owned(), fingerprint });
+        self
+    }
+
+    pub(super) fn decoy(mut self, fingerprint: Fingerprint, label: &str) -> Self {
+        self.0.granted.push(Grant::Decoy { fingerprint, label: label.to_owned() });
         self
     }
 

@@ -21,6 +21,9 @@ pub struct SecretSpec {
     /// recognised when it shows up in an environment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<Fingerprint>,
+    /// A planted fake credential: any task's use of it is decoy_touched.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub decoy: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +48,13 @@ pub enum BindingKind {
     Granted,
     /// Auto mode: the task used the unbound secret first; the binding ends with the task.
     Auto,
+}
+
+/// A planted fake credential.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Decoy {
+    /// The task whose environment it was planted in: its own uses are expected.
+    pub(super) planted_in: Option<TaskRef>,
 }
 
 /// The tasks a secret belongs to. Invariant: `auto` is only set while `granted` is empty and
@@ -94,6 +104,8 @@ pub(super) struct Secret {
     name: String,
     fingerprint: Option<Fingerprint>,
     pub(super) binding: Binding,
+    /// A decoy, and the task it was planted in (none for a decoy file: every task is foreign).
+    pub(super) decoy: Option<Decoy>,
     /// Distinct processes that used it.
     processes: u64,
     /// Distinct tasks (lifetimes) whose processes used it.
@@ -115,7 +127,8 @@ impl Secret {
 
     /// Takes over what the engine learnt about the same value under its fingerprint.
     fn absorb(&mut self, other: Secret) {
-        let Secret { id: _, name: _, fingerprint: _, binding, processes, tasks } = other;
+        let Secret { id: _, name: _, fingerprint: _, binding, decoy, processes, tasks } = other;
+        self.decoy = self.decoy.or(decoy);
         for task in binding.granted {
             if !self.binding.granted.contains(&task) {
                 self.binding.granted.push(task);
@@ -141,7 +154,7 @@ pub(super) struct Secrets {
 impl Secrets {
     pub(super) fn watch(&mut self, spec: &SecretSpec) {
         // The kernel matches file secrets by inode and reports the id: the kind is not needed here.
-        let SecretSpec { id, name, kind: _, fingerprint } = spec;
+        let SecretSpec { id, name, kind: _, fingerprint, decoy } = spec;
         let key = SecretKey::Watched(*id);
         let seen_as_value = fingerprint.and_then(|fingerprint| {
             self.watched_values.insert(fingerprint, *id);
@@ -150,6 +163,9 @@ impl Secrets {
         let record = self.records.entry(key).or_insert_with(|| Secret::new(key, name));
         record.name.clone_from(name);
         record.fingerprint = *fingerprint;
+        if *decoy {
+            record.decoy = Some(Decoy { planted_in: None });
+        }
         if let Some(seen) = seen_as_value {
             record.absorb(seen);
         }
@@ -248,9 +264,9 @@ impl Secrets {
     }
 
     /// The binding of every watched secret (files, by id).
-    pub(super) fn watched_bindings(&self) -> impl Iterator<Item = (SecretId, &Binding)> {
+    pub(super) fn watched(&self) -> impl Iterator<Item = (SecretId, &Secret)> {
         self.records.iter().filter_map(|(key, secret)| match key {
-            SecretKey::Watched(id) => Some((*id, &secret.binding)),
+            SecretKey::Watched(id) => Some((*id, secret)),
             SecretKey::Value(_) => None,
         })
     }
@@ -262,6 +278,15 @@ impl Secrets {
             key @ SecretKey::Watched(_) => format!("file:{}", self.label(key).name),
             SecretKey::Value(fingerprint) => format!("value:{fingerprint}"),
         }
+    }
+
+    /// Marks a value as a decoy planted in `task`'s environment.
+    pub(super) fn plant_decoy(&mut self, key: SecretKey, task: TaskRef) {
+        self.record_mut(key).decoy = Some(Decoy { planted_in: Some(task) });
+    }
+
+    pub(super) fn decoy(&self, key: SecretKey) -> Option<Decoy> {
+        self.get(key).and_then(|secret| secret.decoy)
     }
 
     /// Secrets bound to a task, explicitly or automatically.
@@ -291,6 +316,6 @@ impl Secret {
             ("", SecretKey::Value(fingerprint)) => format!("value {}", fingerprint.prefix()),
             (name, _) => name.to_owned(),
         };
-        Self { id, name, fingerprint, binding: Binding::default(), processes: 0, tasks: BTreeSet::new() }
+        Self { id, name, fingerprint, binding: Binding::default(), decoy: None, processes: 0, tasks: BTreeSet::new() }
     }
 }

@@ -54,6 +54,9 @@ pub enum Grant {
     },
     /// A token handed out by a broker.
     Token { fingerprint: Fingerprint, label: String },
+    /// A fake credential planted in the task's environment: the task may carry it; any other
+    /// process using it is decoy_touched.
+    Decoy { fingerprint: Fingerprint, label: String },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

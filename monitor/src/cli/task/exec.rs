@@ -13,7 +13,9 @@ use tracing::debug;
 
 use super::{gate::HeldChild, GrantArgs};
 use crate::{
-    api::client::ApiClient,
+    api::client::{ApiClient, ClientError},
+    daemon::control::TokenRequest,
+    secrets::decoys,
     cli::{
         socket::{self, SocketArgs},
         CommandError,
@@ -43,6 +45,11 @@ pub struct ExecArgs {
     pub id: String,
     #[command(flatten)]
     pub grants: GrantArgs,
+    /// A decoy variable for the command (repeatable): a fake value shaped like the real thing,
+    /// set in its environment. The task may carry it; any other process using it is
+    /// decoy_touched.
+    #[arg(long = "decoy-env", value_name = "NAME")]
+    pub decoy_env: Vec<String>,
     #[command(flatten)]
     pub api: SocketArgs,
     /// The command and its arguments, after `--`.
@@ -54,6 +61,8 @@ pub struct ExecArgs {
 pub enum ExecError {
     #[error("holding {program:?} for registration")]
     Spawn { program: OsString, source: io::Error },
+    #[error("making up a decoy value")]
+    Decoy(#[source] io::Error),
     #[error("installing signal handlers")]
     Signals(#[source] io::Error),
     #[error("waiting for the command")]
@@ -65,24 +74,43 @@ pub fn main(args: ExecArgs) -> Result<ExitCode, CommandError> {
 }
 
 async fn run(args: ExecArgs) -> Result<ExitCode, CommandError> {
-    let ExecArgs { id, grants, api, command } = args;
+    let ExecArgs { id, grants, decoy_env, api, command } = args;
     let client = api.client();
     // Before the child exists, so that a Ctrl-C from now on ends the task rather than credwatch.
     let mut signals = Forwarded::install().map_err(ExecError::Signals)?;
     let (program, arguments) = command.split_first().ok_or("no command given")?;
     let mut request = grants.request(id.clone())?;
 
+    let decoys = decoy_env
+        .iter()
+        .map(|name| Ok((name.clone(), decoys::fake_value(name)?)))
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(ExecError::Decoy)?;
     let mut command = Command::new(program);
     command.args(arguments);
+    for (name, value) in &decoys {
+        command.env(name, value.as_str());
+    }
     let held = HeldChild::spawn(command).map_err(|source| ExecError::Spawn { program: program.clone(), source })?;
     request.root_pid = Some(held.pid());
-    match client.start_task(&request).await {
-        Ok(reply) => debug!(%reply, "task registered"),
-        Err(error) => {
-            held.abandon();
-            eprintln!("credwatch: registering task {id}: {}", ErrorChain(&error));
-            return Ok(ExitCode::from(REGISTRATION_FAILED));
+    let mut started = false;
+    let registered = async {
+        debug!(reply = %client.start_task(&request).await?, "task registered");
+        started = true;
+        for (name, value) in &decoys {
+            let label = format!("decoy {name}");
+            let token = TokenRequest { task: id.clone(), label, value: Some(value.to_string()), decoy: true };
+            client.register_token(&token).await?;
         }
+        Ok::<_, ClientError>(())
+    };
+    if let Err(error) = registered.await {
+        held.abandon();
+        if started {
+            end_task(&client, &id).await;
+        }
+        eprintln!("credwatch: registering task {id}: {}", ErrorChain(&error));
+        return Ok(ExitCode::from(REGISTRATION_FAILED));
     }
 
     let child = match held.release() {

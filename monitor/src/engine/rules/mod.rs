@@ -4,6 +4,7 @@
 
 pub(super) mod anomalous_use;
 mod cross_task_reuse;
+pub(super) mod decoy_touched;
 mod environ_harvest;
 pub(super) mod monitor_blind;
 mod post_task_reuse;
