@@ -184,6 +184,11 @@ impl RunningDaemon {
         (path, value)
     }
 
+    /// A value the daemon or a test made up elsewhere (a decoy): none may appear in any output.
+    pub fn remember(&mut self, value: String) {
+        self.planted.push(value);
+    }
+
     /// A fresh random value for an environment variable, remembered like a planted file.
     pub fn plant_value(&mut self) -> String {
         let value = super::planted_value();

@@ -15,7 +15,7 @@ use crate::{
         plan::{Action, ActionPlan},
     },
     doctor::Tier,
-    engine::Finding,
+    engine::{Finding, Rule},
     event::KernelAction,
     sensors::maps::KernelMaps,
 };
@@ -50,9 +50,15 @@ pub struct Responders<'a> {
 /// event that fired it.
 pub fn respond(finding: Finding, kernel_action: KernelAction, plan: &ActionPlan, with: &mut Responders<'_>) -> Report {
     let mut results = Vec::new();
+    // A decoy touched outside any task is a backup or an indexer far more often than an attack:
+    // reported, never acted on (the kernel does not kill it either).
+    let reported_only = finding.rule == Rule::DecoyTouched && finding.task.is_none();
     for &action in plan.actions(finding.rule) {
         let result = match action {
             Action::Alert => done(action, "published"),
+            Action::KillProcess | Action::KillTask | Action::Deny | Action::Revoke if reported_only => {
+                done(action, "not_applied")
+            }
             Action::KillProcess | Action::Deny if kernel_action == KernelAction::Killed => {
                 done(action, "killed_in_kernel")
             }

@@ -95,7 +95,8 @@ async fn run(args: ExecArgs) -> Result<ExitCode, CommandError> {
     request.root_pid = Some(held.pid());
     let mut started = false;
     let registered = async {
-        debug!(reply = %client.start_task(&request).await?, "task registered");
+        let reply = client.start_task(&request).await?;
+        debug!(%reply, "task registered");
         started = true;
         for (name, value) in &decoys {
             let label = format!("decoy {name}");
