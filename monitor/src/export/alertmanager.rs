@@ -47,7 +47,7 @@ impl Payload for Alertmanager {
 
 fn alert<'a>(report: &'a Report, host: &'a str) -> PostableAlert<'a> {
     let Report { finding, actions } = report;
-    let Finding { rule, severity, at_ns, process, task, owner_task, secret, destination, detail, .. } = finding;
+    let Finding { rule, severity, at_ns, process, ancestry, task, owner_task, secret, destination, detail, .. } = finding;
     let mut labels = BTreeMap::from([
         ("alertname", ALERT_NAME),
         ("rule", rule.name()),
@@ -67,6 +67,9 @@ fn alert<'a>(report: &'a Report, host: &'a str) -> PostableAlert<'a> {
         ("fingerprint_prefix", secret.fingerprint_prefix.clone()),
         ("owner_task", owner_task.as_ref().map(|task| task.0.clone())),
         ("destination", destination.map(|destination| destination.to_string())),
+        // What an analyst asks first: which program, started by which.
+        ("executable", ancestry.first().and_then(|ancestor| ancestor.filename.clone())),
+        ("parent_executable", ancestry.get(1).and_then(|ancestor| ancestor.filename.clone())),
     ];
     annotations.extend(optional.into_iter().filter_map(|(key, value)| Some((key, value?))));
     if !actions.is_empty() {
@@ -98,6 +101,7 @@ mod tests {
         assert_eq!(alerts[0]["annotations"]["secret"], "/home/agent/.aws/credentials");
         assert_eq!(alerts[0]["annotations"]["fingerprint_prefix"], "0badc0de");
         assert_eq!(alerts[0]["annotations"]["owner_task"], "agent-a");
+        assert_eq!(alerts[0]["annotations"]["executable"], "/usr/bin/cat");
         assert_eq!(alerts[0]["annotations"]["actions"], "kill_process: killed_in_kernel");
         assert!(alerts[0]["startsAt"].as_str().unwrap().ends_with('Z'));
         assert!(alerts[1]["labels"].get("task").is_none(), "no empty task label");
