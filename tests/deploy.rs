@@ -102,12 +102,16 @@ async fn the_daemon_works_with_only_the_units_capabilities() {
     let mut request = TaskRequest::new("granted", root.pid);
     request.env = vec!["GITHUB_TOKEN".to_owned()];
     daemon.client.start_task(&request).await.unwrap();
-    let outsider = Gated::spawn("exec env true", &home, &env);
+    // It lives until it was judged: an environment is read from /proc after the exec.
+    let outsider = Gated::spawn("exec env sleep 30", &home, &env);
     let outsider_pid = outsider.pid;
-    assert!(outsider.release().0.success());
+    let released = std::thread::spawn(move || outsider.release());
     daemon
         .finding(|finding| finding["rule"] == "secret_propagation" && finding["process"]["tgid"] == outsider_pid)
         .await;
+    // SAFETY: signalling the test's own child.
+    unsafe { libc::kill(outsider_pid as i32, libc::SIGKILL) };
+    released.join().unwrap();
     drop(root);
 
     // The secret lives in a private home of another user.

@@ -244,10 +244,19 @@ fn json_shows_what_this_kernel_allows() {
 }
 
 /// The same binary run as `nobody` with no capabilities: a real unprivileged caller, so the
-/// kernel refuses every BPF program and doctor must fail with the reason.
+/// kernel refuses every BPF program and doctor must fail with the reason. The binary is copied
+/// where `nobody` can reach it: the checkout may be in a home only root can traverse.
 #[test]
 fn without_privileges_no_tier_is_available() {
-    let (output, stdout, stderr) = doctor(credwatch().uid(NOBODY).gid(NOBODY), &[]);
+    use std::os::unix::fs::PermissionsExt as _;
+    let reachable = tempfile::Builder::new().prefix("credwatch-nobody-").tempdir().unwrap();
+    std::fs::set_permissions(reachable.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let binary = reachable.path().join("credwatch");
+    std::fs::copy(env!("CARGO_BIN_EXE_credwatch"), &binary).unwrap();
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut as_nobody = Command::new(&binary);
+    as_nobody.uid(NOBODY).gid(NOBODY).current_dir("/");
+    let (output, stdout, stderr) = doctor(&mut as_nobody, &[]);
     assert_eq!(
         output.status.code(),
         Some(1),
