@@ -131,7 +131,7 @@ async fn fake_daemon(
             },
             ControlRequest::ListTasks => Ok(json!({"tasks": tasks.values().collect::<Vec<_>>()})),
             ControlRequest::RegisterToken { request, caller: _ } => {
-                let TokenRequest { task, label, value: _ } = request;
+                let TokenRequest { task, label, value: _, decoy: _ } = request;
                 if tasks.contains_key(&task) {
                     seen.lock().unwrap().push(Seen::Token { task: task.clone() });
                     Ok(json!({"task": task, "label": label}))
