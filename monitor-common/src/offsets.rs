@@ -30,6 +30,11 @@ pub struct KernelOffsets {
     pub signal_live: u32,
     /// `mm_struct::arg_start` (user address of argv[0]).
     pub mm_arg_start: u32,
+    /// `mm_struct::arg_end`, `env_start`, `env_end`: the argument and environment blocks of the
+    /// program image, NUL-separated strings on the new stack.
+    pub mm_arg_end: u32,
+    pub mm_env_start: u32,
+    pub mm_env_end: u32,
     /// `linux_binprm::filename` (pointer to the path being executed).
     pub binprm_filename: u32,
     /// `files_struct::fdt` (pointer).

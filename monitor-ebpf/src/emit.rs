@@ -35,12 +35,20 @@ fn reserve_in<T: 'static>(ring: &RingBuf, kind: EventKind) -> Option<RingBufEntr
         count_lost(kind);
         return None;
     };
+    // SAFETY: the record is at least `Event<T>` long; the header is written before anything reads it.
+    unsafe { (&raw mut (*entry.as_mut_ptr()).header).write(header(kind)) };
+    Some(entry)
+}
+
+/// The header of an event of `kind` about the current task.
+#[inline(always)]
+pub fn header(kind: EventKind) -> EventHeader {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (start_time, flags) = match Task::current().process_start_time() {
         Ok(start) => (start, 0),
         Err(_) => (0, flags::READ_FAILED),
     };
-    let header = EventHeader {
+    EventHeader {
         kind: kind as u32,
         pid: pid_tgid as u32,
         tgid: (pid_tgid >> 32) as u32,
@@ -48,14 +56,11 @@ fn reserve_in<T: 'static>(ring: &RingBuf, kind: EventKind) -> Option<RingBufEntr
         // SAFETY: no preconditions.
         ktime_ns: unsafe { bpf_ktime_get_boot_ns() },
         start_time,
-    };
-    // SAFETY: the record is at least `Event<T>` long; the header is written before anything reads it.
-    unsafe { (&raw mut (*entry.as_mut_ptr()).header).write(header) };
-    Some(entry)
+    }
 }
 
 #[inline(always)]
-fn count_lost(kind: EventKind) {
+pub fn count_lost(kind: EventKind) {
     if let Some(slot) = LOST.get_ptr_mut(kind as u32) {
         // SAFETY: per-CPU slot, so no other program writes it concurrently.
         unsafe { *slot += 1 };

@@ -5,6 +5,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use monitor_common::{
+    event::exec::ExecRecord,
     loss::LOST_SLOTS,
     maps::{enforce, fail_closed, written, AllowedPorts, DestinationKey, GranteeKey, InodeKey, MapFailures, WatchedInode},
 };
@@ -26,6 +27,11 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 /// Events about what the kernel killed or refused: a use of a bound secret, a harvest.
 #[map]
 pub static DECISIONS: RingBuf = RingBuf::with_byte_size(DECISIONS_BYTES, 0);
+
+/// One exec record per CPU, built here before its used part is sent (too big for the stack, and
+/// for a per-CPU map's value). Userspace sizes it to the number of CPUs.
+#[map]
+pub static EXEC_SCRATCH: Array<ExecRecord> = Array::with_max_entries(1, 0);
 
 /// Failed writes per map (`monitor_common::maps::written` slots), per CPU.
 #[map]

@@ -5,7 +5,8 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_uid_gid, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_str_bytes,
+        bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_buf,
+        bpf_probe_read_user_str_bytes,
     },
     macros::raw_tracepoint,
     programs::RawTracePointContext,
@@ -13,7 +14,8 @@ use aya_ebpf::{
 };
 use monitor_common::{
     event::{
-        exec::{ExecBody, ARGV0_LEN, FILENAME_LEN},
+        exec::{ExecBody, ExecCapture, ExecRecord, ARGV0_LEN, ARGV_CAPTURE, ENV_CAPTURE, FILENAME_LEN},
+        Event,
         exit::ExitBody,
         flags,
         fork::ForkBody,
@@ -23,20 +25,23 @@ use monitor_common::{
 };
 
 use crate::{
-    emit::{reserve, set_flag, str_read_flag},
-    maps::{fail_closed, hold, write_failed, HOLDERS, TASK_OF},
+    emit::{count_lost, header, reserve, set_flag, str_read_flag},
+    maps::{fail_closed, hold, write_failed, EVENTS, EXEC_SCRATCH, HOLDERS, TASK_OF},
     task::{binprm_filename, Task},
 };
 
 /// `TP_PROTO(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`; runs in the
-/// context of the task after its new image is in place.
+/// context of the task after its new image is in place, so its argument and environment blocks
+/// are on the new stack: they are captured here, before the process can exit or change them.
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
     let bprm: u64 = ctx.arg(2);
-    let Some(mut entry) = reserve::<ExecBody>(EventKind::Exec) else {
+    // SAFETY: no preconditions.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let Some(record) = EXEC_SCRATCH.get_ptr_mut(cpu) else {
+        count_lost(EventKind::Exec);
         return 0;
     };
-    let event = entry.as_mut_ptr();
     let current = Task::current();
     let mut flag = 0;
     let (parent_tgid, parent_start_time) = match current
@@ -49,9 +54,12 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
             (0, 0)
         }
     };
-    // SAFETY: `event` points at a reserved record of the right size; each field is written
-    // before submit, string fields through the kernel's bounded string copies.
-    unsafe {
+    // SAFETY: `record` points at this CPU's scratch record, which no other program uses while
+    // this one runs; each field is written before the record is sent, string fields through the
+    // kernel's bounded string copies.
+    let sent = unsafe {
+        let event = &raw mut (*record).event;
+        (&raw mut (*event).header).write(header(EventKind::Exec));
         let body = &raw mut (*event).body;
         (&raw mut (*body).parent_tgid).write(parent_tgid);
         (&raw mut (*body).parent_start_time).write(parent_start_time);
@@ -75,10 +83,50 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
             }
             Err(_) => flags::READ_FAILED,
         };
+
+        let (capture, read_flag) = capture_blocks(current, record);
+        flag |= read_flag;
+        (&raw mut (*record).capture).write(capture);
+        (*event).header.flags |= flag;
+        let used = RECORD_HEAD + capture.argv_len as usize + capture.env_len as usize;
+        EVENTS.output::<[u8]>(core::slice::from_raw_parts(record as *const u8, used), 0)
+    };
+    if sent.is_err() {
+        count_lost(EventKind::Exec);
     }
-    set_flag(&mut entry, flag);
-    entry.submit(0);
     0
+}
+
+/// Bytes of an exec record before its captured blocks.
+const RECORD_HEAD: usize = core::mem::size_of::<Event<ExecBody>>() + core::mem::size_of::<ExecCapture>();
+
+/// Copies the current image's argument and environment blocks into `record`, each cut at its
+/// capacity (less one byte: the masks keep every length provably inside the record).
+///
+/// # Safety
+/// `record` must point at a writable `ExecRecord`.
+#[inline(always)]
+unsafe fn capture_blocks(current: Task, record: *mut ExecRecord) -> (ExecCapture, u32) {
+    let Ok([arg_start, arg_end, env_start, env_end]) = current.blocks() else {
+        return (ExecCapture::default(), flags::READ_FAILED);
+    };
+    let argv_size = arg_end.saturating_sub(arg_start) as u32;
+    let env_size = env_end.saturating_sub(env_start) as u32;
+    let data = (&raw mut (*record).data).cast::<u8>();
+    let mut flag = 0;
+    let mut argv_len = (argv_size as usize).min(ARGV_CAPTURE - 1) & (ARGV_CAPTURE - 1);
+    if bpf_probe_read_user_buf(arg_start as *const u8, core::slice::from_raw_parts_mut(data, argv_len)).is_err() {
+        argv_len = 0;
+        flag |= flags::READ_FAILED;
+    }
+    let mut env_len = (env_size as usize).min(ENV_CAPTURE - 1) & (ENV_CAPTURE - 1);
+    let env = data.add(argv_len);
+    if bpf_probe_read_user_buf(env_start as *const u8, core::slice::from_raw_parts_mut(env, env_len)).is_err() {
+        env_len = 0;
+        flag |= flags::READ_FAILED;
+    }
+    let capture = ExecCapture { argv_len: argv_len as u32, env_len: env_len as u32, argv_size, env_size };
+    (capture, flag)
 }
 
 /// `TP_PROTO(struct task_struct *parent, struct task_struct *child)`, in the parent's context.

@@ -114,6 +114,19 @@ impl Task {
         let mm = read_kernel::<u64>(self.0, offset!(task_mm))? as *const u8;
         read_kernel(mm, offset!(mm_arg_start))
     }
+
+    /// User addresses of the program image's argument block (`arg_start..arg_end`) and
+    /// environment block (`env_start..env_end`).
+    #[inline(always)]
+    pub fn blocks(self) -> Result<[u64; 4], i32> {
+        let mm = read_kernel::<u64>(self.0, offset!(task_mm))? as *const u8;
+        Ok([
+            read_kernel(mm, offset!(mm_arg_start))?,
+            read_kernel(mm, offset!(mm_arg_end))?,
+            read_kernel(mm, offset!(mm_env_start))?,
+            read_kernel(mm, offset!(mm_env_end))?,
+        ])
+    }
 }
 
 /// Reads a `T` at `base + offset` from user memory.

@@ -2,6 +2,7 @@
 //! that a stream can be recorded and replayed.
 
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
 /// A process identity that survives pid reuse: thread group id and the leader's
 /// `start_boottime` in nanoseconds (the clock `/proc/PID/stat` field 22 counts in ticks).
@@ -90,10 +91,40 @@ pub struct Exec {
     /// The path the exec was asked to run, as the caller named it.
     pub filename: String,
     pub argv0: String,
-    /// Secret-looking environment variables of the new image; filled in by the daemon from
-    /// `/proc/PID/environ`, not by the kernel.
+    /// Secret-looking environment variables of the new image, found by the daemon in what the
+    /// kernel captured at exec (or, when it could not, in `/proc/PID/environ`).
     #[serde(default)]
     pub env: EnvScan,
+    /// Words of the command line and of environment values long enough to be a credential, as
+    /// keyed fingerprints: the engine recognises known values among them, however passed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<TokenSeen>,
+    /// The argument and environment blocks the kernel captured: values, held only until the
+    /// daemon has scanned them, wiped when dropped, never serialized or printed.
+    #[serde(skip)]
+    pub captured: Option<Captured>,
+}
+
+/// A word of an exec's command line or environment, by its keyed fingerprint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenSeen {
+    /// The variable it was in; `None` on the command line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    pub fingerprint: Fingerprint,
+}
+
+/// What the kernel captured of a new image at exec. `Zeroizing` wipes the bytes when dropped and
+/// never prints them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Captured {
+    /// NUL-separated arguments.
+    pub argv: Zeroizing<Vec<u8>>,
+    /// NUL-separated `NAME=VALUE` entries.
+    pub env: Zeroizing<Vec<u8>>,
+    /// The block was larger than what was captured.
+    pub argv_cut: bool,
+    pub env_cut: bool,
 }
 
 /// What the daemon found in a process's environment at exec: names and keyed fingerprints of the

@@ -19,3 +19,30 @@ pub struct ExecBody {
     /// The new program's argv[0], NUL-terminated.
     pub argv0: [u8; ARGV0_LEN],
 }
+
+/// Most bytes of a new image's argument block captured at exec (a power of two).
+pub const ARGV_CAPTURE: usize = 16 << 10;
+/// Most bytes of its environment block captured (a power of two): above what real agent
+/// environments hold; what is cut is counted.
+pub const ENV_CAPTURE: usize = 64 << 10;
+
+/// What follows an [`ExecBody`] in an exec record: the sizes of the blocks, then `argv_len` bytes
+/// of the argument block and `env_len` bytes of the environment block.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ExecCapture {
+    pub argv_len: u32,
+    pub env_len: u32,
+    /// The blocks' full sizes: more than what was captured when cut.
+    pub argv_size: u32,
+    pub env_size: u32,
+}
+
+/// An exec record as the kernel builds it before sending the used part: header, body, capture
+/// sizes and the captured bytes.
+#[repr(C)]
+pub struct ExecRecord {
+    pub event: super::Event<ExecBody>,
+    pub capture: ExecCapture,
+    pub data: [u8; ARGV_CAPTURE + ENV_CAPTURE],
+}

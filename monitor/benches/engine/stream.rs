@@ -219,6 +219,8 @@ impl Stream {
             filename: filename.to_owned(),
             argv0: filename.rsplit('/').next().unwrap_or(filename).to_owned(),
             env: EnvScan::Scanned { secrets },
+            tokens: Vec::new(),
+            captured: None,
         };
         let input = self.event(actor, EventKind::Exec(exec));
         out.push(input);

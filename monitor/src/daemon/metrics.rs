@@ -21,8 +21,8 @@ pub struct Metrics {
     pub events_lost: IntCounterVec,
     /// Ring buffer records that could not be decoded.
     pub decode_errors: IntCounter,
-    /// Execs whose environment could not be read.
-    pub environ_unreadable: IntCounter,
+    /// What was cut of execs' captured command lines, environments and words, by part.
+    pub exec_cut: IntCounterVec,
     pub findings: IntCounterVec,
     pub actions: IntCounterVec,
     pub tasks: IntGaugeVec,
@@ -100,10 +100,12 @@ impl Default for Metrics {
                 &["kind"],
             ),
             decode_errors: counter(r, "credwatch_decode_errors_total", "Ring buffer records that could not be decoded"),
-            environ_unreadable: counter(
+            exec_cut: counter_vec(
                 r,
-                "credwatch_environ_unreadable_total",
-                "Execs whose /proc/PID/environ could not be read for the env secret scan",
+                "credwatch_exec_cut_total",
+                "Execs whose captured command line (argv) or environment (env) was cut at its capacity, or whose words \
+                 past the most fingerprinted (tokens) were left out",
+                &["part"],
             ),
             findings: counter_vec(
                 r,
@@ -192,6 +194,9 @@ impl Metrics {
         for action in [Action::KillProcess, Action::KillTask, Action::Deny] {
             self.actions.with_label_values(&[action.name(), "failed"]);
         }
+        for part in ["argv", "env", "tokens"] {
+            self.exec_cut.with_label_values(&[part]);
+        }
         for map in monitor_common::maps::written::NAMES {
             self.map_write_failures.with_label_values(&[map]);
         }
@@ -206,7 +211,7 @@ impl Metrics {
             events,
             events_lost,
             decode_errors,
-            environ_unreadable,
+            exec_cut,
             findings,
             actions,
             tasks,
@@ -228,7 +233,7 @@ impl Metrics {
             events,
             events_lost,
             decode_errors,
-            environ_unreadable,
+            exec_cut,
             findings,
             actions,
             tasks,
@@ -289,7 +294,7 @@ mod tests {
             "credwatch_event_latency_seconds_bucket{le=\"0.001\"} 1",
             "credwatch_sensor_info{hook=\"raw_tracepoint/sys_exit\",tier=\"tracepoint\"} 1",
             "credwatch_decode_errors_total 0",
-            "credwatch_environ_unreadable_total 0",
+            "credwatch_exec_cut_total{part=\"env\"} 0",
             "credwatch_export_dropped_total 0",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");

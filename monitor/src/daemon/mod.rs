@@ -41,12 +41,13 @@ use crate::{
     },
     doctor::{self, Tier},
     engine::{Effect, Engine, EngineConfig, Input, Rejection, SecretKind, SecretSpec, TaskState},
-    event::{EnvScan, Event, EventKind, ExecId, KernelAction, SecretId},
+    event::{EnvScan, Event, EventKind, Exec, ExecId, KernelAction, SecretId},
     fingerprint::{FingerprintKey, KeyError},
     procfs,
     secrets::{
         decoys::{self, DecoyConfig},
-        environ::scan_environ,
+        environ::scan_environ_bytes,
+        tokens,
         files::{Change, FilesError, SecretFiles},
     },
     sensors::{
@@ -118,8 +119,9 @@ pub struct DaemonCounters {
     /// Reads of another process's environment or memory by a process running credwatch's own
     /// executable (another daemon's environment scans), not judged.
     pub harvests_by_credwatch: u64,
-    /// Execs whose `/proc/PID/environ` could not be read (the process was already gone).
-    pub execs_env_unreadable: u64,
+    /// Execs whose captured command line, environment or words were cut (see
+    /// `credwatch_exec_cut_total`).
+    pub exec_cut: u64,
     pub findings: u64,
     pub control_requests: u64,
     /// Decoy files that could not be planted (each logged).
@@ -137,6 +139,8 @@ pub struct Daemon {
     decoy_files: Vec<PathBuf>,
     /// credwatch's executable: its processes are never the subject of a finding.
     own_executable: procfs::FileIdentity,
+    /// Its file name, to test execs cheaply before looking at what they run.
+    own_name: Option<std::ffi::OsString>,
     watched: WatchedFiles,
     tasks: TaskTable,
     registry: registry::Writer,
@@ -204,6 +208,7 @@ impl Daemon {
             env_patterns: catalogue.env.clone(),
             key,
             own_executable: procfs::own_executable().map_err(DaemonError::OwnExecutable)?,
+            own_name: std::env::current_exe().ok().and_then(|path| path.file_name().map(ToOwned::to_owned)),
             watched: WatchedFiles::default(),
             tasks: TaskTable::default(),
             registry,
@@ -292,6 +297,35 @@ impl Daemon {
         Ok(())
     }
 
+    /// Scans what the kernel captured at an exec: the catalogue's variables by name, and every
+    /// long word of the command line and of the environment's values by fingerprint. The
+    /// captured bytes are wiped when this returns; what was cut is counted.
+    fn scan_exec(&mut self, process: ExecId, exec: &mut Exec) {
+        let captured = exec.captured.take().unwrap_or_default();
+        exec.env = scan_environ_bytes(&captured.env, &self.env_patterns, &self.key);
+        let (mut tokens, tokens_cut) = tokens::candidates(&captured.argv, &captured.env, &self.key);
+        let EnvScan::Scanned { secrets } = &exec.env else { unreachable!("a block is always scanned") };
+        // A catalogue variable is already judged by its name.
+        tokens.retain(|token| !secrets.iter().any(|secret| secret.fingerprint == token.fingerprint));
+        exec.tokens = tokens;
+        self.counters.execs_env_scanned += 1;
+        for (part, cut) in [("argv", u64::from(captured.argv_cut)), ("env", u64::from(captured.env_cut)), ("tokens", tokens_cut as u64)] {
+            if cut > 0 {
+                self.counters.exec_cut += 1;
+                self.metrics.exec_cut.with_label_values(&[part]).inc_by(cut);
+            }
+        }
+        // `task exec` carries the granted environment by design: credwatch's own executable is
+        // never judged. The name is a cheap first test; the running executable decides.
+        let own_name = std::path::Path::new(&exec.filename).file_name() == self.own_name.as_deref();
+        let carries = !secrets.is_empty() || !exec.tokens.is_empty();
+        if carries && own_name && procfs::runs_executable(process, self.own_executable) {
+            self.counters.execs_own += 1;
+            exec.env = EnvScan::NotScanned;
+            exec.tokens.clear();
+        }
+    }
+
     /// Applies every event the kernel has already submitted, before a control input or a tick
     /// stamped now: a use is judged against the state at its own time, so a task's end never
     /// overtakes the open that preceded it.
@@ -310,21 +344,7 @@ impl Daemon {
             log_event(&event);
             let ktime_ns = event.ktime_ns;
             match &mut event.kind {
-                EventKind::Exec(exec) => {
-                    exec.env = scan_environ(event.process.tgid, &self.env_patterns, &self.key);
-                    let carries_secrets = matches!(&exec.env, EnvScan::Scanned { secrets } if !secrets.is_empty());
-                    if carries_secrets && procfs::runs_executable(event.process, self.own_executable) {
-                        self.counters.execs_own += 1;
-                        exec.env = EnvScan::NotScanned;
-                    }
-                    match exec.env {
-                        EnvScan::Unreadable => {
-                            self.counters.execs_env_unreadable += 1;
-                            self.metrics.environ_unreadable.inc();
-                        }
-                        EnvScan::NotScanned | EnvScan::Scanned { .. } => self.counters.execs_env_scanned += 1,
-                    }
-                }
+                EventKind::Exec(exec) => self.scan_exec(event.process, exec),
                 EventKind::Exit(_) => {
                     if let Err(error) = self.sensors.maps_mut().clear_verdict(event.process.tgid) {
                         warn!(%error, "cannot clear a kill verdict");

@@ -121,6 +121,8 @@ mod tests {
                 env: EnvScan::Scanned {
                     secrets: vec![EnvSecret { name: "GITHUB_TOKEN".to_owned(), fingerprint: Fingerprint([0x1f; 16]) }],
                 },
+                tokens: Vec::new(),
+                captured: None,
             }),
         });
         let line = serde_json::to_string(&exec).unwrap();

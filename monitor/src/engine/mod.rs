@@ -45,7 +45,7 @@ use monitor_common::maps::{policy, UNKNOWN_TASK};
 
 use crate::event::{
     Connect, EnvScan, EnvSecret, Event, EventKind, Exec, ExecId, Exit, Fork, Harvest, KernelAction, SecretId,
-    SecretOpen,
+    SecretOpen, TokenSeen,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -353,7 +353,8 @@ impl Engine {
         let Event { ktime_ns, process, thread: _, truncated: _, read_failed: _, kind } = event;
         let (at_ns, process) = (*ktime_ns, *process);
         match kind {
-            EventKind::Exec(Exec { parent, uid: _, filename, argv0: _, env }) => {
+            // `captured` is the daemon's to scan and wipe; the engine gets fingerprints only.
+            EventKind::Exec(Exec { parent, uid: _, filename, argv0: _, env, tokens, captured: _ }) => {
                 if self.state.processes.get(process).is_none() {
                     self.stats.unknown_processes += 1;
                     self.admit(process, Some(*parent), out);
@@ -368,6 +369,15 @@ impl Engine {
                         }
                     }
                     EnvScan::NotScanned | EnvScan::Unreadable => {}
+                }
+                // A known value passed another way: on the command line, or under another name.
+                for TokenSeen { env, fingerprint } in tokens {
+                    let Some(key) = self.state.secrets.known(*fingerprint) else { continue };
+                    let via = match env.as_deref() {
+                        Some(name) => Via::Env { name },
+                        None => Via::Argv,
+                    };
+                    self.use_secret(at_ns, process, Used { key, via, holds: true, task_unknown: false }, out);
                 }
             }
             EventKind::Fork(Fork { child }) => {
@@ -461,6 +471,7 @@ impl Engine {
         let name = match via {
             Via::Open { path } => path,
             Via::Env { name } => name,
+            Via::Argv => "a command-line argument",
         };
         self.state.secrets.ensure(key, name);
         let key = self.state.secrets.canonical(key);

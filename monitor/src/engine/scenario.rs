@@ -121,6 +121,8 @@ impl Scenario {
             filename: filename.to_owned(),
             argv0: filename.rsplit('/').next().unwrap_or(filename).to_owned(),
             env: EnvScan::Scanned { secrets },
+            tokens: Vec::new(),
+            captured: None,
         };
         self.event(pid, EventKind::Exec(exec))
     }

@@ -171,6 +171,13 @@ impl Secrets {
         }
     }
 
+    /// The key of a value the engine already knows (watched, granted, registered, or seen in an
+    /// environment), if this fingerprint is one.
+    pub(super) fn known(&self, fingerprint: Fingerprint) -> Option<SecretKey> {
+        let key = self.key_of(fingerprint);
+        self.records.contains_key(&key).then_some(key)
+    }
+
     /// The key of a value seen by its fingerprint.
     pub(super) fn key_of(&self, fingerprint: Fingerprint) -> SecretKey {
         match self.watched_values.get(&fingerprint) {

@@ -4,4 +4,5 @@
 pub mod decoys;
 pub mod environ;
 pub mod files;
+pub mod tokens;
 mod walk;

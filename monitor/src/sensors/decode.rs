@@ -4,7 +4,9 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use monitor_common::{
     event::{
-        c_bytes, connect::ConnectBody, exec::ExecBody, exit::ExitBody, flags, fork::ForkBody,
+        c_bytes, connect::ConnectBody,
+        exec::{ExecBody, ExecCapture},
+        exit::ExitBody, flags, fork::ForkBody,
         harvest::{kind as harvest_kind, HarvestBody},
         kernel_action,
         secret_open::SecretOpenBody,
@@ -13,9 +15,11 @@ use monitor_common::{
     syscalls,
 };
 
+use zeroize::Zeroizing;
+
 use crate::procfs::start_time_ns;
 use crate::event::{
-    Connect, ConnectSyscall, EnvScan, Event, EventKind, Exec, ExecId, Exit, ExitStatus, Fork, Harvest,
+    Captured, Connect, ConnectSyscall, EnvScan, Event, EventKind, Exec, ExecId, Exit, ExitStatus, Fork, Harvest,
     HarvestKind, InodeId, KernelAction, OpenSyscall, SecretId, SecretOpen,
 };
 
@@ -46,6 +50,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 filename: lossy(&filename),
                 argv0: lossy(&argv0),
                 env: EnvScan::NotScanned,
+                tokens: Vec::new(),
+                captured: Some(captured(bytes)?),
             })
         }
         RecordKind::Fork => {
@@ -170,6 +176,27 @@ fn body<T: Copy>(kind: RecordKind, bytes: &[u8]) -> Result<T, DecodeError> {
     })
 }
 
+/// The blocks that follow an exec record's body.
+fn captured(bytes: &[u8]) -> Result<Captured, DecodeError> {
+    let head = std::mem::size_of::<Record<ExecBody>>();
+    let short = |expected| DecodeError::Short { kind: RecordKind::Exec.name(), len: bytes.len(), expected };
+    let sizes = bytes.get(head..head + CAPTURE_LEN).ok_or_else(|| short(head + CAPTURE_LEN))?;
+    // SAFETY: `ExecCapture` is a repr(C) struct of u32s, valid for any bits; the length is checked.
+    let ExecCapture { argv_len, env_len, argv_size, env_size } = unsafe { std::ptr::read_unaligned(sizes.as_ptr().cast()) };
+    let start = head + CAPTURE_LEN;
+    let (argv_end, env_end) = (start + argv_len as usize, start + argv_len as usize + env_len as usize);
+    let blocks = bytes.get(start..env_end).ok_or_else(|| short(env_end))?;
+    let (argv, env) = blocks.split_at(argv_end - start);
+    Ok(Captured {
+        argv: Zeroizing::new(argv.to_vec()),
+        env: Zeroizing::new(env.to_vec()),
+        argv_cut: argv_size > argv_len,
+        env_cut: env_size > env_len,
+    })
+}
+
+const CAPTURE_LEN: usize = std::mem::size_of::<ExecCapture>();
+
 fn lossy(field: &[u8]) -> String {
     String::from_utf8_lossy(c_bytes(field)).into_owned()
 }
@@ -207,7 +234,14 @@ mod tests {
             header: header(RecordKind::Exec, flags::TRUNCATED),
             body: ExecBody { parent_tgid: 1, uid: 1000, parent_start_time: 5 * TICK + 3, filename, argv0 },
         };
-        let event = decode(&bytes_of(&record)).unwrap();
+        let (argv, env) = (b"sh\0-c\0".as_slice(), b"A=1\0".as_slice());
+        let sizes = ExecCapture { argv_len: 6, env_len: 4, argv_size: 6, env_size: 9 };
+        let mut bytes = bytes_of(&record);
+        bytes.extend(bytes_of(&sizes));
+        assert!(decode(&bytes).is_err(), "the blocks announced are missing");
+        bytes.extend_from_slice(argv);
+        bytes.extend_from_slice(env);
+        let event = decode(&bytes).unwrap();
         assert_eq!(event.process, ExecId { tgid: 11, start_time: 77 * TICK });
         assert_eq!(event.thread, 12);
         assert!(event.truncated);
@@ -220,6 +254,13 @@ mod tests {
                 filename: "/bin/sh".into(),
                 argv0: "sh".into(),
                 env: EnvScan::NotScanned,
+                tokens: Vec::new(),
+                captured: Some(Captured {
+                    argv: Zeroizing::new(argv.to_vec()),
+                    env: Zeroizing::new(env.to_vec()),
+                    argv_cut: false,
+                    env_cut: true,
+                }),
             })
         );
     }

@@ -77,6 +77,12 @@ pub enum SensorError {
         #[source]
         source: MapError,
     },
+    #[error("cannot count the possible CPUs ({path})")]
+    Cpus {
+        path: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot poll the ring buffer")]
     Poll(#[source] std::io::Error),
 }
@@ -161,6 +167,9 @@ impl Sensors {
         for (map, entries) in map_sizes.by_map() {
             loader.map_max_entries(map, entries);
         }
+        // One exec scratch record per possible CPU: a program indexes it by its CPU's number.
+        let cpus = aya::util::nr_cpus().map_err(|(path, source)| SensorError::Cpus { path, source })?;
+        loader.map_max_entries("EXEC_SCRATCH", cpus as u32);
         let mut ebpf = loader.load(OBJECT)?;
         // The LSM hooks first: the tracepoint programs already leave connects and ptrace to them.
         if tier == Tier::Lsm {

@@ -48,6 +48,9 @@ pub fn resolve(btf: &Btf) -> Result<KernelOffsets, OffsetError> {
         task_flags: field(btf, "task_struct", "flags", 4)?,
         signal_live: field(btf, "signal_struct", "live", 4)?,
         mm_arg_start: field(btf, "mm_struct", "arg_start", 8)?,
+        mm_arg_end: field(btf, "mm_struct", "arg_end", 8)?,
+        mm_env_start: field(btf, "mm_struct", "env_start", 8)?,
+        mm_env_end: field(btf, "mm_struct", "env_end", 8)?,
         binprm_filename: field(btf, "linux_binprm", "filename", POINTER)?,
         files_fdt: field(btf, "files_struct", "fdt", POINTER)?,
         fdtable_max_fds: field(btf, "fdtable", "max_fds", 4)?,
@@ -85,6 +88,9 @@ mod tests {
             task_mm,
             signal_live,
             mm_arg_start,
+            mm_arg_end,
+            mm_env_start,
+            mm_env_end,
             task_files,
             task_flags,
             binprm_filename: _,
@@ -120,6 +126,8 @@ mod tests {
         // tgid follows pid in every kernel since 2.6.
         assert_eq!(task_tgid, task_pid + 4);
         assert!(signal_live > 0 && mm_arg_start > 0 && fdtable_fd > 0);
+        // The blocks' bounds follow each other in mm_struct.
+        assert!(mm_arg_start < mm_arg_end && mm_arg_end < mm_env_start && mm_env_start < mm_env_end);
         // The inode is embedded after the pid pointer in proc_inode.
         assert!(proc_inode_pid_from_inode > 0);
         // x86_64 keeps the syscall number after the argument registers in pt_regs.

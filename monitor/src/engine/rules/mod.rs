@@ -34,6 +34,8 @@ pub(super) enum Via<'a> {
     Open { path: &'a str },
     /// The variable's name.
     Env { name: &'a str },
+    /// A word of its command line.
+    Argv,
 }
 
 /// What a finding is about, besides its rule and process: a rule fires once per process and
@@ -120,6 +122,7 @@ fn action(state: &State, observed: &SecretUse<'_>) -> String {
         Via::Open { path: _ } => format!("opened {secret}"),
         Via::Env { name } if name == secret => format!("started with {name} in its environment"),
         Via::Env { name } => format!("started with {name} in its environment, holding the value of {secret}"),
+        Via::Argv => format!("started with the value of {secret} on its command line"),
     }
 }
 
