@@ -5,6 +5,7 @@
 mod common;
 
 use std::{
+    os::unix::process::ExitStatusExt as _,
     process::Command,
     time::{Duration, Instant},
 };
@@ -86,16 +87,19 @@ async fn a_granted_token_on_another_tasks_command_line_is_reuse_and_on_its_own_i
     let mut daemon = RunningDaemon::start("");
     let token = daemon.plant_value();
     let home = daemon.home.path().to_owned();
-    let owner = Gated::spawn(&format!("exec /bin/true --token {token}"), &home, &[]);
+    // Each waits with the token among its arguments: judged, and, for the reuser, killed.
+    let holding = |flag: &str| format!("exec sh -c 'exec sleep 60' waiting {flag} {token}");
+    let owner = Gated::spawn(&holding("--token"), &home, &[]);
     let owner_pid = owner.pid;
     daemon.client.start_task(&TaskRequest::new("owner", owner.pid)).await.unwrap();
     let request = TokenRequest { task: "owner".into(), label: "deploy token".into(), value: Some(token.clone()), decoy: false };
     daemon.client.register_token(&request).await.unwrap();
-    let other = Gated::spawn(&format!("exec /bin/true -H 'Authorization: Bearer {token}'"), &home, &[]);
+    let other = Gated::spawn(&holding("--auth-token"), &home, &[]);
     let other_pid = other.pid;
     daemon.client.start_task(&TaskRequest::new("other", other.pid)).await.unwrap();
-    assert!(owner.release().0.success());
-    assert!(other.release().0.success());
+    let owner = std::thread::spawn(move || owner.release());
+    let (status, _) = other.release();
+    assert_eq!(status.signal(), Some(9), "the reuser is killed: {status}");
 
     let finding = daemon.finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["tgid"] == other_pid).await;
     assert_eq!(finding["owner_task"], "owner");
@@ -104,5 +108,8 @@ async fn a_granted_token_on_another_tasks_command_line_is_reuse_and_on_its_own_i
     let about_owner: Vec<_> =
         daemon.findings().await.into_iter().filter(|finding| finding["process"]["tgid"] == owner_pid).collect();
     assert!(about_owner.is_empty(), "the owner's own use is silent: {about_owner:#?}");
+    // SAFETY: signalling the test's own child, which the owner's task left alive.
+    unsafe { libc::kill(owner_pid as i32, libc::SIGKILL) };
+    owner.join().unwrap();
     daemon.stop().await;
 }

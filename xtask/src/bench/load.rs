@@ -30,6 +30,7 @@ const LISTEN_BACKLOG: libc::c_int = 4096;
 pub const USAGE: &str = "\
 bench-load open FILE N [HOLD]      open+close FILE N times (0: until stdin closes) -> ns_per_op
 bench-load connect N [HOLD]        TCP loopback connect+close N times -> ns_per_op
+bench-load exec N                  fork+exec+wait of /bin/true N times -> ns_per_op (CPU: with the children's)
                                    (ns_per_op WALL cpu_ns_per_op CPU: elapsed and on-CPU time)
 bench-load trickle FILE N MILLIS   open+close FILE N times, MILLIS apart -> opened
 bench-load storm FILE N            open+close FILE N times at full speed -> opened, seconds
@@ -58,6 +59,11 @@ fn run(args: &[OsString]) -> io::Result<()> {
             } else {
                 timed(n, || open_close(&file))?
             }
+        }
+        [b"exec", n] => {
+            let n = number(n)?;
+            start(None)?;
+            timed_with_children(n, spawn_true)?
         }
         [b"connect", n, hold @ ..] => {
             let (n, hold) = (number(n)?, optional_path(hold)?);
@@ -155,6 +161,37 @@ fn timed(n: u64, mut op: impl FnMut() -> io::Result<()>) -> io::Result<String> {
         wall / n as f64,
         cpu / n as f64
     ))
+}
+
+/// Like `timed`, with the CPU time of the children reaped meanwhile added: an exec's hooks run
+/// in the child.
+fn timed_with_children(n: u64, mut op: impl FnMut() -> io::Result<()>) -> io::Result<String> {
+    for _ in 0..n / WARMUP_DIVISOR {
+        op()?;
+    }
+    let (started, cpu_started, children_started) = (Instant::now(), thread_cpu_ns()?, children_cpu_ns());
+    for _ in 0..n {
+        op()?;
+    }
+    let wall = started.elapsed().as_nanos() as f64;
+    let cpu = (thread_cpu_ns()? - cpu_started + children_cpu_ns() - children_started) as f64;
+    Ok(format!("ns_per_op {:.1} cpu_ns_per_op {:.1}", wall / n as f64, cpu / n as f64))
+}
+
+/// User and system time of the children reaped so far.
+fn children_cpu_ns() -> u64 {
+    // SAFETY: all-zero is a valid rusage, which getrusage fills in.
+    let mut usage: libc::rusage = unsafe { mem::zeroed() };
+    // SAFETY: a valid `who` and an rusage to write.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let ns = |time: libc::timeval| time.tv_sec as u64 * 1_000_000_000 + time.tv_usec as u64 * 1_000;
+    ns(usage.ru_utime) + ns(usage.ru_stime)
+}
+
+/// One fork, exec of `/bin/true` and wait.
+fn spawn_true() -> io::Result<()> {
+    let status = std::process::Command::new("/bin/true").status()?;
+    if status.success() { Ok(()) } else { Err(io::Error::other(format!("/bin/true: {status}"))) }
 }
 
 fn thread_cpu_ns() -> io::Result<u64> {

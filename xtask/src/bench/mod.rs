@@ -46,6 +46,8 @@ pub struct Scale {
     /// Iterations per run of the open/close loop and of the connect loop.
     pub opens: u64,
     pub connects: u64,
+    /// Iterations per run of the fork+exec+exit loop.
+    pub execs: u64,
     pub engine_events: u64,
     pub engine_runs: u64,
     /// Secret opens of the latency probe, and the pause between two.
@@ -63,6 +65,7 @@ impl Scale {
         rounds: 11,
         opens: 200_000,
         connects: 10_000,
+        execs: 2_000,
         engine_events: 2_000_000,
         engine_runs: 5,
         trickle_opens: 300,
@@ -77,6 +80,7 @@ impl Scale {
         rounds: 1,
         opens: 20_000,
         connects: 1_000,
+        execs: 200,
         engine_events: 100_000,
         engine_runs: 1,
         trickle_opens: 50,

@@ -23,14 +23,17 @@ pub enum Workload {
     OpenTracked,
     ConnectUntracked,
     ConnectTracked,
+    /// fork + exec + exit of `/bin/true` by a process in no task: the exec capture's cost.
+    ExecUntracked,
 }
 
 impl Workload {
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::OpenUntracked,
         Self::OpenTracked,
         Self::ConnectUntracked,
         Self::ConnectTracked,
+        Self::ExecUntracked,
     ];
 
     pub const fn label(self) -> &'static str {
@@ -39,6 +42,7 @@ impl Workload {
             Self::OpenTracked => "open/close, tracked",
             Self::ConnectUntracked => "TCP connect, untracked",
             Self::ConnectTracked => "TCP connect, tracked",
+            Self::ExecUntracked => "fork+exec+exit of /bin/true, untracked",
         }
     }
 
@@ -58,6 +62,7 @@ impl Workload {
             Self::ConnectUntracked | Self::ConnectTracked => {
                 vec!["connect".into(), bench.scale.connects.to_string().into()]
             }
+            Self::ExecUntracked => vec!["exec".into(), bench.scale.execs.to_string().into()],
         };
         if self.is_tracked() {
             args.push(bench.scratch.secret().into());

@@ -10,6 +10,8 @@ use super::{
 
 /// Most of an overhead may come from the hooks themselves; credwatch's own work on them may add
 /// at most this share on top.
+/// The exec capture must cost an exec at most this, against no monitor.
+const EXEC_LIMIT: f64 = 1.05;
 const FLOOR_FACTOR: f64 = 1.2;
 const ABSOLUTE_GOAL: f64 = 1.05;
 const TRACKED_LIMIT: f64 = 1.15;
@@ -39,6 +41,8 @@ pub fn evaluate(results: &Results) -> Vec<Target> {
     let peer = ratio(Workload::OpenUntracked, Monitor::Bpftrace);
     let tracked_open = ratio(Workload::OpenTracked, Monitor::Credwatch);
     let tracked_connect = ratio(Workload::ConnectTracked, Monitor::Credwatch);
+    let exec = ratio(Workload::ExecUntracked, Monitor::Credwatch);
+    let exec_floor = ratio(Workload::ExecUntracked, Monitor::Floor);
     let engine = results.engine.events_per_second.median;
     let idle_p99 = results
         .latency
@@ -82,6 +86,11 @@ pub fn evaluate(results: &Results) -> Vec<Target> {
             target: "tracked TCP connect: at most 1.15× baseline",
             measured: format!("{tracked_connect:.3}×"),
             verdict: judged(tracked_connect <= TRACKED_LIMIT),
+        },
+        Target {
+            target: "fork+exec+exit by a process in no task: at most 1.05× baseline",
+            measured: format!("{exec:.3}× (the floor: {exec_floor:.3}×)"),
+            verdict: judged(exec <= EXEC_LIMIT),
         },
         Target {
             target: "engine: at least 1 M events/s on one core",
