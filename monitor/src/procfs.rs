@@ -39,6 +39,38 @@ pub fn is_alive(process: ExecId) -> bool {
     start_ticks(process.tgid) == Some(ns_to_ticks(process.start_time))
 }
 
+/// A process that runs now, as /proc shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Running {
+    pub id: ExecId,
+    pub parent: ExecId,
+    pub uid: u32,
+    /// Its executable; kernel threads, which have none, are not listed.
+    pub executable: String,
+}
+
+/// Every process running now but kernel threads, parents before their children.
+pub fn running() -> Vec<Running> {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut running: Vec<Running> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let executable = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?.to_string_lossy().into_owned();
+            let uid = std::fs::metadata(format!("/proc/{pid}")).ok()?.uid();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+            let (ppid, start): (u32, u64) = (fields.get(1)?.parse().ok()?, fields.get(19)?.parse().ok()?);
+            let id = ExecId { tgid: pid, start_time: start * ns_per_tick() };
+            let parent = exec_id(ppid).unwrap_or(ExecId { tgid: ppid, start_time: 0 });
+            Some(Running { id, parent, uid, executable })
+        })
+        .collect();
+    running.sort_by_key(|process| process.id.start_time);
+    running
+}
+
 /// A file's identity: device and inode.
 pub type FileIdentity = (u64, u64);
 
@@ -79,6 +111,15 @@ mod tests {
         let own = own_executable().unwrap();
         assert!(runs_executable(exec_id(std::process::id()).unwrap(), own));
         assert!(!runs_executable(exec_id(1).unwrap(), own));
+    }
+
+    #[test]
+    fn running_processes_include_this_one_after_its_parent() {
+        let all = running();
+        let me = all.iter().position(|process| process.id.tgid == std::process::id()).expect("this process");
+        let parent = all[me].parent;
+        assert!(all.iter().position(|process| process.id == parent).is_none_or(|at| at < me), "parents first");
+        assert_eq!(all[me].executable, std::env::current_exe().unwrap().to_string_lossy());
     }
 
     #[test]

@@ -41,12 +41,12 @@ use crate::{
     },
     doctor::{self, Tier},
     engine::{Effect, Engine, EngineConfig, Input, Rejection, SecretKind, SecretSpec, TaskState},
-    event::{EnvScan, Event, EventKind, Exec, ExecId, KernelAction, SecretId},
+    event::{Captured, EnvScan, Event, EventKind, Exec, ExecId, KernelAction, SecretId},
     fingerprint::{FingerprintKey, KeyError},
     procfs,
     secrets::{
         decoys::{self, DecoyConfig},
-        environ::scan_environ_bytes,
+        environ::{self, scan_environ_bytes},
         tokens,
         files::{Change, FilesError, SecretFiles},
     },
@@ -240,6 +240,7 @@ impl Daemon {
         }
         let initial = daemon.secret_files.initial();
         daemon.apply_file_changes(initial)?;
+        daemon.scan_running()?;
         if let Some(baselines) = learned {
             daemon.input(Input::BaselinesRestored { at_ns: clock::boottime_ns(), baselines })?;
         }
@@ -294,6 +295,40 @@ impl Daemon {
         }
         drop(self);
         info!("sensors detached");
+        Ok(())
+    }
+
+    /// Processes that started before the daemon, judged once from /proc as if they had just
+    /// exec'd, parents first: their names fill findings' ancestry, and their environments and
+    /// command lines are scanned like an exec's.
+    fn scan_running(&mut self) -> Result<(), DaemonError> {
+        let own = std::process::id();
+        for process in procfs::running().into_iter().filter(|process| process.id.tgid != own) {
+            let procfs::Running { id, parent, uid, executable } = process;
+            // A process gone meanwhile is scanned with what could be read.
+            let block = |name| environ::read_block(id.tgid, name).unwrap_or_default();
+            let captured = Captured { argv: block("cmdline"), env: block("environ"), argv_cut: false, env_cut: false };
+            let argv0 = captured.argv.split(|&byte| byte == 0).next().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
+            let mut exec = Exec {
+                parent,
+                uid,
+                filename: executable,
+                argv0,
+                env: EnvScan::NotScanned,
+                tokens: Vec::new(),
+                captured: Some(captured),
+            };
+            self.scan_exec(id, &mut exec);
+            let event = Event {
+                ktime_ns: clock::boottime_ns(),
+                process: id,
+                thread: id.tgid,
+                truncated: false,
+                read_failed: false,
+                kind: EventKind::Exec(exec),
+            };
+            self.input(Input::Event(event))?;
+        }
         Ok(())
     }
 

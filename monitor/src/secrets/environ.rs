@@ -47,7 +47,13 @@ pub fn scan_environ_bytes(environ: &[u8], patterns: &EnvPatterns, key: &Fingerpr
 /// The environment block of `pid`, at most [`MAX_ENVIRON_BYTES`]; when cut there, the partial
 /// last entry is dropped.
 fn read_environ(pid: u32) -> std::io::Result<Zeroizing<Vec<u8>>> {
-    let mut file = File::open(format!("/proc/{pid}/environ"))?;
+    read_block(pid, "environ")
+}
+
+/// `/proc/PID/{block}` (`environ` or `cmdline`), at most [`MAX_ENVIRON_BYTES`]; when cut there,
+/// the partial last entry is dropped. Wiped when dropped.
+pub fn read_block(pid: u32, block: &str) -> std::io::Result<Zeroizing<Vec<u8>>> {
+    let mut file = File::open(format!("/proc/{pid}/{block}"))?;
     // Grown by hand rather than by Vec's reallocation, which would free the old copy unwiped.
     let mut buffer = Zeroizing::new(vec![0; INITIAL_BUFFER]);
     let mut filled = 0;
