@@ -95,3 +95,21 @@ fn run_logs_exec_and_exit_and_stops_on_sigint() {
 fn run_stops_cleanly_on_sigterm() {
     Daemon::start().stop(libc::SIGTERM);
 }
+
+#[test]
+fn a_second_daemon_on_the_same_socket_directory_refuses_to_start_naming_the_first() {
+    let daemon = Daemon::start();
+    let second_state = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_credwatch"))
+        .args(["run", "--state-dir"])
+        .arg(second_state.path())
+        .arg("--socket")
+        .arg(daemon._state.path().join("api.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let named = format!("another credwatch daemon (pid {}) already runs with", daemon.child.id());
+    assert!(stderr.contains(&named), "{stderr}");
+    daemon.stop(libc::SIGTERM);
+}

@@ -11,7 +11,7 @@ use super::CommandError;
 use crate::{
     api,
     config::Config,
-    daemon::{metrics::Metrics, outputs, Daemon, DaemonOptions},
+    daemon::{instance::InstanceLock, metrics::Metrics, outputs, Daemon, DaemonOptions},
     export,
 };
 
@@ -67,6 +67,8 @@ async fn run(args: RunArgs) -> Result<ExitCode, CommandError> {
     if let Some(socket) = socket {
         config.api.socket = socket;
     }
+    // Before anything else: a second daemon must not touch the first one's socket or sinks.
+    let _instance = InstanceLock::acquire(&config.api.socket)?;
     // Handlers first: a signal that arrives once the sensors are up must stop them cleanly.
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;

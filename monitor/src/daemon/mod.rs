@@ -4,6 +4,7 @@
 pub mod clock;
 pub mod control;
 pub mod feed;
+pub mod instance;
 mod handlers;
 mod kernel_sync;
 pub mod latency;
