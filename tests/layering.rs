@@ -16,7 +16,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("kernel", &["sensors", "doctor", "secrets", "actions"]),
     ("daemon", &["daemon"]),
     ("api and export", &["api", "export"]),
-    ("cli", &["cli", "config"]),
+    ("cli", &["cli", "config", "fuzz"]),
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

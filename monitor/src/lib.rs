@@ -15,6 +15,8 @@ pub mod error_chain;
 pub mod event;
 pub mod export;
 pub mod fingerprint;
+#[cfg(test)]
+mod fuzz;
 pub mod procfs;
 pub mod secrets;
 pub mod sensors;

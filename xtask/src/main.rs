@@ -4,6 +4,7 @@ mod bench;
 mod build;
 mod cmd;
 mod error;
+mod fuzz;
 mod host;
 mod leaks;
 mod run;
@@ -48,6 +49,9 @@ Commands:
                      event storm's accounting. Writes a Markdown report to docs/PERFORMANCE.md
                      (or PATH). --quick: a scaled-down smoke run on the debug build, under a
                      minute; `test` ends with it.
+  fuzz [--seconds N] Run each property-based fuzz target of monitor/src/fuzz.rs (ring buffer
+                     records, config files, task API bodies and routes, recordings, catalogue
+                     patterns) for N seconds (default 60); the test suite gives each 2.
   help               Print this text.
 ";
 
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
         "run" => run::main(rest),
         "test" => test::main(rest),
         "bench" => bench::main(rest),
+        "fuzz" => fuzz::main(rest),
         // The benchmark's load processes; not for people, so not in the help.
         "bench-load" => Ok(bench::load::main(rest)),
         "vm-test" => vm::main(rest),

@@ -19,9 +19,9 @@
 pub mod client;
 mod error;
 mod findings;
-mod json;
+pub(crate) mod json;
 mod peer;
-mod routes;
+pub(crate) mod routes;
 mod server;
 
 use std::path::PathBuf;

@@ -31,7 +31,7 @@ pub struct State {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-enum Route {
+pub(crate) enum Route {
     StartTask,
     ListTasks,
     EndTask(String),
@@ -101,7 +101,7 @@ where
     Ok(response)
 }
 
-fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Route, Rejection> {
+pub(crate) fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Route, Rejection> {
     let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
     let only = |allowed: &'static str, route: Route| {
         if method.as_str() == allowed {
