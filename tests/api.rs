@@ -58,6 +58,11 @@ struct Fake {
     dir: tempfile::TempDir,
 }
 
+/// A refusal counter of the daemon's own metrics.
+fn refused() -> prometheus::IntCounterVec {
+    monitor::daemon::metrics::Metrics::default().api_refused
+}
+
 impl Fake {
     /// A server on a fresh socket with a fake daemon; `marker` is the value `task exec` tests set.
     async fn start(allow_gids: Vec<u32>, marker: Option<String>) -> Self {
@@ -67,7 +72,7 @@ impl Fake {
         let seen = Arc::new(Mutex::new(Vec::new()));
         tokio::spawn(fake_daemon(requests, Arc::clone(&seen), marker));
         let feed = FindingsFeed::default();
-        let server = api::serve(&config, control, feed.clone()).await.unwrap();
+        let server = api::serve(&config, control, feed.clone(), refused()).await.unwrap();
         Self { client: ApiClient::new(&config.socket), server, feed, seen, dir }
     }
 
@@ -316,7 +321,7 @@ async fn a_closed_control_channel_is_503() {
     let config = ApiConfig { socket: dir.path().join("api.sock"), ..ApiConfig::default() };
     let (control, requests) = mpsc::channel(1);
     drop(requests);
-    let _server = api::serve(&config, control, FindingsFeed::default()).await.unwrap();
+    let _server = api::serve(&config, control, FindingsFeed::default(), refused()).await.unwrap();
     let error = ApiClient::new(&config.socket).status().await.unwrap_err();
     assert_eq!(error.status().map(|status| status.as_u16()), Some(503));
 }
@@ -326,7 +331,7 @@ async fn the_socket_file_is_managed() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("new/dir/api.sock");
     let config = ApiConfig { socket: socket.clone(), ..ApiConfig::default() };
-    let serve = || api::serve(&config, mpsc::channel(1).0, FindingsFeed::default());
+    let serve = || api::serve(&config, mpsc::channel(1).0, FindingsFeed::default(), refused());
 
     let server = serve().await.unwrap();
     let parent = std::fs::metadata(socket.parent().unwrap()).unwrap().permissions().mode();

@@ -20,6 +20,7 @@ pub mod client;
 mod error;
 mod findings;
 pub(crate) mod json;
+pub mod refusal;
 mod peer;
 pub(crate) mod routes;
 mod server;

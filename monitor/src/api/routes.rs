@@ -28,6 +28,8 @@ pub struct State {
     pub feed: FindingsFeed,
     /// Changes (closes) when the server stops; ends findings streams.
     pub stop: watch::Receiver<()>,
+    /// Requests and connections refused, by reason.
+    pub refused: prometheus::IntCounterVec,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -50,7 +52,10 @@ where
 {
     match answer(request, caller, state).await {
         Ok(response) => response,
-        Err(rejection) => rejection.into_response().map(Either::Left),
+        Err(rejection) => {
+            state.refused.with_label_values(&[super::refusal::of_status(rejection.status)]).inc();
+            rejection.into_response().map(Either::Left)
+        }
     }
 }
 
@@ -206,7 +211,7 @@ mod tests {
             });
         }
         let (stop, stopped) = watch::channel(());
-        (State { control, feed: FindingsFeed::default(), stop: stopped }, stop)
+        (State { control, feed: FindingsFeed::default(), stop: stopped, refused: crate::daemon::metrics::Metrics::default().api_refused }, stop)
     }
 
     async fn call(state: &State, method: Method, path: &str, body: &str) -> (StatusCode, serde_json::Value) {

@@ -11,10 +11,11 @@ use std::{
 };
 
 use hyper::{server::conn::http1, service::service_fn};
+use prometheus::IntCounterVec;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
     net::{UnixListener, UnixStream},
-    sync::{mpsc, watch},
+    sync::{mpsc, watch, Semaphore},
     task::JoinHandle,
 };
 use tracing::{debug, info, warn};
@@ -22,6 +23,7 @@ use tracing::{debug, info, warn};
 use super::{
     error::{ApiError, Rejection},
     peer::{Allowlist, Peer},
+    refusal,
     routes::{self, State},
     ApiConfig,
 };
@@ -29,6 +31,11 @@ use crate::daemon::{control::ControlMessage, feed::FindingsFeed};
 
 /// A client that has not sent its request headers by then is dropped.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; past this a new one gets a 503 and is closed, so that a flood of
+/// clients cannot exhaust the daemon's memory or descriptors.
+pub const MAX_CONNECTIONS: usize = 256;
+/// What a connection past [`MAX_CONNECTIONS`] is told before it is closed.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -67,15 +74,21 @@ impl Drop for ApiServer {
 }
 
 /// Binds the socket (mode 0600) and serves the task API until the returned handle is dropped.
+/// Every refusal is counted in `refused` by reason (`credwatch_api_refused_total`).
 pub async fn serve(
     config: &ApiConfig,
     control: mpsc::Sender<ControlMessage>,
     feed: FindingsFeed,
+    refused: IntCounterVec,
 ) -> Result<ApiServer, ApiError> {
     let ApiConfig { socket, allow_uids, allow_gids } = config;
     let listener = bind(socket)?;
+    // The series exist at 0 from the start, so that the first refusal counts as an increase.
+    for reason in refusal::ALL {
+        refused.with_label_values(&[reason]);
+    }
     let (stop, stopped) = watch::channel(());
-    let state = Arc::new(State { control, feed, stop: stopped.clone() });
+    let state = Arc::new(State { control, feed, stop: stopped.clone(), refused });
     let allowlist = Arc::new(Allowlist { uids: allow_uids.clone(), gids: allow_gids.clone() });
     let accept = tokio::spawn(accept_loop(listener, state, allowlist, stopped));
     info!(socket = %socket.display(), "task API listening");
@@ -121,15 +134,27 @@ async fn accept_loop(
     allowlist: Arc<Allowlist>,
     mut stop: watch::Receiver<()>,
 ) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = stop.changed() => return,
         };
         match accepted {
-            Ok((stream, _)) => {
-                tokio::spawn(connection(stream, Arc::clone(&state), Arc::clone(&allowlist), stop.clone()));
-            }
+            Ok((stream, _)) => match Arc::clone(&slots).try_acquire_owned() {
+                Ok(slot) => {
+                    let (state, allowlist, stop) = (Arc::clone(&state), Arc::clone(&allowlist), stop.clone());
+                    tokio::spawn(async move {
+                        connection(stream, state, allowlist, stop).await;
+                        drop(slot);
+                    });
+                }
+                Err(_) => {
+                    state.refused.with_label_values(&[refusal::CONNECTIONS]).inc();
+                    // Best effort: a client that does not read is closed all the same.
+                    let _ = stream.try_write(BUSY);
+                }
+            },
             Err(error) => {
                 warn!(%error, "accepting a task API connection");
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -139,6 +164,7 @@ async fn accept_loop(
 }
 
 async fn connection(stream: UnixStream, state: Arc<State>, allowlist: Arc<Allowlist>, mut stop: watch::Receiver<()>) {
+    let state_refused = state.refused.clone();
     let caller = match Peer::of(&stream, &allowlist) {
         Ok(peer) => {
             let caller = allowlist.admit(&peer);
@@ -167,9 +193,12 @@ async fn connection(stream: UnixStream, state: Arc<State>, allowlist: Arc<Allowl
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
         .serve_connection(TokioIo::new(stream), service);
+    let refused = state_refused;
     tokio::select! {
         result = served => {
             if let Err(error) = result {
+                let reason = if error.is_timeout() { refusal::HEADER_TIMEOUT } else if error.is_parse() { refusal::BAD_HTTP } else { refusal::CONNECTION_ERROR };
+                refused.with_label_values(&[reason]).inc();
                 debug!(%error, "task API connection ended with an error");
             }
         }

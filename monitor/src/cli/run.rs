@@ -86,7 +86,7 @@ async fn run(args: RunArgs) -> Result<ExitCode, CommandError> {
         exports,
     })?;
     let (control, requests) = mpsc::channel(CONTROL_QUEUE);
-    let server = api::serve(&api_config, control, daemon.feed()).await?;
+    let server = api::serve(&api_config, control, daemon.feed(), metrics.api_refused.clone()).await?;
     let shutdown = async {
         tokio::select! {
             _ = sigint.recv() => "SIGINT",

@@ -308,6 +308,7 @@ impl Daemon {
             "daemon": self.daemon_counters(),
             "latency": self.latency.summary(),
             "export_dropped": self.exports.dropped(),
+            "api_refused": self.api_refusals(),
             "registry_write_failures": self.registry.failures(),
             "kernel": {
                 "lost": lost.iter().collect::<std::collections::BTreeMap<_, _>>(),
@@ -318,6 +319,20 @@ impl Daemon {
             },
             "engine": engine,
         })
+    }
+
+    /// Task API refusals by reason, as counted by the API server.
+    fn api_refusals(&self) -> serde_json::Map<String, serde_json::Value> {
+        use prometheus::core::Collector as _;
+        let families = self.metrics.api_refused.collect();
+        families
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .filter_map(|metric| {
+                let reason = metric.get_label().iter().find(|label| label.name() == "reason")?.value().to_owned();
+                Some((reason, json!(metric.get_counter().get_value() as u64)))
+            })
+            .collect()
     }
 
     /// Each kernel map's size and failed writes.

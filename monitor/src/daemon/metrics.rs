@@ -49,6 +49,8 @@ pub struct Metrics {
     pub fail_closed: IntGaugeVec,
     /// Secrets' baselines, by state (`learning`, `learned`).
     pub baselines: IntGaugeVec,
+    /// Task API connections and requests refused, by reason.
+    pub api_refused: IntCounterVec,
 }
 
 /// Registers a metric built from constant names and labels, which cannot be invalid.
@@ -172,6 +174,12 @@ impl Default for Metrics {
                 &["judgement"],
             ),
             baselines: gauge_vec(r, "credwatch_baselines", "Secrets' learned baselines, by state", &["state"]),
+            api_refused: counter_vec(
+                r,
+                "credwatch_api_refused_total",
+                "Task API connections and requests refused, by reason",
+                &["reason"],
+            ),
             registry,
         }
         .with_zeros()
@@ -228,8 +236,9 @@ impl Metrics {
             map_entries,
             fail_closed,
             baselines,
+            api_refused,
         } = self;
-        let plain: [&dyn Collector; 19] = [
+        let plain: [&dyn Collector; 20] = [
             events,
             events_lost,
             decode_errors,
@@ -249,6 +258,7 @@ impl Metrics {
             map_entries,
             fail_closed,
             baselines,
+            api_refused,
         ];
         let histograms: [&dyn Collector; 1] = [event_latency];
         let mut names: Vec<String> =
@@ -323,6 +333,7 @@ mod tests {
         metrics.map_entries.with_label_values(&["TASK_OF"]).set(64);
         metrics.fail_closed.with_label_values(&["membership"]).set(1);
         metrics.baselines.with_label_values(&["learned"]).set(1);
+        metrics.api_refused.with_label_values(&["connections"]).inc();
         let text = metrics.encode();
         let exposed: std::collections::BTreeSet<&str> = text
             .lines()
