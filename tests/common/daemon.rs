@@ -233,6 +233,18 @@ impl RunningDaemon {
         self.client.status().await.unwrap();
     }
 
+    /// Waits for a daemon the test killed, checks that no planted value appears in its log, and
+    /// returns HOME and the state directory for a restart.
+    pub fn abandon(mut self) -> (tempfile::TempDir, tempfile::TempDir) {
+        self.child.wait().unwrap();
+        let log = self.log_text();
+        for value in &self.planted {
+            assert!(!log.contains(value.as_str()), "a planted secret value appears in the daemon's log");
+        }
+        let Self { home, state, .. } = self;
+        (home, state)
+    }
+
     /// Stops the daemon with SIGTERM, checks it exited cleanly, and checks that no planted value
     /// appears in its log, its findings, its recording, its task registry or its audit log.
     /// Returns HOME and the state directory for a restart.
