@@ -45,7 +45,7 @@ fn fuzz<S: Strategy>(target: &str, strategy: S, property: impl Fn(S::Value) -> R
     while Instant::now() < deadline {
         // A fresh runner, and so fresh random inputs, for every batch.
         let mut runner = TestRunner::new(Config { cases: CASES_PER_BATCH, failure_persistence: None, ..Config::default() });
-        if let Err(failure) = runner.run(&strategy, &counted) {
+        if let Err(failure) = runner.run(&strategy, counted) {
             panic!("fuzz {target}: {failure}");
         }
     }

@@ -32,7 +32,7 @@ pub use tasks::{Grant, TaskCounts, TaskId, TaskSpec, TaskState};
 use processes::Processes;
 use rules::{SecretUse, Via};
 use secrets::{SecretKey, Secrets};
-use tasks::{Membership, TaskRef, Tasks};
+use tasks::{Membership, NewTask, TaskRef, Tasks};
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -241,7 +241,8 @@ impl Engine {
                 | Grant::Decoy { .. } => None,
             })
             .collect();
-        let task = match self.state.tasks.start(id, owner, at_ns, *ttl_ns, allowed.clone(), env_grants, handle) {
+        let new = NewTask { id, owner, at_ns, ttl_ns: *ttl_ns, allowed: allowed.clone(), env_grants };
+        let task = match self.state.tasks.start(new, handle) {
             Ok(task) => task,
             Err(rejection) => {
                 out.effects.push(Effect::Rejected(rejection));

@@ -68,6 +68,17 @@ pub enum TaskState {
     Expired,
 }
 
+/// What a task lifetime starts with.
+pub(super) struct NewTask<'a> {
+    pub(super) id: &'a TaskId,
+    pub(super) owner: &'a str,
+    pub(super) at_ns: u64,
+    pub(super) ttl_ns: Option<u64>,
+    pub(super) allowed: Option<Vec<Destination>>,
+    /// Names of `Grant::Env` without a fingerprint.
+    pub(super) env_grants: Vec<String>,
+}
+
 /// One task's lifetime: a task id started again after it ended is a new `TaskRef`, so processes
 /// left over from the first run stay with the first run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -141,16 +152,8 @@ impl Default for Tasks {
 impl Tasks {
     /// Starts a lifetime of task `id` under a new handle, or under `handle` when it is restored
     /// from an earlier run of the daemon.
-    pub(super) fn start(
-        &mut self,
-        id: &TaskId,
-        owner: &str,
-        at_ns: u64,
-        ttl_ns: Option<u64>,
-        allowed: Option<Vec<Destination>>,
-        env_grants: Vec<String>,
-        handle: Option<u32>,
-    ) -> Result<TaskRef, Rejection> {
+    pub(super) fn start(&mut self, new: NewTask<'_>, handle: Option<u32>) -> Result<TaskRef, Rejection> {
+        let NewTask { id, owner, at_ns, ttl_ns, allowed, env_grants } = new;
         if self.find(id).is_some_and(|task| self.is_active(task)) {
             return Err(Rejection::TaskAlreadyActive { task: id.clone() });
         }
