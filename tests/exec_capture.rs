@@ -52,7 +52,6 @@ async fn a_thousand_short_lived_execs_are_all_judged() {
     assert_eq!(trues.len(), 1000, "every exec carrying the variable was judged");
     let status = daemon.client.status().await.unwrap();
     assert_eq!(status["kernel"]["lost"]["exec"], 0, "{status:#}");
-    assert_eq!(status["daemon"]["exec_cut"], 0, "{status:#}");
     daemon.stop().await;
 }
 
@@ -111,5 +110,17 @@ async fn a_granted_token_on_another_tasks_command_line_is_reuse_and_on_its_own_i
     // SAFETY: signalling the test's own child, which the owner's task left alive.
     unsafe { libc::kill(owner_pid as i32, libc::SIGKILL) };
     owner.join().unwrap();
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn what_is_cut_of_an_environment_is_counted() {
+    let daemon = RunningDaemon::start("[exec]\nenv_bytes = 256\n");
+    let before = daemon.client.status().await.unwrap()["daemon"]["exec_cut"].as_u64().unwrap();
+    let status = Command::new("/bin/true").env("CREDWATCH_TEST_PADDING", "x".repeat(1000)).status().unwrap();
+    assert!(status.success());
+    daemon.settle().await;
+    let after = daemon.client.status().await.unwrap()["daemon"]["exec_cut"].as_u64().unwrap();
+    assert!(after > before, "a 1 KiB variable past a 256-byte capture is counted: {before} -> {after}");
     daemon.stop().await;
 }

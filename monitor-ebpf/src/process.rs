@@ -14,7 +14,9 @@ use aya_ebpf::{
 };
 use monitor_common::{
     event::{
-        exec::{ExecBody, ExecCapture, ExecRecord, ARGV0_LEN, ARGV_CAPTURE, ENV_CAPTURE, FILENAME_LEN},
+        exec::{
+            CaptureLimits, ExecBody, ExecCapture, ExecRecord, ARGV0_LEN, ARGV_CAPTURE, ENV_CAPTURE, FILENAME_LEN,
+        },
         Event,
         exit::ExitBody,
         flags,
@@ -97,6 +99,10 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// Set by the daemon before load.
+#[unsafe(no_mangle)]
+static CAPTURE_LIMITS: CaptureLimits = CaptureLimits::MAX;
+
 /// Bytes of an exec record before its captured blocks.
 const RECORD_HEAD: usize = core::mem::size_of::<Event<ExecBody>>() + core::mem::size_of::<ExecCapture>();
 
@@ -114,12 +120,14 @@ unsafe fn capture_blocks(current: Task, record: *mut ExecRecord) -> (ExecCapture
     let env_size = env_end.saturating_sub(env_start) as u32;
     let data = (&raw mut (*record).data).cast::<u8>();
     let mut flag = 0;
-    let mut argv_len = (argv_size as usize).min(ARGV_CAPTURE - 1) & (ARGV_CAPTURE - 1);
+    // Volatile, or the compiler would fold the initialiser into the code.
+    let limits = core::ptr::read_volatile(&raw const CAPTURE_LIMITS);
+    let mut argv_len = (argv_size.min(limits.argv) as usize).min(ARGV_CAPTURE - 1) & (ARGV_CAPTURE - 1);
     if bpf_probe_read_user_buf(arg_start as *const u8, core::slice::from_raw_parts_mut(data, argv_len)).is_err() {
         argv_len = 0;
         flag |= flags::READ_FAILED;
     }
-    let mut env_len = (env_size as usize).min(ENV_CAPTURE - 1) & (ENV_CAPTURE - 1);
+    let mut env_len = (env_size.min(limits.env) as usize).min(ENV_CAPTURE - 1) & (ENV_CAPTURE - 1);
     let env = data.add(argv_len);
     if bpf_probe_read_user_buf(env_start as *const u8, core::slice::from_raw_parts_mut(env, env_len)).is_err() {
         env_len = 0;

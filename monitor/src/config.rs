@@ -47,6 +47,8 @@ use toml::{
     Spanned,
 };
 
+use monitor_common::event::exec::CaptureLimits;
+
 use crate::{
     actions::plan::{Action, ActionPlan},
     api::ApiConfig,
@@ -101,6 +103,8 @@ pub struct Config {
     pub baseline: BaselineConfig,
     /// Decoy credentials to plant, and the scanners whose touches are not reported.
     pub decoys: DecoyConfig,
+    /// How much of an exec's command line and environment the kernel captures.
+    pub capture: CaptureLimits,
     /// Metrics, audit log, alert sinks and the revocation webhook.
     pub export: ExportConfig,
 }
@@ -115,6 +119,7 @@ impl Config {
                 decoy_ignore: self.decoys.ignore.clone(),
             },
             decoys: self.decoys.clone(),
+            capture: self.capture,
             state_dir: self.state_dir.clone(),
             key_file: self.key_file.clone(),
             catalogue: self.catalogue.clone(),
@@ -136,6 +141,7 @@ impl Default for Config {
             maps: MapSizeOverrides::default(),
             baseline: BaselineConfig::default(),
             decoys: DecoyConfig::default(),
+            capture: CaptureLimits::MAX,
             export: ExportConfig::default(),
         }
     }
@@ -201,6 +207,25 @@ struct RawConfig {
     maps: Option<BTreeMap<Spanned<String>, Spanned<u32>>>,
     baseline: Option<RawBaseline>,
     decoys: Option<RawDecoys>,
+    exec: Option<RawExec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawExec {
+    argv_bytes: Option<Spanned<u32>>,
+    env_bytes: Option<Spanned<u32>>,
+}
+
+impl RawExec {
+    fn validate(self) -> Result<CaptureLimits, Invalid> {
+        let Self { argv_bytes, env_bytes } = self;
+        let max = CaptureLimits::MAX;
+        Ok(CaptureLimits {
+            argv: in_range("exec.argv_bytes", argv_bytes, 64..=max.argv)?.unwrap_or(max.argv),
+            env: in_range("exec.env_bytes", env_bytes, 256..=max.env)?.unwrap_or(max.env),
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -329,6 +354,7 @@ impl RawConfig {
             maps,
             baseline,
             decoys,
+            exec,
         } = self;
         let default = Config::default();
         if revoke.is_none() {
@@ -356,6 +382,7 @@ impl RawConfig {
             maps: maps.map(validate_maps).transpose()?.unwrap_or_default(),
             baseline: baseline.map(RawBaseline::validate).transpose()?.unwrap_or_default(),
             decoys: decoys.map(RawDecoys::validate).transpose()?.unwrap_or_default(),
+            capture: exec.map(RawExec::validate).transpose()?.unwrap_or(CaptureLimits::MAX),
             export,
         })
     }
@@ -700,6 +727,7 @@ cross_task_reuse = ["kill_process", "revoke"]
             ("[baseline]\nburst_factor = 1\n", "credwatch.toml:2: baseline.burst_factor: 1 is not between 2 and 1000"),
             ("[decoys]\nfiles = [\"~/.aws/*\"]\n", "credwatch.toml:2: decoys.files[0]: \"~/.aws/*\": a decoy is one file"),
             ("[decoys]\nignore = [\"tar\"]\n", "credwatch.toml:2: decoys.ignore[0]: \"tar\" must be an executable's absolute path"),
+            ("[exec]\nenv_bytes = 100000\n", "credwatch.toml:2: exec.env_bytes: 100000 is not between 256 and 65536"),
             ("[maps]\nevents = 8\n", "credwatch.toml:2: maps.events: unknown map; one of task_of, holders,"),
         ] {
             let error = parse(text).unwrap_err();
@@ -745,6 +773,9 @@ learn_uses = 50
 [decoys]
 files = ["~/.aws/credentials.old"]
 ignore = ["/usr/bin/tar"]
+
+[exec]
+env_bytes = 8192
 "#;
         let config = parse(text).unwrap();
         assert_eq!(
@@ -776,6 +807,7 @@ ignore = ["/usr/bin/tar"]
                     files: vec!["~/.aws/credentials.old".into()],
                     ignore: vec!["/usr/bin/tar".into()],
                 },
+                capture: CaptureLimits { argv: CaptureLimits::MAX.argv, env: 8192 },
                 export: ExportConfig::default(),
             }
         );

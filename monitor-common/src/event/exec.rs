@@ -46,3 +46,20 @@ pub struct ExecRecord {
     pub capture: ExecCapture,
     pub data: [u8; ARGV_CAPTURE + ENV_CAPTURE],
 }
+
+/// How much of each block is captured, set by the daemon before load (the `[exec]` section);
+/// at most [`ARGV_CAPTURE`] and [`ENV_CAPTURE`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CaptureLimits {
+    pub argv: u32,
+    pub env: u32,
+}
+
+impl CaptureLimits {
+    pub const MAX: Self = Self { argv: ARGV_CAPTURE as u32, env: ENV_CAPTURE as u32 };
+}
+
+#[cfg(feature = "user")]
+// SAFETY: a repr(C) struct of u32s: no padding, every bit pattern valid.
+unsafe impl aya::Pod for CaptureLimits {}

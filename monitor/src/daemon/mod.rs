@@ -17,6 +17,7 @@ pub mod tasks;
 
 use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
+use monitor_common::event::exec::CaptureLimits;
 use prometheus::IntCounter;
 use tokio::sync::mpsc;
 use tracing::{debug, info, trace, warn};
@@ -98,6 +99,8 @@ pub struct DaemonConfig {
     /// Kernel map sizes replacing the host's defaults.
     pub maps: MapSizeOverrides,
     pub decoys: DecoyConfig,
+    /// How much of an exec's command line and environment the kernel captures.
+    pub capture: CaptureLimits,
 }
 
 pub struct DaemonOptions {
@@ -175,7 +178,7 @@ impl Daemon {
         let plan = config.actions.clone();
         let key = FingerprintKey::for_host(&config.state_dir, config.key_file.as_deref())?;
         let map_sizes = MapSizes::for_host().with(&config.maps);
-        let mut sensors = load_sensors(ring_buffer_bytes, doctor::inspect().tier()?, map_sizes)?;
+        let mut sensors = load_sensors(ring_buffer_bytes, doctor::inspect().tier()?, map_sizes, config.capture)?;
         let tier = sensors.tier();
         kernel_sync::set_enforcement(sensors.maps_mut(), &plan);
         for gap in sensors.gaps() {
@@ -579,8 +582,9 @@ impl Daemon {
 /// The sensors of `tier`. If the LSM programs are refused although doctor's probe loaded (a
 /// kernel older than they need, 5.15), the tracepoint tier's, with a warning: a daemon that
 /// sees less beats no daemon.
-fn load_sensors(ring_buffer_bytes: u32, tier: Tier, map_sizes: MapSizes) -> Result<Sensors, SensorError> {
-    let options = |tier| SensorOptions { ring_buffer_bytes, ignored_tgid: Some(std::process::id()), tier, map_sizes };
+fn load_sensors(ring_buffer_bytes: u32, tier: Tier, map_sizes: MapSizes, capture: CaptureLimits) -> Result<Sensors, SensorError> {
+    let options =
+        |tier| SensorOptions { ring_buffer_bytes, ignored_tgid: Some(std::process::id()), tier, map_sizes, capture };
     match Sensors::load(options(tier)) {
         Err(error) if tier == Tier::Lsm => {
             let cause = std::error::Error::source(&error).map(ToString::to_string).unwrap_or_default();

@@ -6,7 +6,7 @@ use aya::{
     BtfError as AyaBtfError, Ebpf, EbpfError, EbpfLoader,
 };
 use monitor_common::{
-    event::EventKind,
+    event::{exec::CaptureLimits, EventKind},
     maps::{fail_closed, written, MapFailures},
 };
 use tokio::io::unix::AsyncFd;
@@ -100,11 +100,19 @@ pub struct SensorOptions {
     /// knows the tier from `doctor::inspect()`.
     pub tier: Tier,
     pub map_sizes: MapSizes,
+    /// How much of an exec's command line and environment is captured.
+    pub capture: CaptureLimits,
 }
 
 impl Default for SensorOptions {
     fn default() -> Self {
-        Self { ring_buffer_bytes: 4 << 20, ignored_tgid: None, tier: Tier::Tracepoint, map_sizes: MapSizes::for_host() }
+        Self {
+            ring_buffer_bytes: 4 << 20,
+            ignored_tgid: None,
+            tier: Tier::Tracepoint,
+            map_sizes: MapSizes::for_host(),
+            capture: CaptureLimits::MAX,
+        }
     }
 }
 
@@ -154,7 +162,7 @@ impl Sensors {
             gaps.push(SensorGap { capability: "harvest:proc_open", reason: error.to_string() });
             Default::default()
         });
-        let SensorOptions { ring_buffer_bytes, ignored_tgid, tier, map_sizes } = options;
+        let SensorOptions { ring_buffer_bytes, ignored_tgid, tier, map_sizes, capture } = options;
         let ignored_tgid = ignored_tgid.unwrap_or(0);
         let lsm_tier = u32::from(tier == Tier::Lsm);
         let mut loader = EbpfLoader::new();
@@ -163,6 +171,7 @@ impl Sensors {
             .override_global("SYMBOLS", &symbols, true)
             .override_global("IGNORED_TGID", &ignored_tgid, true)
             .override_global("LSM_TIER", &lsm_tier, true)
+            .override_global("CAPTURE_LIMITS", &capture, true)
             .map_max_entries("EVENTS", ring_buffer_bytes);
         for (map, entries) in map_sizes.by_map() {
             loader.map_max_entries(map, entries);
