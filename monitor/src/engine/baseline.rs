@@ -108,6 +108,14 @@ fn unseen(seen: &BTreeSet<String>, value: Option<&str>) -> Option<String> {
     value.filter(|value| !seen.contains(*value)).map(str::to_owned)
 }
 
+/// The baseline of `secret`, new if it has none; no allocation for one it has.
+fn baseline_mut<'a>(by_secret: &'a mut BTreeMap<String, Baseline>, secret: &str) -> &'a mut Baseline {
+    if !by_secret.contains_key(secret) {
+        by_secret.insert(secret.to_owned(), Baseline::default());
+    }
+    by_secret.get_mut(secret).expect("inserted above")
+}
+
 /// Every secret's baseline, by a key that survives restarts (see [`super::secrets`]).
 #[derive(Debug, Default)]
 pub(super) struct Baselines {
@@ -127,7 +135,7 @@ impl Baselines {
     pub(super) fn used(&mut self, secret: &str, at_ns: u64, user: User<'_>) -> (Vec<Novelty>, Option<String>) {
         let config = self.config;
         self.changed = true;
-        let baseline = self.by_secret.entry(secret.to_owned()).or_default();
+        let baseline = baseline_mut(&mut self.by_secret, secret);
         let User { executable, parent, owner } = user;
         let mut novel = Vec::new();
         if baseline.learned {
@@ -139,7 +147,7 @@ impl Baselines {
         for (seen, value) in
             [(&mut baseline.executables, executable), (&mut baseline.parents, parent), (&mut baseline.owners, owner)]
         {
-            if let Some(value) = value {
+            if let Some(value) = value.filter(|value| !seen.contains(*value)) {
                 seen.insert(value.to_owned());
             }
         }
@@ -162,7 +170,7 @@ impl Baselines {
     /// A holder of `secret` reached `destination`: new, once learned, with the summary of the
     /// baseline before it.
     pub(super) fn reached(&mut self, secret: &str, destination: SocketAddr) -> Option<(Novelty, String)> {
-        let baseline = self.by_secret.entry(secret.to_owned()).or_default();
+        let baseline = baseline_mut(&mut self.by_secret, secret);
         if baseline.destinations.contains(&destination) {
             return None;
         }

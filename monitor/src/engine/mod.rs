@@ -509,8 +509,8 @@ impl Engine {
             parent,
             owner: record.task.map(|task| tasks.get(task).owner.as_str()),
         };
-        let name = secrets.baseline_name(key);
-        let (novel, summary) = self.baselines.used(&name, at_ns, user);
+        let Some(name) = secrets.baseline_name(key) else { return };
+        let (novel, summary) = self.baselines.used(name, at_ns, user);
         if let Some(summary) = summary {
             let draft = rules::anomalous_use::check(&self.state, process, key, &novel, &summary);
             self.emit(at_ns, process, draft, out);
@@ -522,8 +522,8 @@ impl Engine {
         let held: Vec<SecretKey> =
             self.state.processes.get(process).map(|record| record.held.keys().copied().collect()).unwrap_or_default();
         for key in held {
-            let name = self.state.secrets.baseline_name(key);
-            if let Some((novelty, summary)) = self.baselines.reached(&name, destination) {
+            let Some(name) = self.state.secrets.baseline_name(key) else { continue };
+            if let Some((novelty, summary)) = self.baselines.reached(name, destination) {
                 let draft = rules::anomalous_use::check(&self.state, process, key, &[novelty], &summary);
                 self.emit(at_ns, process, draft, out);
             }

@@ -106,6 +106,8 @@ pub(super) struct Secret {
     pub(super) binding: Binding,
     /// A decoy, and the task it was planted in (none for a decoy file: every task is foreign).
     pub(super) decoy: Option<Decoy>,
+    /// The name its baseline is kept under (see [`Secrets::baseline_name`]), made once.
+    baseline: String,
     /// Distinct processes that used it.
     processes: u64,
     /// Distinct tasks (lifetimes) whose processes used it.
@@ -127,7 +129,7 @@ impl Secret {
 
     /// Takes over what the engine learnt about the same value under its fingerprint.
     fn absorb(&mut self, other: Secret) {
-        let Secret { id: _, name: _, fingerprint: _, binding, decoy, processes, tasks } = other;
+        let Secret { id: _, name: _, fingerprint: _, binding, decoy, baseline: _, processes, tasks } = other;
         self.decoy = self.decoy.or(decoy);
         for task in binding.granted {
             if !self.binding.granted.contains(&task) {
@@ -162,6 +164,7 @@ impl Secrets {
         });
         let record = self.records.entry(key).or_insert_with(|| Secret::new(key, name));
         record.name.clone_from(name);
+        record.baseline = format!("file:{name}");
         record.fingerprint = *fingerprint;
         if *decoy {
             record.decoy = Some(Decoy { planted_in: None });
@@ -280,11 +283,8 @@ impl Secrets {
 
     /// The name a secret's baseline is kept under, the same across restarts: a file by its path,
     /// any other value by its keyed fingerprint.
-    pub(super) fn baseline_name(&self, key: SecretKey) -> String {
-        match self.canonical(key) {
-            key @ SecretKey::Watched(_) => format!("file:{}", self.label(key).name),
-            SecretKey::Value(fingerprint) => format!("value:{fingerprint}"),
-        }
+    pub(super) fn baseline_name(&self, key: SecretKey) -> Option<&str> {
+        self.get(key).map(|secret| secret.baseline.as_str())
     }
 
     /// Marks a value as a decoy planted in `task`'s environment.
@@ -323,6 +323,10 @@ impl Secret {
             ("", SecretKey::Value(fingerprint)) => format!("value {}", fingerprint.prefix()),
             (name, _) => name.to_owned(),
         };
-        Self { id, name, fingerprint, binding: Binding::default(), decoy: None, processes: 0, tasks: BTreeSet::new() }
+        let baseline = match key {
+            SecretKey::Watched(_) => format!("file:{name}"),
+            SecretKey::Value(fingerprint) => format!("value:{fingerprint}"),
+        };
+        Self { id, name, fingerprint, binding: Binding::default(), decoy: None, baseline, processes: 0, tasks: BTreeSet::new() }
     }
 }
