@@ -39,6 +39,7 @@ fn capability_bit(name: &str) -> u32 {
         "DAC_READ_SEARCH" => 2,
         "KILL" => 5,
         "SYS_PTRACE" => 19,
+        "SYS_ADMIN" => 21,
         "SYSLOG" => 34,
         "PERFMON" => 38,
         "BPF" => 39,

@@ -43,7 +43,7 @@ async fn a_rogue_task_is_killed_in_the_kernel_before_it_reads_one_byte() {
     let meta = std::fs::metadata(&planted.path).unwrap();
     let inode = InodeId { dev: meta.dev(), ino: meta.ino() };
     let maps = sensors.maps_mut();
-    maps.set_enforcement(policy::KILL_OTHER_TASK, policy::REPORT, false).unwrap();
+    maps.set_enforcement(policy::KILL_OTHER_TASK, policy::KILL_OTHER_TASK, policy::REPORT, false).unwrap();
     maps.set_grantee(9, OWNER, true).unwrap();
     maps.set_grantee(9, SHARER, true).unwrap();
     maps.watch(inode, 9, policy::ACTIVE).unwrap();
@@ -83,7 +83,7 @@ async fn after_its_task_ended_even_an_owner_process_is_killed() {
     let mut sensors = load();
     let meta = std::fs::metadata(&planted.path).unwrap();
     let maps = sensors.maps_mut();
-    maps.set_enforcement(policy::KILL_AFTER_TASK, policy::REPORT, false).unwrap();
+    maps.set_enforcement(policy::KILL_AFTER_TASK, policy::KILL_AFTER_TASK, policy::REPORT, false).unwrap();
     maps.set_grantee(9, SHARER, true).unwrap();
     maps.watch(InodeId { dev: meta.dev(), ino: meta.ino() }, 9, policy::ACTIVE).unwrap();
     maps.finish_task(OWNER).unwrap();

@@ -10,7 +10,7 @@ use std::{collections::BTreeSet, path::Path};
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "shared model",
-        &["event", "fingerprint", "procfs", "error_chain", "catalogue"],
+        &["event", "fingerprint", "procfs", "clock", "error_chain", "catalogue"],
     ),
     ("engine", &["engine"]),
     ("kernel", &["sensors", "doctor", "secrets", "actions"]),

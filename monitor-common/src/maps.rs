@@ -69,6 +69,52 @@ pub mod policy {
         }
     }
 
+    /// The maps the decision on a use of a watched inode reads: the same decision whether an
+    /// eBPF program or the daemon's fanotify file guard makes it.
+    pub trait Lookups {
+        /// The task handle of process `tgid`, if the kernel recorded one.
+        fn task_of(&self, tgid: u32) -> Option<u32>;
+        /// Whether task handle `task` ended or expired (`FINISHED_TASKS`).
+        fn finished(&self, task: u32) -> bool;
+        /// Whether task handle `task` is an active owner of secret `secret` (`GRANTEES`).
+        fn grantee(&self, secret: u32, task: u32) -> bool;
+        /// The `ENFORCE` files bits.
+        fn files_policy(&self) -> u32;
+        /// Whether a membership could not be recorded (`FAIL_CLOSED` membership flag).
+        fn membership_failed(&self) -> bool;
+    }
+
+    /// The caller's task handle (0: none, `UNKNOWN_TASK`: not recorded) and what it is to a bound
+    /// secret `watched` (`None` for an unbound one, which is never enforced).
+    #[inline(always)]
+    pub fn caller(maps: &impl Lookups, tgid: u32, watched: super::WatchedInode) -> (u32, Option<Caller>) {
+        // Once a membership could not be recorded, a process the kernel knows in no task may be
+        // that one: it is judged as a member of another task, never as a process in no task.
+        let not_member = if maps.membership_failed() { super::UNKNOWN_TASK } else { 0 };
+        let caller_task = maps.task_of(tgid).unwrap_or(not_member);
+        if watched.binding == UNBOUND {
+            return (caller_task, None);
+        }
+        let caller = if caller_task == 0 {
+            Caller::Untasked
+        } else if maps.finished(caller_task) {
+            Caller::Finished
+        } else if maps.grantee(watched.secret, caller_task) {
+            Caller::Owner
+        } else {
+            Caller::Other
+        };
+        (caller_task, Some(caller))
+    }
+
+    /// The caller's task handle and whether its use of `watched` is killed or refused under the
+    /// `ENFORCE` files bits: the one decision of every tier.
+    #[inline(always)]
+    pub fn secret_use_refused(maps: &impl Lookups, tgid: u32, watched: super::WatchedInode) -> (u32, bool) {
+        let (caller_task, caller) = caller(maps, tgid, watched);
+        (caller_task, caller.is_some_and(|caller| kills(maps.files_policy(), watched.binding, caller)))
+    }
+
     /// Whether reaching into a secret holder of task `target` (0: none) by a process of task
     /// `caller` (0: none) is refused under the harvest bits (`KILL_OTHER_TASK`, `KILL_UNTASKED`).
     #[inline(always)]
@@ -131,8 +177,12 @@ pub mod fail_closed {
 pub struct WatchedInode {
     /// The daemon's secret id.
     pub secret: u32,
-    /// One of [`policy::UNBOUND`], [`policy::ACTIVE`], [`policy::FINISHED`].
+    /// One of [`policy::UNBOUND`], [`policy::ACTIVE`], [`policy::FINISHED`], [`policy::DECOY`].
     pub binding: u32,
+    /// Nonzero: the daemon's fanotify file guard decides every open and read of this inode, so
+    /// the syscall tracepoints leave it alone.
+    pub guarded: u32,
+    pub _pad: u32,
 }
 
 /// `GRANTEES` key: an active task (its kernel handle) that may use a secret. A secret has as many
@@ -154,7 +204,11 @@ pub mod enforce {
     pub const CONNECT: u32 = 1;
     /// [`super::policy`] bits for uses of bound secret files: [`super::policy::kills`] decides.
     pub const FILES: u32 = 2;
-    pub const SLOTS: u32 = 3;
+    /// Of the `FILES` bits, those whose rules kill rather than only deny: the fanotify file guard
+    /// kills these openers before it refuses the open (the tracepoints always kill; the LSM
+    /// hooks refuse, and the daemon kills).
+    pub const FILES_KILL: u32 = 3;
+    pub const SLOTS: u32 = 4;
 }
 
 /// Data of an `ALLOWED_DESTINATIONS` LPM trie key: a task's allowed network. The trie matches

@@ -22,7 +22,7 @@ use monitor_common::{
         secret_open::{SecretOpenBody, PATH_LEN},
         EventKind,
     },
-    maps::{enforce, fail_closed, policy, GranteeKey, InodeKey, WatchedInode, UNKNOWN_TASK},
+    maps::{enforce, fail_closed, policy, GranteeKey, InodeKey, WatchedInode},
     offsets::KernelSymbols,
     syscalls,
 };
@@ -76,7 +76,8 @@ fn on_open(ctx: &RawTracePointContext, regs: u64, nr: u32, fd: u32) {
     // SAFETY: the value is copied out at once; a concurrent update can only change which
     // policy applies to this one open.
     if let Some(watched) = unsafe { WATCHED.get(&key) } {
-        if !is_path_only() {
+        // A guarded inode's opens were decided and reported by the file guard.
+        if watched.guarded == 0 && !is_path_only() {
             on_secret_open(ctx, regs, nr, fd, key, *watched);
         }
         return;
@@ -119,32 +120,42 @@ fn on_secret_open(ctx: &RawTracePointContext, regs: u64, nr: u32, fd: u32, key: 
     });
 }
 
-/// The caller's task handle (0: none, `UNKNOWN_TASK`: not recorded) and whether its use of
-/// `watched` is killed or refused under the `ENFORCE` files policy: the one decision of every
-/// tier.
+/// The caller's task handle and whether its use of `watched` is killed or refused: the one
+/// decision of every tier ([`policy::secret_use_refused`]), on the kernel's maps.
 #[inline(always)]
 pub fn secret_use_refused(tgid: u32, watched: WatchedInode) -> (u32, bool) {
-    // Once a membership could not be recorded, a process the kernel knows in no task may be that
-    // one: it is judged as a member of another task, never as a process in no task.
-    let not_member = if failed_closed(fail_closed::MEMBERSHIP) { UNKNOWN_TASK } else { 0 };
-    // SAFETY: plain values copied out.
-    let caller_task = unsafe { TASK_OF.get(&tgid) }.copied().unwrap_or(not_member);
-    if watched.binding == policy::UNBOUND {
-        return (caller_task, false);
+    policy::secret_use_refused(&InKernel, tgid, watched)
+}
+
+/// The policy's lookups in the kernel's maps.
+struct InKernel;
+
+impl policy::Lookups for InKernel {
+    #[inline(always)]
+    fn task_of(&self, tgid: u32) -> Option<u32> {
+        // SAFETY: a plain value copied out.
+        unsafe { TASK_OF.get(&tgid) }.copied()
     }
-    let grantee = GranteeKey { secret: watched.secret, task: caller_task };
-    let caller = if caller_task == 0 {
-        policy::Caller::Untasked
-    // SAFETY: presence checks only.
-    } else if unsafe { FINISHED_TASKS.get(&caller_task) }.is_some() {
-        policy::Caller::Finished
-    } else if unsafe { GRANTEES.get(&grantee) }.is_some() {
-        policy::Caller::Owner
-    } else {
-        policy::Caller::Other
-    };
-    let bits = ENFORCE.get(enforce::FILES).copied().unwrap_or(0);
-    (caller_task, policy::kills(bits, watched.binding, caller))
+
+    #[inline(always)]
+    fn finished(&self, task: u32) -> bool {
+        FINISHED_TASKS.get_ptr(task).is_some()
+    }
+
+    #[inline(always)]
+    fn grantee(&self, secret: u32, task: u32) -> bool {
+        GRANTEES.get_ptr(GranteeKey { secret, task }).is_some()
+    }
+
+    #[inline(always)]
+    fn files_policy(&self) -> u32 {
+        ENFORCE.get(enforce::FILES).copied().unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn membership_failed(&self) -> bool {
+        failed_closed(fail_closed::MEMBERSHIP)
+    }
 }
 
 /// A use of a watched inode, for [`report_secret_use`].

@@ -17,25 +17,24 @@ use aya_ebpf::{
         generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
     },
     macros::lsm,
-    maps::lpm_trie::Key,
     programs::LsmContext,
 };
 use monitor_common::{
     event::{
-        connect::{ConnectBody, SOCKADDR_LEN},
+        connect::SOCKADDR_LEN,
         harvest::kind,
-        kernel_action, EventKind,
+        kernel_action,
     },
-    maps::{enforce, policy, DestinationKey, InodeKey, WatchedInode, DESTINATION_TASK_BITS},
+    maps::{enforce, policy, InodeKey, WatchedInode},
     syscalls,
 };
 
 use crate::{
-    emit::reserve_decided,
+    destinations::{allowed_destination, report_connect, AF_INET, AF_INET6},
     files::{
         daemon_tgid, path_argument, proc_harvest_kind, report_harvest, report_secret_use, secret_use_refused, SecretUse,
     },
-    maps::{hold, is_holder, ALLOWED_DESTINATIONS, ENFORCE, TASK_OF, WATCHED},
+    maps::{hold, is_holder, ENFORCE, TASK_OF, WATCHED},
     task::{file_inode, file_open_op, proc_inode_pid, read_kernel, syscall_nr, Task},
 };
 
@@ -60,8 +59,6 @@ const PF_KTHREAD: u32 = 0x0020_0000;
 /// `ptrace_may_access` modes: attach-level access checked against the real credentials is what
 /// ptrace attach, `process_vm_readv/writev` and `pidfd_getfd` ask for.
 const PTRACE_MODE_ATTACH_REALCREDS: u32 = 0x02 | 0x10;
-const AF_INET: u16 = 2;
-const AF_INET6: u16 = 10;
 /// Syscall number when the saved registers could not be read.
 const UNKNOWN_SYSCALL: u32 = u32::MAX;
 
@@ -234,53 +231,13 @@ pub fn socket_connect(ctx: LsmContext) -> i32 {
         return 0;
     }
     let refused = enforced(enforce::CONNECT) != 0 && !allowed_destination(tgid, family, &sockaddr);
-    report_connect(&sockaddr, address_len as u32, if refused { kernel_action::DENIED } else { kernel_action::NONE });
+    let action = if refused { kernel_action::DENIED } else { kernel_action::NONE };
+    report_connect(syscalls::CONNECT, &sockaddr, address_len as u32, action);
     if refused {
         -EPERM
     } else {
         0
     }
-}
-
-/// Whether the task of `tgid` may reach the address in `sockaddr`: yes for a process in no task
-/// or a task without an allowlist (no entry of its own in the trie).
-#[inline(always)]
-fn allowed_destination(tgid: u32, family: u16, sockaddr: &[u8; SOCKADDR_LEN]) -> bool {
-    // SAFETY: plain value copied out.
-    let Some(task) = unsafe { TASK_OF.get(&tgid) }.copied() else {
-        return true;
-    };
-    let port = u16::from_be_bytes([sockaddr[2], sockaddr[3]]);
-    let mut address = [0u8; 16];
-    if family == AF_INET {
-        address[10] = 0xff;
-        address[11] = 0xff;
-        address[12..16].copy_from_slice(&sockaddr[4..8]);
-    } else {
-        address.copy_from_slice(&sockaddr[8..24]);
-    }
-    let key = Key::new(DESTINATION_TASK_BITS + 128, DestinationKey { task: task.to_be_bytes(), address });
-    match ALLOWED_DESTINATIONS.get(&key) {
-        Some(ports) => ports.allows(port),
-        None => true,
-    }
-}
-
-#[inline(always)]
-fn report_connect(sockaddr: &[u8; SOCKADDR_LEN], address_len: u32, action: u32) {
-    let Some(mut entry) = reserve_decided::<ConnectBody>(EventKind::Connect, action) else {
-        return;
-    };
-    // SAFETY: reserved record of the right size; every field is written before submit.
-    unsafe {
-        (&raw mut (*entry.as_mut_ptr()).body).write(ConnectBody {
-            syscall: syscalls::CONNECT,
-            addr_len: address_len,
-            addr: *sockaddr,
-            action,
-        });
-    }
-    entry.submit(0);
 }
 
 // ---- processes ------------------------------------------------------------------------------

@@ -1,12 +1,15 @@
 //! credwatch's kernel sensors.
 //!
-//! Tracepoint tier: raw tracepoints only (`process.rs`, `files.rs`, `network.rs`); requires Linux
-//! 5.8+ (BPF ring buffer) with BTF, no fentry, kprobe or LSM support. LSM tier: those plus the
-//! BPF LSM hooks of `lsm.rs` (see there for what they need), attached only where doctor found
-//! them working.
+//! Tracepoint tier: raw tracepoints (`process.rs`, `files.rs`, `network.rs`); requires Linux
+//! 5.8+ (BPF ring buffer) with BTF, no fentry, kprobe or LSM support. Where cgroup v2 is mounted,
+//! the socket-address hooks of `sockets.rs` take connects and sends off the syscall path; secret
+//! files are then also guarded from userspace by fanotify (`monitor/src/sensors/file_guard.rs`).
+//! LSM tier: the raw tracepoints plus the BPF LSM hooks of `lsm.rs` (see there for what they
+//! need), attached only where doctor found them working.
 #![no_std]
 #![no_main]
 
+mod destinations;
 mod emit;
 mod files;
 mod kill;
@@ -14,6 +17,7 @@ mod lsm;
 mod maps;
 mod network;
 mod process;
+mod sockets;
 mod task;
 
 #[cfg(not(test))]

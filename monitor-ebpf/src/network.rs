@@ -2,7 +2,8 @@
 //! and ptrace / process_vm_readv against other processes.
 //!
 //! Raw tracepoint `sys_enter` (Linux 4.17+). A process that holds no secret pays one array read
-//! per syscall, plus one `HOLDERS` lookup on connect/sendto/sendmsg. On the LSM tier, connects,
+//! per syscall, plus one `HOLDERS` lookup on connect/sendto/sendmsg (left to `sockets.rs` where
+//! its cgroup hooks are attached). On the LSM tier, connects,
 //! ptrace attaches and `process_vm_readv` are left to `lsm.rs`, whose hooks see them (io_uring's
 //! connects too) and can refuse them: reporting them here as well would report them twice.
 
@@ -26,14 +27,14 @@ use monitor_common::{
 use crate::{
     kill::kill_current,
     emit::{reserve, set_flag},
-    files::report_harvest,
+    files::{daemon_tgid, report_harvest},
+    destinations::{AF_INET, AF_INET6},
     lsm,
     maps::{self, VERDICTS, VERDICT_COUNT},
+    sockets,
     task::{read_user, syscall_arg},
 };
 
-const AF_INET: u16 = 2;
-const AF_INET6: u16 = 10;
 
 /// `TP_PROTO(struct pt_regs *regs, long id)`.
 #[raw_tracepoint(tracepoint = "sys_enter")]
@@ -46,20 +47,20 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     let nr: u64 = ctx.arg(1);
     match nr as u32 {
         // connect(fd, addr, addrlen); on the LSM tier `socket_connect` reports and judges it.
-        syscalls::CONNECT if !lsm::active() && is_holder(&ctx) => {
+        syscalls::CONNECT if !lsm::active() && !sockets::active() && is_holder(&ctx) => {
             if let (Ok(addr), Ok(len)) = (syscall_arg(regs, 1), syscall_arg(regs, 2)) {
                 report_connect(syscalls::CONNECT, addr, len as u32);
             }
         }
         // sendto(fd, buf, len, flags, dest_addr, addrlen)
-        syscalls::SENDTO if is_holder(&ctx) => {
+        syscalls::SENDTO if !sockets::active() && is_holder(&ctx) => {
             if let (Ok(addr), Ok(len)) = (syscall_arg(regs, 4), syscall_arg(regs, 5)) {
                 report_connect(syscalls::SENDTO, addr, len as u32);
             }
         }
         // sendmsg(fd, msg, flags): the destination is `msg->msg_name` (offset 0 of the user
         // ABI's `struct user_msghdr`), its length `msg_namelen` (offset 8).
-        syscalls::SENDMSG if is_holder(&ctx) => {
+        syscalls::SENDMSG if !sockets::active() && is_holder(&ctx) => {
             if let Ok(msg) = syscall_arg(regs, 1) {
                 if let (Ok(addr), Ok(len)) = (read_user::<u64>(msg, 0), read_user::<u32>(msg, 8)) {
                     report_connect(syscalls::SENDMSG, addr, len);
@@ -86,7 +87,8 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
 
 #[inline(always)]
 fn report_other(ctx: &RawTracePointContext, harvest_kind: u32, target: u32) {
-    if target != ctx.tgid() {
+    // The daemon reads the path a waiting opener named (file guard): no harvest.
+    if target != ctx.tgid() && ctx.tgid() != daemon_tgid() {
         report_harvest(harvest_kind, target, kernel_action::NONE);
     }
 }

@@ -7,6 +7,7 @@ pub mod actions;
 pub mod api;
 pub mod catalogue;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod doctor;

@@ -37,7 +37,7 @@ Commands:
                      --quick --out target/bench-quick.md`. Fails if any fails. Prints the wall
                      time.
   vm-test [ARGS...]  Boot Debian's cloud kernel (BPF LSM) under QEMU (KVM if it works, else
-                     TCG) and run the LSM-tier suite (tests/lsm_tier.rs) in it, ARGS passed to
+                     TCG) and run the refusal suite (tests/refusals.rs) in it, ARGS passed to
                      the test binary; exits with the guest's verdict. The kernel package is
                      downloaded once with apt-get and cached in target/vm/. Limited to 10
                      minutes (CREDWATCH_VM_TIMEOUT_SECS); CREDWATCH_VM_ACCEL=kvm|tcg forces

@@ -68,6 +68,11 @@ impl ActionPlan {
     pub fn kills(&self, rule: Rule) -> bool {
         self.actions(rule).iter().any(|action| matches!(action, Action::KillProcess | Action::KillTask | Action::Deny))
     }
+
+    /// Whether the rule's actions kill the process, not only refuse what it does.
+    pub fn kills_process(&self, rule: Rule) -> bool {
+        self.actions(rule).iter().any(|action| matches!(action, Action::KillProcess | Action::KillTask))
+    }
 }
 
 #[cfg(test)]

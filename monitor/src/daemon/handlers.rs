@@ -6,7 +6,6 @@ use serde_json::json;
 use tracing::info;
 
 use super::{
-    clock,
     control::{
         duration_text, BaselineReset, Caller, ControlError, ControlReply, ControlRequest, ResolvedHosts, TaskRequest,
         TokenRequest,
@@ -17,6 +16,7 @@ use super::{
     Daemon, DaemonError,
 };
 use crate::{
+    clock,
     catalogue::pattern::{EnvPatterns, NamePattern},
     engine::{Destination, Grant, Input, Rejection, TaskId, TaskSpec, TaskState},
     event::{EnvScan, EnvSecret, EventKind, SecretId},

@@ -41,6 +41,7 @@ impl WatchedFiles {
 
     /// Starts watching `inode`, found at `path`, as `secret`, with the secret's current binding.
     fn add(&mut self, maps: &mut KernelMaps, secret: SecretId, inode: InodeId, path: String) {
+        maps.guard(inode, std::path::Path::new(&path));
         self.paths.insert(secret, path);
         let binding = self.bindings.get(&secret).map_or(policy::UNBOUND, |(binding, _)| *binding);
         report(maps.watch(inode, secret.0, binding), "watch a secret inode");
@@ -134,14 +135,19 @@ pub fn apply(effects: &[Effect], maps: &mut KernelMaps, files: &mut WatchedFiles
 /// environ_harvest kills or denies, and a holder's connect outside its task's allowlist when
 /// unexpected_destination does.
 pub fn set_enforcement(maps: &mut KernelMaps, plan: &ActionPlan) {
-    let bit = |rule, bit| if plan.kills(rule) { bit } else { policy::REPORT };
-    let files = bit(Rule::CrossTaskReuse, policy::KILL_OTHER_TASK)
-        | bit(Rule::UntaskedAccess, policy::KILL_UNTASKED)
-        | bit(Rule::PostTaskReuse, policy::KILL_AFTER_TASK)
-        | bit(Rule::DecoyTouched, policy::KILL_DECOY);
-    let harvest = bit(Rule::EnvironHarvest, policy::KILL_OTHER_TASK | policy::KILL_UNTASKED);
+    let files_bits = |applies: &dyn Fn(Rule) -> bool| {
+        let bit = |rule, bit| if applies(rule) { bit } else { policy::REPORT };
+        bit(Rule::CrossTaskReuse, policy::KILL_OTHER_TASK)
+            | bit(Rule::UntaskedAccess, policy::KILL_UNTASKED)
+            | bit(Rule::PostTaskReuse, policy::KILL_AFTER_TASK)
+            | bit(Rule::DecoyTouched, policy::KILL_DECOY)
+    };
+    let files = files_bits(&|rule| plan.kills(rule));
+    let files_kill = files_bits(&|rule| plan.kills_process(rule));
+    let harvest =
+        if plan.kills(Rule::EnvironHarvest) { policy::KILL_OTHER_TASK | policy::KILL_UNTASKED } else { policy::REPORT };
     report(
-        maps.set_enforcement(files, harvest, plan.kills(Rule::UnexpectedDestination)),
+        maps.set_enforcement(files, files_kill, harvest, plan.kills(Rule::UnexpectedDestination)),
         "set what the kernel enforces",
     );
 }

@@ -1,7 +1,6 @@
 //! The running daemon: sensors → engine → actions and exports, and the control requests that
 //! register and end tasks. One loop owns every piece of state, so nothing is shared mutably.
 
-pub mod clock;
 pub mod control;
 pub mod feed;
 pub mod instance;
@@ -36,6 +35,7 @@ use self::{
 use self::latency::LatencyHistogram;
 use crate::{
     actions::plan::ActionPlan,
+    clock,
     catalogue::{
         self,
         pattern::{EnvPatterns, PathPattern},
@@ -583,8 +583,14 @@ impl Daemon {
 /// kernel older than they need, 5.15), the tracepoint tier's, with a warning: a daemon that
 /// sees less beats no daemon.
 fn load_sensors(ring_buffer_bytes: u32, tier: Tier, map_sizes: MapSizes, capture: CaptureLimits) -> Result<Sensors, SensorError> {
-    let options =
-        |tier| SensorOptions { ring_buffer_bytes, ignored_tgid: Some(std::process::id()), tier, map_sizes, capture };
+    let options = |tier| SensorOptions {
+        ring_buffer_bytes,
+        ignored_tgid: Some(std::process::id()),
+        tier,
+        map_sizes,
+        capture,
+        file_guard: true,
+    };
     match Sensors::load(options(tier)) {
         Err(error) if tier == Tier::Lsm => {
             let cause = std::error::Error::source(&error).map(ToString::to_string).unwrap_or_default();

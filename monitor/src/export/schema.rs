@@ -285,7 +285,7 @@ pub(super) mod tests {
             finding: Finding {
                 rule: Rule::CrossTaskReuse,
                 severity: Severity::Critical,
-                at_ns: crate::daemon::clock::boottime_ns(),
+                at_ns: crate::clock::boottime_ns(),
                 process: ExecId { tgid: 4242, start_time: 99 },
                 ancestry: vec![Ancestor {
                     process: ExecId { tgid: 4242, start_time: 99 },

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::daemon::clock::boottime_ns;
+use crate::clock::boottime_ns;
 
 /// The wall-clock time of a `CLOCK_BOOTTIME` instant in the past, as of now (a wall clock set
 /// since then shifts it).

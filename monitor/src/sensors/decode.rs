@@ -103,7 +103,23 @@ fn field_error(kind: RecordKind, field: &'static str, value: u64) -> DecodeError
 fn secret_open(body: SecretOpenBody) -> Result<SecretOpen, DecodeError> {
     let SecretOpenBody { secret, syscall, fd, dev, ino, caller_task, binding: _, action, _pad, path } =
         body;
-    let syscall = match syscall {
+    let syscall = open_syscall(syscall);
+    let kernel_action = kernel_action(RecordKind::SecretOpen, action)?;
+    Ok(SecretOpen {
+        secret: SecretId(secret),
+        inode: InodeId { dev: user_dev(dev), ino },
+        syscall,
+        path: lossy(&path),
+        resolved_path: String::new(),
+        fd,
+        kernel_action,
+        caller_task,
+    })
+}
+
+/// The route to a secret of syscall `nr` (x86_64 numbering).
+pub fn open_syscall(nr: u32) -> OpenSyscall {
+    match nr {
         syscalls::OPEN => OpenSyscall::Open,
         syscalls::CREAT => OpenSyscall::Creat,
         syscalls::OPENAT => OpenSyscall::Openat,
@@ -118,18 +134,7 @@ fn secret_open(body: SecretOpenBody) -> Result<SecretOpen, DecodeError> {
         syscalls::MMAP => OpenSyscall::Mmap,
         syscalls::EXECVE | syscalls::EXECVEAT => OpenSyscall::Exec,
         _ => OpenSyscall::Other,
-    };
-    let kernel_action = kernel_action(RecordKind::SecretOpen, action)?;
-    Ok(SecretOpen {
-        secret: SecretId(secret),
-        inode: InodeId { dev: user_dev(dev), ino },
-        syscall,
-        path: lossy(&path),
-        resolved_path: String::new(),
-        fd,
-        kernel_action,
-        caller_task,
-    })
+    }
 }
 
 /// The kernel's internal `dev_t` (`major << 20 | minor`) as `stat(2)` reports it.

@@ -1,19 +1,23 @@
 //! Loading, attaching and reading the tracepoint-tier sensors.
 
 use aya::{
-    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{Lsm, ProgramError, RawTracePoint},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, RingBuf},
+    programs::{CgroupAttachMode, CgroupSockAddr, Lsm, ProgramError, RawTracePoint},
     BtfError as AyaBtfError, Ebpf, EbpfError, EbpfLoader,
 };
 use monitor_common::{
     event::{exec::CaptureLimits, EventKind},
     maps::{fail_closed, written, MapFailures},
 };
+use std::{os::fd::AsFd as _, sync::atomic::Ordering};
+
 use tokio::io::unix::AsyncFd;
 
 use super::{
     btf::{Btf, BtfError},
+    cgroup,
     decode::{decode, DecodeError},
+    file_guard::{FileGuard, GuardMaps},
     loss::LossCounts,
     kallsyms,
     maps::KernelMaps,
@@ -47,6 +51,18 @@ const LSM_HOOKS: [(&str, &str); 6] = [
     ("ptrace_access_check", "lsm/ptrace_access_check"),
     ("task_kill", "lsm/task_kill"),
 ];
+
+/// Cgroup socket-address hooks of the base tier (`monitor-ebpf/src/sockets.rs`), attached at the
+/// cgroup v2 root: each program is named after its attach point; the second name labels it.
+const SOCKET_HOOKS: [(&str, &str); 4] = [
+    ("connect4", "cgroup/connect4"),
+    ("connect6", "cgroup/connect6"),
+    ("sendmsg4", "cgroup/sendmsg4"),
+    ("sendmsg6", "cgroup/sendmsg6"),
+];
+
+/// The fanotify file guard, as a hook label.
+const FILE_GUARD: &str = "fanotify/perm";
 
 /// How long events may gather after the ring buffer signals, before the batch is drained.
 const BATCH_LINGER: std::time::Duration = std::time::Duration::from_millis(1);
@@ -85,6 +101,12 @@ pub enum SensorError {
     },
     #[error("cannot poll the ring buffer")]
     Poll(#[source] std::io::Error),
+    #[error("cannot open the cgroup v2 root {path}")]
+    CgroupRoot {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Tunables of the kernel side.
@@ -102,6 +124,9 @@ pub struct SensorOptions {
     pub map_sizes: MapSizes,
     /// How much of an exec's command line and environment is captured.
     pub capture: CaptureLimits,
+    /// On the base tier, guard secret files with fanotify permission events where the kernel
+    /// allows it (the daemon does; tests of the raw sensors do not).
+    pub file_guard: bool,
 }
 
 impl Default for SensorOptions {
@@ -112,6 +137,7 @@ impl Default for SensorOptions {
             tier: Tier::Tracepoint,
             map_sizes: MapSizes::for_host(),
             capture: CaptureLimits::MAX,
+            file_guard: false,
         }
     }
 }
@@ -143,6 +169,10 @@ pub struct Sensors {
     maps: KernelMaps,
     gaps: Vec<SensorGap>,
     lost: PerCpuArray<MapData, u64>,
+    /// Decides opens and reads of secret files on the base tier, where it could start.
+    guard: Option<FileGuard>,
+    /// Whether the cgroup socket-address hooks are attached.
+    socket_hooks: bool,
     /// Records the decoder rejected; a layout mismatch shows up here, not as silence.
     decode_errors: u64,
     tier: Tier,
@@ -162,15 +192,23 @@ impl Sensors {
             gaps.push(SensorGap { capability: "harvest:proc_open", reason: error.to_string() });
             Default::default()
         });
-        let SensorOptions { ring_buffer_bytes, ignored_tgid, tier, map_sizes, capture } = options;
+        let SensorOptions { ring_buffer_bytes, ignored_tgid, tier, map_sizes, capture, file_guard } = options;
         let ignored_tgid = ignored_tgid.unwrap_or(0);
         let lsm_tier = u32::from(tier == Tier::Lsm);
+        // On the LSM tier `socket_connect` sees connects; elsewhere the cgroup hooks take them
+        // off the syscall path where cgroup v2 is mounted.
+        let cgroup_root = if tier == Tier::Lsm { None } else { cgroup::v2_root() };
+        if tier != Tier::Lsm && cgroup_root.is_none() {
+            gaps.push(SensorGap { capability: "network:cgroup_hooks", reason: "cgroup v2 is not mounted".into() });
+        }
+        let socket_hooks = u32::from(cgroup_root.is_some());
         let mut loader = EbpfLoader::new();
         loader
             .override_global("OFFSETS", &offsets, true)
             .override_global("SYMBOLS", &symbols, true)
             .override_global("IGNORED_TGID", &ignored_tgid, true)
             .override_global("LSM_TIER", &lsm_tier, true)
+            .override_global("SOCKET_HOOKS", &socket_hooks, true)
             .override_global("CAPTURE_LIMITS", &capture, true)
             .map_max_entries("EVENTS", ring_buffer_bytes);
         for (map, entries) in map_sizes.by_map() {
@@ -202,6 +240,44 @@ impl Sensors {
             program.load().map_err(|source| SensorError::Attach { name, source })?;
             program.attach(name).map_err(|source| SensorError::Attach { name, source })?;
         }
+        if let Some(root) = &cgroup_root {
+            let cgroup = std::fs::File::open(root)
+                .map_err(|source| SensorError::CgroupRoot { path: root.clone(), source })?;
+            for (name, _) in SOCKET_HOOKS {
+                let program: &mut CgroupSockAddr = ebpf
+                    .program_mut(name)
+                    .ok_or(SensorError::MissingProgram(name))?
+                    .try_into()
+                    .map_err(|source| SensorError::Attach { name, source })?;
+                program.load().map_err(|source| SensorError::Attach { name, source })?;
+                // Through a BPF link (Linux 5.7), which sits beside the host's own programs there;
+                // the kernel refuses a link with the multi flag, which links imply.
+                program
+                    .attach(&cgroup, CgroupAttachMode::Single)
+                    .map_err(|source| SensorError::Attach { name, source })?;
+            }
+        }
+        let guard = if file_guard && tier != Tier::Lsm {
+            let maps = GuardMaps {
+                watched: second_handle(&ebpf, "WATCHED", HashMap::try_from)?,
+                task_of: second_handle(&ebpf, "TASK_OF", HashMap::try_from)?,
+                finished_tasks: second_handle(&ebpf, "FINISHED_TASKS", HashMap::try_from)?,
+                grantees: second_handle(&ebpf, "GRANTEES", HashMap::try_from)?,
+                holders: second_handle(&ebpf, "HOLDERS", HashMap::try_from)?,
+                enforce: second_handle(&ebpf, "ENFORCE", Array::try_from)?,
+                fail_closed: second_handle(&ebpf, "FAIL_CLOSED", Array::try_from)?,
+            };
+            match FileGuard::start(maps, ignored_tgid) {
+                Ok(started) => Some(started),
+                Err(error) => {
+                    gaps.push(SensorGap { capability: "files:fanotify_guard", reason: error.to_string() });
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let (guard, marks) = guard.map_or((None, None), |(guard, marks)| (Some(guard), Some(marks)));
         let events = take_map(&mut ebpf, "EVENTS", RingBuf::try_from)?;
         let decisions = take_map(&mut ebpf, "DECISIONS", RingBuf::try_from)?;
         let lost = take_map(&mut ebpf, "LOST", PerCpuArray::try_from)?;
@@ -220,28 +296,45 @@ impl Sensors {
             destinations: take_map(&mut ebpf, "ALLOWED_DESTINATIONS", LpmTrie::try_from)?,
             destination_keys: Default::default(),
             failures: Default::default(),
+            marks,
         };
         // SAFETY: each ring buffer owns its map fd, which stays open and unchanged for as long as
         // the AsyncFd owns the ring buffer.
         let (events, decisions) = unsafe { (AsyncFd::register(events), AsyncFd::register(decisions)) };
         let events = events.map_err(|error| SensorError::Poll(error.into()))?;
         let decisions = decisions.map_err(|error| SensorError::Poll(error.into()))?;
-        Ok(Self { events, decisions, failures, fail_closed, maps, gaps, lost, decode_errors: 0, tier, _ebpf: ebpf })
+        Ok(Self {
+            events,
+            decisions,
+            failures,
+            fail_closed,
+            maps,
+            gaps,
+            lost,
+            guard,
+            socket_hooks: cgroup_root.is_some(),
+            decode_errors: 0,
+            tier,
+            _ebpf: ebpf,
+        })
     }
 
     /// Waits until the kernel has submitted events, then appends every available one to `out`.
     pub async fn next_batch(&mut self, out: &mut Vec<Event>) -> Result<(), SensorError> {
+        let start = out.len();
         // Readiness is cleared before the drain: a record submitted during the drain wakes the
         // next call instead of waiting for another one.
         tokio::select! {
             guard = self.events.readable_mut() => guard.map_err(SensorError::Poll)?.clear_ready(),
             guard = self.decisions.readable_mut() => guard.map_err(SensorError::Poll)?.clear_ready(),
+            Some(report) = next_report(&mut self.guard) => out.push(report),
         }
         // Let events gather before draining: the kernel wakes the reader only once it has caught
         // up, so producers pay the wake-up once per batch instead of once per event (measured:
         // tracked connects 1.55x -> 1.00x, storm loss 1.4 % -> 0, idle p99 0.1 -> 2.1 ms).
         tokio::time::sleep(BATCH_LINGER).await;
         self.drain_now(out);
+        out[start..].sort_by_key(|event| event.ktime_ns);
         Ok(())
     }
 
@@ -260,12 +353,18 @@ impl Sensors {
                 }
             }
         }
+        if let Some(guard) = &mut self.guard {
+            guard.drain(out);
+        }
         out[start..].sort_by_key(|event| event.ktime_ns);
     }
 
     /// Failed writes per kernel map since load, by the kernel and by the daemon.
     pub fn map_failures(&self) -> Result<Vec<MapWriteFailures>, SensorError> {
-        let by_daemon = self.maps.write_failures();
+        let mut by_daemon = self.maps.write_failures();
+        if let Some(guard) = &self.guard {
+            by_daemon[written::HOLDERS as usize] += guard.counters().holder_writes_failed.load(Ordering::Relaxed);
+        }
         (0..written::SLOTS)
             .map(|slot| {
                 let per_cpu =
@@ -299,6 +398,11 @@ impl Sensors {
                 .map_err(|source| SensorError::Map { name: "LOST", source })?;
             counts.set(kind, per_cpu.iter().sum());
         }
+        // The guard's reports the daemon had no room for are lost uses, like the kernel's.
+        if let Some(guard) = &self.guard {
+            let dropped = guard.counters().reports_dropped.load(Ordering::Relaxed);
+            counts.set(EventKind::SecretOpen, counts.get(EventKind::SecretOpen) + dropped);
+        }
         Ok(counts)
     }
 
@@ -316,10 +420,18 @@ impl Sensors {
         self.tier
     }
 
-    /// The attached hooks, as `raw_tracepoint/<name>` and, on the LSM tier, `lsm/<hook>`.
+    /// The attached hooks, as `raw_tracepoint/<name>`, `cgroup/<attach point>`, `fanotify/perm`
+    /// and, on the LSM tier, `lsm/<hook>`.
     pub fn hooks(&self) -> impl Iterator<Item = &'static str> {
         let lsm: &[(&str, &str)] = if self.tier == Tier::Lsm { &LSM_HOOKS } else { &[] };
-        RAW_TRACEPOINTS.iter().chain(lsm).map(|&(_, label)| label)
+        let sockets: &[(&str, &str)] = if self.socket_hooks { &SOCKET_HOOKS } else { &[] };
+        let guard = self.guard.as_ref().map(|_| FILE_GUARD);
+        RAW_TRACEPOINTS.iter().chain(sockets).chain(lsm).map(|&(_, label)| label).chain(guard)
+    }
+
+    /// The file guard's counters, when it runs.
+    pub fn guard(&self) -> Option<&super::file_guard::GuardCounters> {
+        self.guard.as_ref().map(FileGuard::counters)
     }
 
     /// What these sensors cannot see on this kernel.
@@ -340,6 +452,35 @@ fn take_map<T>(
 ) -> Result<T, SensorError> {
     let map = ebpf.take_map(name).ok_or(SensorError::MissingMap(name))?;
     convert(map).map_err(|source| SensorError::Map { name, source })
+}
+
+/// A handle of the daemon's own on map `name`, for a thread that reads it while the daemon writes
+/// through the first.
+fn second_handle<T>(
+    ebpf: &Ebpf,
+    name: &'static str,
+    convert: impl FnOnce(Map) -> Result<T, MapError>,
+) -> Result<T, SensorError> {
+    let map = ebpf.map(name).ok_or(SensorError::MissingMap(name))?;
+    let data = match map {
+        Map::HashMap(data) | Map::LruHashMap(data) | Map::Array(data) => data,
+        _ => return Err(SensorError::MissingMap(name)),
+    };
+    let duplicated = data
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|error| SensorError::Map { name, source: MapError::IoError(error) })?;
+    let shared = MapData::from_fd(duplicated).and_then(Map::from_map_data);
+    convert(shared.map_err(|source| SensorError::Map { name, source })?).map_err(|source| SensorError::Map { name, source })
+}
+
+/// The guard's next report, or never without a guard.
+async fn next_report(guard: &mut Option<FileGuard>) -> Option<Event> {
+    match guard {
+        Some(guard) => guard.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 fn log_decode_error(error: &DecodeError) {

@@ -9,6 +9,7 @@ use monitor_common::maps::{enforce, written, AllowedPorts, DestinationKey, Grant
 use super::{
     decode::kernel_dev,
     destinations::{self, AllowedNetwork},
+    file_guard::Marks,
 };
 use crate::event::InodeId;
 
@@ -31,6 +32,8 @@ pub struct KernelMaps {
     pub(super) destination_keys: StdHashMap<u32, Vec<(u32, DestinationKey)>>,
     /// The daemon's failed writes, by `written` slot.
     pub(super) failures: [u64; written::SLOTS as usize],
+    /// The file guard's inode marks, on the base tier where it runs.
+    pub(super) marks: Option<Marks>,
 }
 
 fn inode_key(inode: InodeId) -> InodeKey {
@@ -61,10 +64,23 @@ impl KernelMaps {
     }
 
     /// Watches `inode` as secret `secret`, with its `binding`
-    /// (`monitor_common::maps::policy::{UNBOUND, ACTIVE, FINISHED}`).
+    /// (`monitor_common::maps::policy::{UNBOUND, ACTIVE, FINISHED, DECOY}`); an inode the file
+    /// guard has marked is left to it by the syscall tracepoints.
     pub fn watch(&mut self, inode: InodeId, secret: u32, binding: u32) -> Result<(), MapError> {
-        let result = self.watched.insert(inode_key(inode), WatchedInode { secret, binding }, 0);
+        let guarded = u32::from(self.marks.as_ref().is_some_and(|marks| marks.is_marked(inode)));
+        let result = self.watched.insert(inode_key(inode), WatchedInode { secret, binding, guarded, _pad: 0 }, 0);
         self.counted(written::WATCHED, result)
+    }
+
+    /// Puts `inode`, found at `path`, under the file guard, where it runs; before [`Self::watch`],
+    /// so that no use falls between the tracepoints and the guard. An inode that cannot be
+    /// marked (counted) stays with the tracepoints.
+    pub fn guard(&mut self, inode: InodeId, path: &std::path::Path) {
+        if let Some(marks) = &mut self.marks {
+            if let Err(error) = marks.mark(inode, path) {
+                tracing::warn!(%error, path = %path.display(), "cannot guard a secret file; the tracepoints watch it");
+            }
+        }
     }
 
     /// Lets active task handle `task` use secret `secret` (or no longer, `allowed` false).
@@ -85,7 +101,11 @@ impl KernelMaps {
     }
 
     pub fn unwatch(&mut self, inode: InodeId) -> Result<(), MapError> {
-        ignore_missing(self.watched.remove(&inode_key(inode)))
+        let result = ignore_missing(self.watched.remove(&inode_key(inode)));
+        if let Some(marks) = &mut self.marks {
+            marks.unmark(inode);
+        }
+        result
     }
 
     /// Makes process `tgid` a member of kernel task handle `task`; its future children inherit it.
@@ -145,11 +165,18 @@ impl KernelMaps {
     }
 
     /// What the kernel kills or refuses, as `monitor_common::maps::policy` bits: `files_policy`
-    /// for uses of bound secret files (every tier); on the LSM tier only, `harvest_policy` for
+    /// for uses of bound secret files (every tier), of which `files_kill` kill (file guard); on the LSM tier only, `harvest_policy` for
     /// reaching into a secret holder of another task, and whether a holder's connect outside its
     /// task's allowlist is refused.
-    pub fn set_enforcement(&mut self, files_policy: u32, harvest_policy: u32, refuse_connects: bool) -> Result<(), MapError> {
+    pub fn set_enforcement(
+        &mut self,
+        files_policy: u32,
+        files_kill: u32,
+        harvest_policy: u32,
+        refuse_connects: bool,
+    ) -> Result<(), MapError> {
         self.enforce.set(enforce::FILES, files_policy, 0)?;
+        self.enforce.set(enforce::FILES_KILL, files_kill, 0)?;
         self.enforce.set(enforce::HARVEST, harvest_policy, 0)?;
         self.enforce.set(enforce::CONNECT, u32::from(refuse_connects), 0)
     }

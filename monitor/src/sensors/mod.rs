@@ -1,8 +1,10 @@
 //! Kernel sensors: load and attach the eBPF programs, decode what they report.
 
 pub mod btf;
+mod cgroup;
 pub mod decode;
 pub mod destinations;
+pub mod file_guard;
 pub mod kallsyms;
 mod loader;
 pub mod loss;

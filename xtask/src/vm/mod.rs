@@ -1,4 +1,4 @@
-//! `cargo xtask vm-test [ARGS…]`: the LSM-tier suite (`tests/lsm_tier.rs`) inside a VM whose
+//! `cargo xtask vm-test [ARGS…]`: the refusal suite (`tests/refusals.rs`) inside a VM whose
 //! kernel runs BPF LSM programs, for hosts that refuse them.
 //!
 //! Debian's cloud kernel (through apt, cached in `target/vm/kernel/`) boots under QEMU with an
@@ -24,7 +24,7 @@ use self::qemu::{Accel, Boot, Verdict};
 use crate::{cmd, error::Error, setup, workspace};
 
 /// The integration test target that runs in the guest.
-const TEST_TARGET: &str = "lsm_tier";
+const TEST_TARGET: &str = "refusals";
 /// Hard limit on one boot, tests included; `CREDWATCH_VM_TIMEOUT_SECS` overrides it.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Guest memory: the initramfs (about 40 MB once unpacked) lives in it, next to the daemons.
