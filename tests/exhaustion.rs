@@ -218,28 +218,43 @@ async fn a_flood_of_one_tasks_events_cannot_hide_another_tasks_reuse() {
     let (secret, value) = daemon.plant(".aws/credentials");
     daemon.wait_watched(&secret);
     let home = daemon.home.path().to_owned();
-    // 50 000 opens of its own secret: far more events than a 1 MiB buffer holds.
-    let flood = "python3 -c \"import sys\nfor _ in range(50000): open(sys.argv[1]).close()\" .aws/credentials";
-    let flooder = Gated::spawn(flood, &home, &[]);
+    // A holder of its own secret (it reads it while the daemon runs: the file guard answers its
+    // open) waits at a FIFO, then connects 50 000 times to a closed loopback port: far more
+    // reported connects than a 1 MiB buffer holds.
+    let fifo = home.join("go");
+    let fifo_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let refused_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let flood = format!(
+        "python3 -c \"import socket, sys\nopen(sys.argv[1]).read()\nopen('go').read()\nfor _ in range(50000):\n  \
+         s = socket.socket()\n  s.connect_ex(('127.0.0.1', {refused_port}))\n  s.close()\" .aws/credentials"
+    );
+    let flooder = Gated::spawn(&flood, &home, &[]);
     daemon.client.start_task(&granted("flooder", flooder.pid, &[&secret])).await.unwrap();
     let reuser = Gated::spawn("exec cat .aws/credentials", &home, &[]);
     let reuser_pid = reuser.pid;
     daemon.client.start_task(&TaskRequest::new("reuser", reuser.pid)).await.unwrap();
+    let flooding = std::thread::spawn(move || flooder.release());
+    // Opening the FIFO for writing returns once the flooder, its secret read, opened it to read.
+    let go = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
 
     // Nothing is drained while the daemon is stopped: the flood fills the buffer for certain.
     daemon.pause();
-    let (status, _) = flooder.release();
+    drop(go);
+    let (status, _) = flooding.join().unwrap();
     assert!(status.success(), "{status}");
-    let (status, output) = reuser.release();
     daemon.resume();
-    assert_eq!(status.signal(), Some(9), "killed in the kernel, whatever the buffer holds: {status}");
+    // The reuse is decided while the daemon still drains the flood's full buffer.
+    let (status, output) = reuser.release();
+    assert_eq!(status.signal(), Some(9), "killed at the open, whatever the buffer holds: {status}");
     assert!(output.is_empty() && !output.contains(&value));
 
     let finding =
         daemon.finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["tgid"] == reuser_pid).await;
     assert_eq!(finding["actions"][0]["result"], "killed_in_kernel");
     let status = daemon.client.status().await.unwrap();
-    let lost = status["kernel"]["lost"]["secret_open"].as_u64().unwrap_or(0);
+    let lost = status["kernel"]["lost"]["connect"].as_u64().unwrap_or(0);
     assert!(lost > 0, "the flood's drops are counted: {status:#}");
     daemon.stop().await;
 }

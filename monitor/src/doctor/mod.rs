@@ -4,6 +4,7 @@
 //! `credwatch doctor` prints the [`KernelReport`]; `credwatch run` calls [`inspect`] at start and
 //! loads the sensors of [`KernelReport::tier`].
 
+mod base_sensors;
 mod btf;
 mod error_detail;
 mod filesystems;
@@ -19,6 +20,7 @@ use serde::Serialize;
 use crate::sensors::sizes::MapSizes;
 
 pub use self::{
+    base_sensors::BaseSensorCheck,
     btf::BtfCheck,
     error_detail::{Errno, ErrorDetail},
     filesystems::{Filesystem, FilesystemCheck, MountState},
@@ -38,6 +40,8 @@ pub struct KernelReport {
     pub lsm_list: LsmListCheck,
     pub ring_buffer: RingBufferCheck,
     pub hooks: HookChecks,
+    /// The tracepoint tier's file guard and socket hooks: whether `run` attaches them here.
+    pub base_sensors: Vec<BaseSensorCheck>,
     /// Entries of each kernel map `run` loads, on this host's defaults (the config's `[maps]`
     /// section may change them).
     pub maps: Vec<MapSize>,
@@ -63,6 +67,7 @@ pub fn inspect() -> KernelReport {
     let lsm_list = lsm_list::read();
     let ring_buffer = ring_buffer::probe();
     let hooks = HookChecks::probe(vmlinux.as_ref());
+    let base_sensors = base_sensors::probe();
     let maps = MapSizes::for_host().by_map().into_iter().map(|(map, entries)| MapSize { map, entries }).collect();
     KernelReport {
         kernel,
@@ -71,6 +76,7 @@ pub fn inspect() -> KernelReport {
         lsm_list,
         ring_buffer,
         hooks,
+        base_sensors,
         maps,
     }
 }
@@ -107,6 +113,7 @@ impl KernelReport {
             lsm_list,
             ring_buffer,
             hooks,
+            base_sensors: _,
             maps: _,
         } = self;
         match requirement {

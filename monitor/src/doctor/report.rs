@@ -40,6 +40,7 @@ pub fn rows(report: &KernelReport, tier: &Result<Tier, TierError>) -> Vec<Row> {
         lsm_list,
         ring_buffer,
         hooks,
+        base_sensors,
         maps,
     } = report;
     let mut rows = vec![Row::new("kernel", "ok", kernel.as_str())];
@@ -48,6 +49,10 @@ pub fn rows(report: &KernelReport, tier: &Result<Tier, TierError>) -> Vec<Row> {
     rows.push(lsm_list_row(lsm_list));
     rows.push(ring_buffer_row(ring_buffer));
     rows.extend(hooks.iter().map(hook_row));
+    rows.extend(base_sensors.iter().map(|check| {
+        let status = if check.available { "available" } else { "unavailable" };
+        Row::new(format!("sensor:{}", check.sensor), status, check.detail.as_str())
+    }));
     let sizes: Vec<String> = maps.iter().map(|size| format!("{} {}", size.map, size.entries)).collect();
     rows.push(Row::new("maps", "ok", sizes.join(", ")));
     rows.push(tier_row(report, tier));

@@ -1,7 +1,7 @@
 //! Kernel sensors: load and attach the eBPF programs, decode what they report.
 
 pub mod btf;
-mod cgroup;
+pub mod cgroup;
 pub mod decode;
 pub mod destinations;
 pub mod file_guard;
