@@ -316,6 +316,8 @@ impl Daemon {
                 "maps": self.map_status(),
                 "fail_closed": self.sensors.failed_closed(),
                 "gaps": self.sensors.gaps().iter().map(|gap| json!({"capability": gap.capability, "reason": gap.reason})).collect::<Vec<_>>(),
+                "syscall_hooks_attached": self.sensors.syscall_hooks_attached(),
+                "file_guard": self.sensors.guard().map(|counters| counters.snapshot()),
             },
             "engine": engine,
         })

@@ -284,6 +284,7 @@ impl Daemon {
                 _ = tick.tick() => {
                     self.catch_up()?;
                     self.check_maps()?;
+                    self.relax_syscall_hooks();
                     self.save_baselines();
                     self.input(Input::Tick { at_ns: clock::boottime_ns() })?;
                 }
@@ -519,6 +520,15 @@ impl Daemon {
             self.metrics.fail_closed.with_label_values(&[judgement]).set(1);
         }
         Ok(())
+    }
+
+    /// Detaches the syscall programs when nothing needs them, and says which way they are.
+    fn relax_syscall_hooks(&mut self) {
+        let attached = i64::from(self.sensors.relax_syscall_hooks());
+        let tier = self.tier.to_string();
+        for program in crate::sensors::syscall_hooks::PROGRAMS {
+            self.metrics.sensor_info.with_label_values(&[&tier, &format!("raw_tracepoint/{program}")]).set(attached);
+        }
     }
 
     /// Brings gauges and the kernel's counters into the metrics, and logs new losses.

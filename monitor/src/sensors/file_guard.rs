@@ -45,7 +45,10 @@ use monitor_common::{
 };
 use tokio::sync::mpsc;
 
-use super::decode::{kernel_dev, open_syscall};
+use super::{
+    decode::{kernel_dev, open_syscall},
+    syscall_hooks::SyscallHooks,
+};
 use crate::{
     clock,
     event::{Event, EventKind, ExecId, InodeId, KernelAction, OpenSyscall, SecretId, SecretOpen},
@@ -77,6 +80,22 @@ pub struct GuardCounters {
     pub holder_writes_failed: AtomicU64,
     /// Watched inodes the guard could not mark: left to the syscall tracepoints.
     pub marks_failed: AtomicU64,
+}
+
+impl GuardCounters {
+    /// The counters as they are now, for `status`.
+    pub fn snapshot(&self) -> serde_json::Value {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        serde_json::json!({
+            "allowed": load(&self.allowed),
+            "refused": load(&self.refused),
+            "late": load(&self.late),
+            "reports_dropped": load(&self.reports_dropped),
+            "unreadable": load(&self.unreadable),
+            "holder_writes_failed": load(&self.holder_writes_failed),
+            "marks_failed": load(&self.marks_failed),
+        })
+    }
 }
 
 /// The kernel maps the decision reads, through handles of the guard's own.
@@ -190,7 +209,8 @@ pub struct FileGuard {
 impl FileGuard {
     /// Starts the guard, or says why this kernel cannot have one. `daemon` is the daemon's own
     /// tgid, whose uses are allowed unjudged.
-    pub fn start(maps: GuardMaps, daemon: u32) -> io::Result<(Self, Marks)> {
+    /// `syscall_hooks` are attached before the guard records a holding.
+    pub fn start(maps: GuardMaps, daemon: u32, syscall_hooks: SyscallHooks) -> io::Result<(Self, Marks)> {
         let fanotify = Arc::new(fanotify_init()?);
         // SAFETY: plain syscall; the fd is owned below.
         let stop = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
@@ -206,6 +226,7 @@ impl FileGuard {
             fanotify: fanotify.clone(),
             maps,
             daemon,
+            syscall_hooks,
             reports: sender,
             counters: counters.clone(),
             waiting: waiting.clone(),
@@ -280,6 +301,7 @@ struct Decider {
     fanotify: Arc<OwnedFd>,
     maps: GuardMaps,
     daemon: u32,
+    syscall_hooks: SyscallHooks,
     reports: mpsc::Sender<Event>,
     counters: Arc<GuardCounters>,
     waiting: Arc<Mutex<Option<Waiting>>>,
@@ -345,8 +367,14 @@ impl Decider {
             (false, _) => KernelAction::None,
         };
         let event = report.then(|| self.event(&request, inode, watched, caller_task, action, opened));
-        if !refused && self.maps.holders.insert(request.tgid, 1, 0).is_err() {
-            self.counters.holder_writes_failed.fetch_add(1, Ordering::Relaxed);
+        if !refused {
+            // A holder's harvest is seen by the syscall programs: attached before it holds.
+            if let Err((program, error)) = self.syscall_hooks.ensure() {
+                tracing::warn!(program, %error, "cannot attach a syscall program");
+            }
+            if self.maps.holders.insert(request.tgid, 1, 0).is_err() {
+                self.counters.holder_writes_failed.fetch_add(1, Ordering::Relaxed);
+            }
         }
         // Killed while its open or read still waits: it never sees a byte, nor returns.
         if killed && !request.pidfd.as_ref().is_some_and(kill) {

@@ -18,6 +18,7 @@ use super::{
     cgroup,
     decode::{decode, DecodeError},
     file_guard::{FileGuard, GuardMaps},
+    syscall_hooks::{self, SyscallHooks},
     loss::LossCounts,
     kallsyms,
     maps::KernelMaps,
@@ -177,7 +178,7 @@ pub struct Sensors {
     decode_errors: u64,
     tier: Tier,
     /// Owns the programs and their links; declared last so the maps above are dropped first.
-    _ebpf: Ebpf,
+    syscall_hooks: SyscallHooks,
 }
 
 impl Sensors {
@@ -238,7 +239,10 @@ impl Sensors {
                 .try_into()
                 .map_err(|source| SensorError::Attach { name, source })?;
             program.load().map_err(|source| SensorError::Attach { name, source })?;
-            program.attach(name).map_err(|source| SensorError::Attach { name, source })?;
+            // The syscall programs are attached by `SyscallHooks`, when needed.
+            if !syscall_hooks::PROGRAMS.contains(&name) {
+                program.attach(name).map_err(|source| SensorError::Attach { name, source })?;
+            }
         }
         if let Some(root) = &cgroup_root {
             let cgroup = std::fs::File::open(root)
@@ -257,8 +261,8 @@ impl Sensors {
                     .map_err(|source| SensorError::Attach { name, source })?;
             }
         }
-        let guard = if file_guard && tier != Tier::Lsm {
-            let maps = GuardMaps {
+        let guard_maps = if file_guard && tier != Tier::Lsm {
+            Some(GuardMaps {
                 watched: second_handle(&ebpf, "WATCHED", HashMap::try_from)?,
                 task_of: second_handle(&ebpf, "TASK_OF", HashMap::try_from)?,
                 finished_tasks: second_handle(&ebpf, "FINISHED_TASKS", HashMap::try_from)?,
@@ -266,18 +270,10 @@ impl Sensors {
                 holders: second_handle(&ebpf, "HOLDERS", HashMap::try_from)?,
                 enforce: second_handle(&ebpf, "ENFORCE", Array::try_from)?,
                 fail_closed: second_handle(&ebpf, "FAIL_CLOSED", Array::try_from)?,
-            };
-            match FileGuard::start(maps, ignored_tgid) {
-                Ok(started) => Some(started),
-                Err(error) => {
-                    gaps.push(SensorGap { capability: "files:fanotify_guard", reason: error.to_string() });
-                    None
-                }
-            }
+            })
         } else {
             None
         };
-        let (guard, marks) = guard.map_or((None, None), |(guard, marks)| (Some(guard), Some(marks)));
         let events = take_map(&mut ebpf, "EVENTS", RingBuf::try_from)?;
         let decisions = take_map(&mut ebpf, "DECISIONS", RingBuf::try_from)?;
         let lost = take_map(&mut ebpf, "LOST", PerCpuArray::try_from)?;
@@ -296,8 +292,25 @@ impl Sensors {
             destinations: take_map(&mut ebpf, "ALLOWED_DESTINATIONS", LpmTrie::try_from)?,
             destination_keys: Default::default(),
             failures: Default::default(),
-            marks,
+            marks: None,
+            syscall_hooks: None,
         };
+        let syscall_hooks = SyscallHooks::new(ebpf, false).map_err(|(name, source)| SensorError::Attach { name, source })?;
+        let guard = guard_maps.and_then(|maps| match FileGuard::start(maps, ignored_tgid, syscall_hooks.clone()) {
+            Ok(started) => Some(started),
+            Err(error) => {
+                gaps.push(SensorGap { capability: "files:fanotify_guard", reason: error.to_string() });
+                None
+            }
+        });
+        let (guard, marks) = guard.map_or((None, None), |(guard, marks)| (Some(guard), Some(marks)));
+        // Without the guard, the syscall programs watch secret files: attached for good.
+        if guard.is_none() {
+            syscall_hooks.pin().map_err(|(name, source)| SensorError::Attach { name, source })?;
+        }
+        let mut maps = maps;
+        maps.marks = marks;
+        maps.syscall_hooks = Some(syscall_hooks.clone());
         // SAFETY: each ring buffer owns its map fd, which stays open and unchanged for as long as
         // the AsyncFd owns the ring buffer.
         let (events, decisions) = unsafe { (AsyncFd::register(events), AsyncFd::register(decisions)) };
@@ -315,7 +328,7 @@ impl Sensors {
             socket_hooks: cgroup_root.is_some(),
             decode_errors: 0,
             tier,
-            _ebpf: ebpf,
+            syscall_hooks,
         })
     }
 
@@ -427,6 +440,23 @@ impl Sensors {
         let sockets: &[(&str, &str)] = if self.socket_hooks { &SOCKET_HOOKS } else { &[] };
         let guard = self.guard.as_ref().map(|_| FILE_GUARD);
         RAW_TRACEPOINTS.iter().chain(sockets).chain(lsm).map(|&(_, label)| label).chain(guard)
+    }
+
+    /// Detaches the syscall programs if nothing needs them any more (see `syscall_hooks`);
+    /// returns whether they are attached.
+    pub fn relax_syscall_hooks(&self) -> bool {
+        let idle = || self.maps.holds_nothing();
+        match self.syscall_hooks.relax(idle) {
+            Ok(attached) => attached,
+            Err((name, error)) => {
+                tracing::warn!(program = name, %error, "cannot detach a syscall program");
+                true
+            }
+        }
+    }
+
+    pub fn syscall_hooks_attached(&self) -> bool {
+        self.syscall_hooks.attached()
     }
 
     /// The file guard's counters, when it runs.

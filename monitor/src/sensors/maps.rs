@@ -10,6 +10,7 @@ use super::{
     decode::kernel_dev,
     destinations::{self, AllowedNetwork},
     file_guard::Marks,
+    syscall_hooks::SyscallHooks,
 };
 use crate::event::InodeId;
 
@@ -34,6 +35,8 @@ pub struct KernelMaps {
     pub(super) failures: [u64; written::SLOTS as usize],
     /// The file guard's inode marks, on the base tier where it runs.
     pub(super) marks: Option<Marks>,
+    /// Attached before a holding or a verdict is written, which need them.
+    pub(super) syscall_hooks: Option<SyscallHooks>,
 }
 
 fn inode_key(inode: InodeId) -> InodeKey {
@@ -67,7 +70,12 @@ impl KernelMaps {
     /// (`monitor_common::maps::policy::{UNBOUND, ACTIVE, FINISHED, DECOY}`); an inode the file
     /// guard has marked is left to it by the syscall tracepoints.
     pub fn watch(&mut self, inode: InodeId, secret: u32, binding: u32) -> Result<(), MapError> {
-        let guarded = u32::from(self.marks.as_ref().is_some_and(|marks| marks.is_marked(inode)));
+        let guarded = self.marks.as_ref().is_some_and(|marks| marks.is_marked(inode));
+        if !guarded {
+            // Only the syscall programs watch this inode now.
+            self.need_syscall_hooks(true);
+        }
+        let guarded = u32::from(guarded);
         let result = self.watched.insert(inode_key(inode), WatchedInode { secret, binding, guarded, _pad: 0 }, 0);
         self.counted(written::WATCHED, result)
     }
@@ -120,12 +128,14 @@ impl KernelMaps {
 
     /// Marks process `tgid` as holding a secret, so its connects are reported.
     pub fn hold(&mut self, tgid: u32) -> Result<(), MapError> {
+        self.need_syscall_hooks(false);
         let result = self.holders.insert(tgid, 1, 0);
         self.counted(written::HOLDERS, result)
     }
 
     /// Kills process `tgid` at its next syscall entry.
     pub fn add_verdict(&mut self, tgid: u32) -> Result<(), MapError> {
+        self.need_syscall_hooks(false);
         let result = self.verdicts.insert(tgid, 1, 0);
         self.counted(written::VERDICTS, result)?;
         self.pending.insert(tgid);
@@ -154,6 +164,22 @@ impl KernelMaps {
             .filter(|&(_, member_task)| member_task == task)
             .map(|(tgid, _)| tgid)
             .collect()
+    }
+
+    /// Attaches the syscall programs before a write that needs them (for good when `pinned`). A
+    /// failure is logged: the write still goes ahead, and the daemon still judges its events.
+    fn need_syscall_hooks(&self, pinned: bool) {
+        let Some(hooks) = &self.syscall_hooks else { return };
+        let result = if pinned { hooks.pin() } else { hooks.ensure() };
+        if let Err((program, error)) = result {
+            tracing::warn!(program, %error, "cannot attach a syscall program");
+        }
+    }
+
+    /// Whether no process holds a secret and no verdict is pending: the syscall programs have
+    /// nothing to do.
+    pub fn holds_nothing(&self) -> bool {
+        self.pending.is_empty() && self.holders.keys().next().is_none()
     }
 
     pub fn is_holder(&self, tgid: u32) -> bool {

@@ -11,5 +11,6 @@ pub mod loss;
 pub mod maps;
 pub mod offsets;
 pub mod sizes;
+pub mod syscall_hooks;
 
 pub use loader::{MapWriteFailures, SensorError, SensorGap, SensorOptions, Sensors};

@@ -25,15 +25,19 @@ pub enum Workload {
     ConnectTracked,
     /// fork + exec + exit of `/bin/true` by a process in no task: the exec capture's cost.
     ExecUntracked,
+    /// open/close of its own secret by a task's root: on the tracepoint tier, the file guard's
+    /// permission round trip.
+    OpenSecretOwned,
 }
 
 impl Workload {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::OpenUntracked,
         Self::OpenTracked,
         Self::ConnectUntracked,
         Self::ConnectTracked,
         Self::ExecUntracked,
+        Self::OpenSecretOwned,
     ];
 
     pub const fn label(self) -> &'static str {
@@ -43,11 +47,15 @@ impl Workload {
             Self::ConnectUntracked => "TCP connect, untracked",
             Self::ConnectTracked => "TCP connect, tracked",
             Self::ExecUntracked => "fork+exec+exit of /bin/true, untracked",
+            Self::OpenSecretOwned => "open/close of its own secret, by its owner",
         }
     }
 
     pub const fn is_tracked(self) -> bool {
-        matches!(self, Self::OpenTracked | Self::ConnectTracked)
+        matches!(
+            self,
+            Self::OpenTracked | Self::ConnectTracked | Self::OpenSecretOwned
+        )
     }
 
     fn args(self, bench: &Bench) -> Vec<OsString> {
@@ -63,6 +71,12 @@ impl Workload {
                 vec!["connect".into(), bench.scale.connects.to_string().into()]
             }
             Self::ExecUntracked => vec!["exec".into(), bench.scale.execs.to_string().into()],
+            // Each open waits for the guard's answer: as many as connects, not opens.
+            Self::OpenSecretOwned => vec![
+                "open".into(),
+                bench.scratch.secret().into(),
+                bench.scale.connects.to_string().into(),
+            ],
         };
         if self.is_tracked() {
             args.push(bench.scratch.secret().into());

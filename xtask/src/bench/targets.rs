@@ -43,6 +43,14 @@ pub fn evaluate(results: &Results) -> Vec<Target> {
     let tracked_connect = ratio(Workload::ConnectTracked, Monitor::Credwatch);
     let exec = ratio(Workload::ExecUntracked, Monitor::Credwatch);
     let exec_floor = ratio(Workload::ExecUntracked, Monitor::Floor);
+    // The permission round trip: what an owner's open of its secret costs over no monitor.
+    let round_trip_us = results
+        .syscalls
+        .get(Workload::OpenSecretOwned, Monitor::Credwatch)
+        .map_or(f64::NAN, |overhead| {
+            let baseline = results.syscalls.baseline[&(Workload::OpenSecretOwned, Clock::Elapsed)].median;
+            (overhead.ns_per_op[&Clock::Elapsed].median - baseline) / 1e3
+        });
     let engine = results.engine.events_per_second.median;
     let idle_p99 = results
         .latency
@@ -91,6 +99,11 @@ pub fn evaluate(results: &Results) -> Vec<Target> {
             target: "fork+exec+exit by a process in no task: at most 1.05× baseline",
             measured: format!("{exec:.3}× (the floor: {exec_floor:.3}×)"),
             verdict: judged(exec <= EXEC_LIMIT),
+        },
+        Target {
+            target: "an owner's open of its secret: the file guard's round trip (reported)",
+            measured: format!("{round_trip_us:.1} µs per open over no monitor"),
+            verdict: Verdict::NotJudged,
         },
         Target {
             target: "engine: at least 1 M events/s on one core",
