@@ -5,7 +5,7 @@ use super::{
     latency::Condition,
     monitors::Monitor,
     report::{mib, percent, Results},
-    syscalls::Workload,
+    syscalls::{Clock, Workload},
 };
 
 /// Most of an overhead may come from the hooks themselves; credwatch's own work on them may add
