@@ -35,6 +35,7 @@ bench-load exec N                  fork+exec+wait of /bin/true N times -> ns_per
 bench-load trickle FILE N MILLIS   open+close FILE N times, MILLIS apart -> opened
 bench-load storm FILE N            open+close FILE N times at full speed -> opened, seconds
 bench-load spawn N                 fork N idle children, kept until stdin closes -> spawned
+bench-load hold FILE               open+close FILE once, then idle until stdin closes -> holding
 HOLD: a file opened once before the loop (a secret, so that the process holds it).";
 
 pub fn main(args: &[OsString]) -> ExitCode {
@@ -92,6 +93,12 @@ fn run(args: &[OsString]) -> io::Result<()> {
                 open_close(&file)?;
             }
             format!("opened {n} seconds {:.3}", started.elapsed().as_secs_f64())
+        }
+        [b"hold", file] => {
+            start(Some(&path(file)?))?;
+            say("holding 1")?;
+            io::stdin().lock().read_to_end(&mut Vec::new())?;
+            return Ok(());
         }
         [b"spawn", n] => {
             let n = number(n)?;

@@ -166,7 +166,10 @@ fn syscalls(out: &mut String, results: &SyscallResults, scale: &Scale) {
          connects to a loopback listener (closed with a reset, so that no TIME_WAIT builds up), per run. \
          *Untracked*: a fresh process in no task, holding no secret. *Tracked*: a fresh process registered as a \
          task's root (`credwatch task start`), granted the watched secret, which it opens once before the loop; \
-         without credwatch it opens the secret all the same. The targets are judged on CPU time (the loop \
+         without credwatch it opens the secret all the same. *Beside a holder*: untracked, while another \
+         task's root that opened the secret idles (credwatch's syscall programs are then attached). *Its own \
+         secret, by its owner*: a task's root opening the secret itself {connects} times (on the tracepoint \
+         tier each open waits for the file guard's answer). The targets are judged on CPU time (the loop \
          thread's own, which the hooks run on and other processes of this shared machine do not inflate); \
          elapsed time follows.\n\n",
         opens = scale.opens,

@@ -20,6 +20,8 @@ use super::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Workload {
     OpenUntracked,
+    /// The same, while another process (a task's root) holds a secret.
+    OpenBesideHolder,
     OpenTracked,
     ConnectUntracked,
     ConnectTracked,
@@ -31,8 +33,9 @@ pub enum Workload {
 }
 
 impl Workload {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::OpenUntracked,
+        Self::OpenBesideHolder,
         Self::OpenTracked,
         Self::ConnectUntracked,
         Self::ConnectTracked,
@@ -43,6 +46,7 @@ impl Workload {
     pub const fn label(self) -> &'static str {
         match self {
             Self::OpenUntracked => "open/close, untracked",
+            Self::OpenBesideHolder => "open/close, untracked, beside a holder",
             Self::OpenTracked => "open/close, tracked",
             Self::ConnectUntracked => "TCP connect, untracked",
             Self::ConnectTracked => "TCP connect, tracked",
@@ -60,7 +64,7 @@ impl Workload {
 
     fn args(self, bench: &Bench) -> Vec<OsString> {
         let mut args: Vec<OsString> = match self {
-            Self::OpenUntracked | Self::OpenTracked => {
+            Self::OpenUntracked | Self::OpenBesideHolder | Self::OpenTracked => {
                 vec![
                     "open".into(),
                     bench.scratch.plain().into(),
@@ -224,6 +228,10 @@ fn run_set(bench: &Bench, running: &Running) -> Result<RunSet, BenchError> {
 
 /// One run of `workload`: nanoseconds per iteration, elapsed and on CPU.
 pub fn run(bench: &Bench, running: &Running, workload: Workload) -> Result<[f64; 2], BenchError> {
+    let holder = match workload {
+        Workload::OpenBesideHolder => Some(holder(bench, running)?),
+        _ => None,
+    };
     let mut worker = Worker::spawn(&workload.args(bench))?;
     if let (true, Some(daemon)) = (workload.is_tracked(), running.daemon()) {
         daemon.start_task(&bench.next_task_id(), worker.pid(), &bench.scratch.secret())?;
@@ -234,5 +242,20 @@ pub fn run(bench: &Bench, running: &Running, workload: Workload) -> Result<[f64;
         _ => return Err(worker.failure("said ns_per_op without cpu_ns_per_op")),
     };
     worker.finish()?;
+    if let Some(holder) = holder {
+        holder.finish()?;
+    }
     Ok(timing)
+}
+
+/// A task's root that has opened its secret and idles: a secret holder on the host.
+fn holder(bench: &Bench, running: &Running) -> Result<Worker, BenchError> {
+    let secret = bench.scratch.secret();
+    let mut holder = Worker::spawn(&["hold".into(), secret.clone().into()])?;
+    if let Some(daemon) = running.daemon() {
+        daemon.start_task(&bench.next_task_id(), holder.pid(), &secret)?;
+    }
+    holder.go()?;
+    holder.result("holding")?;
+    Ok(holder)
 }

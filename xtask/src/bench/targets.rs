@@ -8,13 +8,13 @@ use super::{
     syscalls::{Clock, Workload},
 };
 
-/// Most of an overhead may come from the hooks themselves; credwatch's own work on them may add
-/// at most this share on top.
 /// The exec capture must cost an exec at most this, against no monitor.
 const EXEC_LIMIT: f64 = 1.05;
-const FLOOR_FACTOR: f64 = 1.2;
-const ABSOLUTE_GOAL: f64 = 1.05;
-const TRACKED_LIMIT: f64 = 1.15;
+/// Untracked open/close with no secret holder on the host, and beside one.
+const UNTRACKED_LIMIT: f64 = 1.03;
+const BESIDE_HOLDER_LIMIT: f64 = 1.05;
+const TRACKED_OPEN_LIMIT: f64 = 1.10;
+const TRACKED_CONNECT_LIMIT: f64 = 1.15;
 const ENGINE_EVENTS_PER_SECOND: f64 = 1e6;
 const IDLE_P99_NS: f64 = 5e6;
 const RSS_BYTES: u64 = 50 << 20;
@@ -38,7 +38,13 @@ pub fn evaluate(results: &Results) -> Vec<Target> {
     let ratio = |workload, monitor| results.syscalls.ratio(workload, monitor);
     let untracked = ratio(Workload::OpenUntracked, Monitor::Credwatch);
     let floor = ratio(Workload::OpenUntracked, Monitor::Floor);
-    let peer = ratio(Workload::OpenUntracked, Monitor::Bpftrace);
+    let beside_holder = ratio(Workload::OpenBesideHolder, Monitor::Credwatch);
+    // Rows where credwatch costs more than the bpftrace peer.
+    let above_peer: Vec<&str> = Workload::ALL
+        .iter()
+        .filter(|&&workload| ratio(workload, Monitor::Credwatch) >= ratio(workload, Monitor::Bpftrace))
+        .map(|workload| workload.label())
+        .collect();
     let tracked_open = ratio(Workload::OpenTracked, Monitor::Credwatch);
     let tracked_connect = ratio(Workload::ConnectTracked, Monitor::Credwatch);
     let exec = ratio(Workload::ExecUntracked, Monitor::Credwatch);
@@ -66,34 +72,36 @@ pub fn evaluate(results: &Results) -> Vec<Target> {
     };
     vec![
         Target {
-            target: "untracked open/close: overhead below the bpftrace peer's",
-            measured: format!("{} vs {}", percent(untracked), percent(peer)),
-            verdict: judged(untracked < peer),
+            target: "every syscall row: overhead below the bpftrace peer's",
+            measured: if above_peer.is_empty() {
+                "below on every row".to_owned()
+            } else {
+                format!("at or above on: {}", above_peer.join("; "))
+            },
+            verdict: judged(above_peer.is_empty()),
         },
         Target {
-            target: "untracked open/close: overhead at most 1.2× the floor's",
+            target: "untracked open/close, no secret holder on the host: at most 1.03× baseline",
             measured: format!(
-                "{} vs {}: {:.2}× the floor's overhead",
-                percent(untracked),
-                percent(floor),
-                (untracked - 1.0) / (floor - 1.0)
+                "{untracked:.3}× ({}; empty raw sys_enter/sys_exit programs: {floor:.3}×)",
+                percent(untracked)
             ),
-            verdict: judged(untracked - 1.0 <= FLOOR_FACTOR * (floor - 1.0)),
+            verdict: judged(untracked <= UNTRACKED_LIMIT),
         },
         Target {
-            target: "untracked open/close: at most 1.05× baseline (absolute goal)",
-            measured: format!("{untracked:.3}× (the floor alone: {floor:.3}×)"),
-            verdict: judged(untracked <= ABSOLUTE_GOAL),
+            target: "untracked open/close beside a task holding a secret: at most 1.05× baseline",
+            measured: format!("{beside_holder:.3}×"),
+            verdict: judged(beside_holder <= BESIDE_HOLDER_LIMIT),
         },
         Target {
-            target: "tracked open/close: at most 1.15× baseline",
+            target: "tracked open/close: at most 1.10× baseline",
             measured: format!("{tracked_open:.3}×"),
-            verdict: judged(tracked_open <= TRACKED_LIMIT),
+            verdict: judged(tracked_open <= TRACKED_OPEN_LIMIT),
         },
         Target {
             target: "tracked TCP connect: at most 1.15× baseline",
             measured: format!("{tracked_connect:.3}×"),
-            verdict: judged(tracked_connect <= TRACKED_LIMIT),
+            verdict: judged(tracked_connect <= TRACKED_CONNECT_LIMIT),
         },
         Target {
             target: "fork+exec+exit by a process in no task: at most 1.05× baseline",
