@@ -360,7 +360,7 @@ impl Decider {
         let opened = request.mask & (libc::FAN_OPEN_PERM | libc::FAN_OPEN_EXEC_PERM) != 0;
         // A read by a process that holds no secret came through an fd whose open was not judged
         // (opened before the watch, inherited, passed over a socket): a use of its own.
-        let report = refused || opened || !self.maps.holders.get(&request.tgid, 0).is_ok();
+        let report = refused || opened || self.maps.holders.get(&request.tgid, 0).is_err();
         let action = match (refused, killed) {
             (_, true) => KernelAction::Killed,
             (true, false) => KernelAction::Denied,

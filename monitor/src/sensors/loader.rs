@@ -223,21 +223,13 @@ impl Sensors {
         if tier == Tier::Lsm {
             let btf = aya::Btf::from_sys_fs().map_err(SensorError::LsmBtf)?;
             for (name, _) in LSM_HOOKS {
-                let program: &mut Lsm = ebpf
-                    .program_mut(name)
-                    .ok_or(SensorError::MissingProgram(name))?
-                    .try_into()
-                    .map_err(|source| SensorError::Attach { name, source })?;
+                let program: &mut Lsm = program_mut(&mut ebpf, name)?;
                 program.load(name, &btf).map_err(|source| SensorError::Attach { name, source })?;
                 program.attach().map_err(|source| SensorError::Attach { name, source })?;
             }
         }
         for (name, _) in RAW_TRACEPOINTS {
-            let program: &mut RawTracePoint = ebpf
-                .program_mut(name)
-                .ok_or(SensorError::MissingProgram(name))?
-                .try_into()
-                .map_err(|source| SensorError::Attach { name, source })?;
+            let program: &mut RawTracePoint = program_mut(&mut ebpf, name)?;
             program.load().map_err(|source| SensorError::Attach { name, source })?;
             // The syscall programs are attached by `SyscallHooks`, when needed.
             if !syscall_hooks::PROGRAMS.contains(&name) {
@@ -248,11 +240,7 @@ impl Sensors {
             let cgroup = std::fs::File::open(root)
                 .map_err(|source| SensorError::CgroupRoot { path: root.clone(), source })?;
             for (name, _) in SOCKET_HOOKS {
-                let program: &mut CgroupSockAddr = ebpf
-                    .program_mut(name)
-                    .ok_or(SensorError::MissingProgram(name))?
-                    .try_into()
-                    .map_err(|source| SensorError::Attach { name, source })?;
+                let program: &mut CgroupSockAddr = program_mut(&mut ebpf, name)?;
                 program.load().map_err(|source| SensorError::Attach { name, source })?;
                 // Through a BPF link (Linux 5.7), which sits beside the host's own programs there;
                 // the kernel refuses a link with the multi flag, which links imply.
@@ -482,6 +470,15 @@ fn take_map<T>(
 ) -> Result<T, SensorError> {
     let map = ebpf.take_map(name).ok_or(SensorError::MissingMap(name))?;
     convert(map).map_err(|source| SensorError::Map { name, source })
+}
+
+/// Program `name` of the object, as the type it is.
+fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, SensorError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    let program = ebpf.program_mut(name).ok_or(SensorError::MissingProgram(name))?;
+    program.try_into().map_err(|source| SensorError::Attach { name, source })
 }
 
 /// A handle of the daemon's own on map `name`, for a thread that reads it while the daemon writes
