@@ -7,7 +7,7 @@ mod common;
 
 use std::{os::unix::process::ExitStatusExt as _, path::Path, process::Command};
 
-use common::{daemon::RunningDaemon, Gated};
+use common::{daemon::RunningDaemon, wait_for_comm, Gated};
 use monitor::daemon::control::TaskRequest;
 use serde_json::Value;
 
@@ -50,15 +50,6 @@ fn kill_children(home: &Path) {
     for pid in pids.lines().filter_map(|line| line.trim().parse::<i32>().ok()) {
         // SAFETY: signalling the test's own grandchildren.
         unsafe { libc::kill(pid, libc::SIGKILL) };
-    }
-}
-
-/// Waits (20 s at most) until process `pid` runs `comm`: it got past what came before an exec.
-fn wait_for_comm(pid: u32, comm: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::fs::read_to_string(format!("/proc/{pid}/comm")).map_or(true, |now| now.trim() != comm) {
-        assert!(std::time::Instant::now() < deadline, "process {pid} never ran {comm}");
-        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 

@@ -135,10 +135,15 @@ async fn a_task_root_under_task_exec_that_reuses_is_judged_while_its_task_was_ac
     let output = Command::new(env!("CARGO_BIN_EXE_credwatch"))
         .args(["task", "exec", "--id", "c", "--socket", &socket, "--", "cat", ".kube/config"])
         .current_dir(&home)
-        .stderr(Stdio::null())
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(137), "the root was killed at the open");
+    // task exec says why, in one line.
+    let said = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = said.lines().filter(|line| line.starts_with("credwatch: task c: ")).collect();
+    assert_eq!(lines.len(), 1, "{said}");
+    assert!(lines[0].contains("cross_task_reuse") && lines[0].contains(".kube/config"), "{said}");
+    assert!(lines[0].contains("kill_process (killed_in_kernel)"), "{said}");
     assert!(output.stdout.is_empty(), "the root printed {} bytes", output.stdout.len());
     let tasks = daemon.client.list_tasks().await.unwrap();
     assert!(tasks.as_array().unwrap().iter().any(|task| task["id"] == "c" && task["state"] == "ended"), "{tasks:#}");

@@ -254,6 +254,7 @@ impl RunningDaemon {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let status = self.child.wait().unwrap();
         assert_eq!(status.code(), Some(0), "daemon exit; log:\n{}", self.log_text());
+        assert!(!self.log_text().contains('\x1b'), "colour codes in a log written to a file");
         let recording = std::fs::read_to_string(&self.record).unwrap_or_default();
         let registry = std::fs::read_to_string(self.state.path().join("tasks.json")).unwrap_or_default();
         let audit = std::fs::read_to_string(self.audit_path()).unwrap_or_default();

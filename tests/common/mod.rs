@@ -131,3 +131,12 @@ impl Gated {
         (child.wait().unwrap(), output)
     }
 }
+
+/// Waits (20 s at most) until process `pid` runs `comm`: it got past what came before an exec.
+pub fn wait_for_comm(pid: u32, comm: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_to_string(format!("/proc/{pid}/comm")).map_or(true, |now| now.trim() != comm) {
+        assert!(std::time::Instant::now() < deadline, "process {pid} never ran {comm}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}

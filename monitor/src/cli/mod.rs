@@ -51,12 +51,17 @@ pub enum Command {
     BenchFloor(bench_floor::BenchFloorArgs),
 }
 
-/// Logs go to stderr so that stdout stays free for command output.
+/// Logs go to stderr so that stdout stays free for command output; in colour only on a terminal.
 pub fn init_tracing(filter: Option<&str>) {
+    use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
     let filter = match filter {
         Some(filter) => EnvFilter::new(filter),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
 }

@@ -125,8 +125,49 @@ async fn run(args: ExecArgs) -> Result<ExitCode, CommandError> {
     };
     let status = wait_forwarding(child, &mut signals).await;
     end_task(&client, &id).await;
+    // The daemon applies what the kernel decided before it ends the task: every refusal is known.
+    for line in acted_on(&client, &id).await {
+        eprintln!("{line}");
+    }
     Ok(exit_code(status.map_err(ExecError::Wait)?))
 }
+
+/// What credwatch killed or refused in task `id`, a line each: rule, process, what it touched and
+/// what was done. Nothing when the daemon cannot be asked (the command's status stands).
+async fn acted_on(client: &ApiClient, id: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    let Ok(mut findings) = client.findings(false).await else { return lines };
+    while let Ok(Some(line)) = findings.next_line().await {
+        let Ok(finding) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        if finding["task"] != id {
+            continue;
+        }
+        let acted: Vec<String> = finding["actions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|action| ACTED.contains(&action["result"].as_str().unwrap_or_default()))
+            .map(|action| format!("{} ({})", action["action"].as_str().unwrap_or("?"), action["result"].as_str().unwrap_or("?")))
+            .collect();
+        if acted.is_empty() {
+            continue;
+        }
+        let touched = finding["destination"]
+            .as_str()
+            .or_else(|| finding["secret"]["name"].as_str())
+            .unwrap_or("a secret");
+        lines.push(format!(
+            "credwatch: task {id}: {} by pid {} on {touched}: {}",
+            finding["rule"].as_str().unwrap_or("?"),
+            finding["process"]["tgid"],
+            acted.join(", ")
+        ));
+    }
+    lines
+}
+
+/// Action results that mean credwatch stopped or refused something.
+const ACTED: [&str; 4] = ["killed_in_kernel", "denied_in_kernel", "signalled", "killed"];
 
 /// Ends the task; a failure is reported but does not change the command's exit status.
 async fn end_task(client: &ApiClient, id: &str) {

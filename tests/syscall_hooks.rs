@@ -1,0 +1,64 @@
+//! The tracepoint tier's raw syscall programs are attached only while something needs them
+//! (`monitor/src/sensors/syscall_hooks.rs`): the real daemon, real processes, and the daemon's own
+//! account of its hooks in `status`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{daemon::RunningDaemon, wait_for_comm, Gated};
+use monitor::daemon::control::TaskRequest;
+
+/// Only the test's own secrets count: a secret in the environment of some other process on the
+/// host would make it a holder, and the programs would rightly stay attached. (The harness puts
+/// these keys in its `[catalogue]` table.)
+const OWN_CATALOGUE: &str = "defaults = false\nfiles = [\"~/.aws/credentials\"]\nenv = [\"CWTEST_*\"]\n";
+
+async fn attached(daemon: &RunningDaemon) -> bool {
+    let status = daemon.client.status().await.unwrap();
+    status["kernel"]["syscall_hooks_attached"].as_bool().expect("status says whether the syscall programs are attached")
+}
+
+/// Polls until the daemon's tick has made the programs `wanted` (10 s at most).
+async fn until_attached(daemon: &RunningDaemon, wanted: bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while attached(daemon).await != wanted {
+        assert!(Instant::now() < deadline, "the syscall programs never became attached={wanted}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_syscall_programs_follow_the_holders_and_a_holders_harvest_is_seen() {
+    let mut daemon = RunningDaemon::start(OWN_CATALOGUE);
+    let (secret, _) = daemon.plant(".aws/credentials");
+    daemon.wait_watched(&secret);
+    let home = daemon.home.path().to_owned();
+    // Nobody holds a secret: nothing on the syscall path.
+    until_attached(&daemon, false).await;
+
+    // A task's root reads its secret and stays. The guard attached the programs before it let
+    // the open through, so they are attached as soon as the holder runs on.
+    let holder = Gated::spawn("exec 3<.aws/credentials; exec sleep 60", &home, &[]);
+    let holder_pid = holder.pid;
+    let request = TaskRequest { secrets: vec![secret.display().to_string()], ..TaskRequest::new("holder", holder_pid) };
+    daemon.client.start_task(&request).await.unwrap();
+    let holding = std::thread::spawn(move || holder.release());
+    wait_for_comm(holder_pid, "sleep");
+    assert!(attached(&daemon).await, "attached before the holder's open returned");
+
+    // A process in no task reaches into the holder's environment: seen by `sys_exit`.
+    let harvester = Gated::spawn(&format!("exec cat /proc/{holder_pid}/environ >/dev/null"), &home, &[]);
+    let harvester_pid = harvester.pid;
+    assert!(harvester.release().0.success());
+    daemon
+        .finding(|finding| finding["rule"] == "environ_harvest" && finding["process"]["tgid"] == harvester_pid)
+        .await;
+
+    // The holder is gone: no holder, no verdict, every inode guarded: detached again.
+    // SAFETY: signalling the test's own child.
+    unsafe { libc::kill(holder_pid as i32, libc::SIGKILL) };
+    holding.join().unwrap();
+    until_attached(&daemon, false).await;
+    daemon.stop().await;
+}
