@@ -14,7 +14,7 @@ pub fn main(args: &[OsString]) -> Result<ExitCode, Error> {
         [flag] if flag == "--release" => true,
         _ => return Err(Error::Usage("`build` takes only `--release`".to_owned())),
     };
-    setup::ensure()?;
+    setup::ensure(setup::Needs::Build)?;
     cargo_build(release).map(cmd::exit_code)
 }
 

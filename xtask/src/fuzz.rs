@@ -17,7 +17,7 @@ pub fn main(args: &[OsString]) -> Result<ExitCode, Error> {
         }
         _ => return Err(Error::Usage("`fuzz` takes only `--seconds N`".to_owned())),
     };
-    setup::ensure()?;
+    setup::ensure(setup::Needs::Build)?;
     let mut cargo = workspace::cargo();
     cargo
         .args(["test", "-p", "monitor", "--lib", "fuzz::", "--", "--nocapture", "--test-threads", "1"])

@@ -23,12 +23,13 @@ Developer tasks for credwatch.
 Usage: cargo xtask <command> [args]
 
 Commands:
-  setup              Install what building the eBPF programs and the test VM need (Debian or
-                     Ubuntu; root for apt): rustc-web, cargo-web, libstd-rust-web-dev-bpf,
-                     llvm-22-dev, bpftool, clang, qemu-system-x86, busybox-static,
-                     prometheus, prometheus-alertmanager, bpftrace; bpf-linker 0.13.0 built
-                     against LLVM 22; the rustup toolchain `debian-bpf` linked to /usr. Steps
-                     already done are skipped.
+  setup              Install what building the eBPF programs and the tests need (Debian or
+                     Ubuntu; root for apt; no recommended packages): rustc-web, cargo-web,
+                     libstd-rust-web-dev-bpf, llvm-22-dev, clang; for the tests and the
+                     benchmark bpftool, qemu-system-x86, busybox-static, prometheus,
+                     prometheus-alertmanager, bpftrace; bpf-linker 0.13.0 built against LLVM
+                     22; the rustup toolchain `debian-bpf` linked to /usr. Steps already done
+                     are skipped. `build`, `run` and `fuzz` install only the first list.
   build [--release]  Set up if anything is missing, then `cargo build -p monitor`.
   run [-- ARGS...]   Set up if needed, build in release, then run `credwatch run ARGS...` as
                      root (through `sudo -E` when not root); exits with its status.

@@ -13,7 +13,7 @@ pub fn main(args: &[OsString]) -> Result<ExitCode, Error> {
         Some((first, rest)) if first == "--" => rest,
         _ => args,
     };
-    setup::ensure()?;
+    setup::ensure(setup::Needs::Build)?;
     let built = build::cargo_build(true)?;
     if !built.success() {
         return Ok(cmd::exit_code(built));

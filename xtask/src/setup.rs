@@ -11,23 +11,32 @@ use std::{
 
 use crate::{cmd, error::Error, host, workspace};
 
-/// rustc 1.96 + `core` for the BPF target, LLVM 22 for bpf-linker to build against, bpftool for
-/// the tests, clang for C shims, QEMU and a static busybox for the LSM-tier test VM, Prometheus
-/// and Alertmanager (with promtool and amtool) for the operations tests, bpftrace for the
-/// benchmark's peer.
-const PACKAGES: &[&str] = &[
-    "rustc-web",
-    "cargo-web",
-    "libstd-rust-web-dev-bpf",
-    "llvm-22-dev",
-    "bpftool",
-    "clang",
-    "qemu-system-x86",
-    "busybox-static",
-    "prometheus",
-    "prometheus-alertmanager",
-    "bpftrace",
-];
+/// What building and running credwatch need: rustc 1.96 + `core` for the BPF target, LLVM 22 for
+/// bpf-linker to build against (and its linker, clang).
+const BUILD_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "libstd-rust-web-dev-bpf", "llvm-22-dev", "clang"];
+/// What only the tests and the benchmark need: bpftool, QEMU and a static busybox for the
+/// LSM-tier test VM, Prometheus and Alertmanager (with promtool and amtool) for the operations
+/// tests, bpftrace for the benchmark's peer.
+const TEST_PACKAGES: &[&str] =
+    &["bpftool", "qemu-system-x86", "busybox-static", "prometheus", "prometheus-alertmanager", "bpftrace"];
+
+/// What a command needs installed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Needs {
+    /// `build`, `run`, `fuzz`: the toolchain only.
+    Build,
+    /// `test`, `bench`, `vm-test`, `setup`: the toolchain and the test tools.
+    Test,
+}
+
+impl Needs {
+    fn packages(self) -> Vec<&'static str> {
+        match self {
+            Self::Build => BUILD_PACKAGES.to_vec(),
+            Self::Test => [BUILD_PACKAGES, TEST_PACKAGES].concat(),
+        }
+    }
+}
 const LLVM_MAJOR: u32 = 22;
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -51,21 +60,25 @@ Alertmanager and bpftrace. On Debian 12:
 
 /// `cargo xtask setup`: every step, one status line each.
 pub fn main() -> Result<ExitCode, Error> {
+    install(Needs::Test)
+}
+
+fn install(needs: Needs) -> Result<ExitCode, Error> {
     require_debian()?;
-    step(APT_STEP, apt_packages)?;
+    step(APT_STEP, || apt_packages(needs))?;
     step(LINKER_STEP, bpf_linker)?;
     step(TOOLCHAIN_STEP, toolchain)?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Before build, run and test: the full setup only if a quick check (no apt-get update, no
-/// network) finds something missing; silent otherwise.
-pub fn ensure() -> Result<(), Error> {
+/// Before build, run and test: the setup of what `needs` asks only if a quick check (no apt-get
+/// update, no network) finds something missing; silent otherwise.
+pub fn ensure(needs: Needs) -> Result<(), Error> {
     // A check that cannot even run counts as missing: the full setup then says which step it was.
     let linker = linker_state();
     let toolchain = toolchain_state();
     let complete = if host::is_debian_like(&os_release()) {
-        missing_packages().is_ok_and(|missing| missing.is_empty())
+        missing_packages(needs).is_ok_and(|missing| missing.is_empty())
             && matches!(linker, Ok(Linker::Ready(_)))
             && matches!(toolchain, Ok(Toolchain::Linked))
     } else {
@@ -76,8 +89,8 @@ pub fn ensure() -> Result<(), Error> {
     if complete {
         return Ok(());
     }
-    eprintln!("setup: the eBPF toolchain is incomplete; running `cargo xtask setup`");
-    main().map(drop)
+    eprintln!("setup: something is missing; installing what this command needs");
+    install(needs).map(drop)
 }
 
 /// bpf-linker is installed to cargo's bin directory, and rustc finds it through PATH, which on a
@@ -99,7 +112,7 @@ pub fn add_cargo_bin_to_path() {
     }
 }
 
-fn step(name: &'static str, run: fn() -> Result<(), Error>) -> Result<(), Error> {
+fn step(name: &'static str, run: impl FnOnce() -> Result<(), Error>) -> Result<(), Error> {
     run().map_err(|source| Error::Step {
         step: name,
         source: Box::new(source),
@@ -129,8 +142,8 @@ fn require_debian() -> Result<(), Error> {
     }
 }
 
-fn apt_packages() -> Result<(), Error> {
-    let missing = missing_packages()?;
+fn apt_packages(needs: Needs) -> Result<(), Error> {
+    let missing = missing_packages(needs)?;
     if missing.is_empty() {
         report(APT_STEP, "already present");
         return Ok(());
@@ -144,8 +157,9 @@ fn apt_packages() -> Result<(), Error> {
     }
     report(APT_STEP, &format!("installing {list} ..."));
     cmd::checked(apt_get().arg("update"))?;
-    cmd::checked(apt_get().args(["install", "-y"]).args(&missing))?;
-    let still_missing = missing_packages()?;
+    // Recommends would bring QEMU's and Prometheus's GUI and documentation packages.
+    cmd::checked(apt_get().args(["install", "-y", "--no-install-recommends"]).args(&missing))?;
+    let still_missing = missing_packages(needs)?;
     if !still_missing.is_empty() {
         return Err(Error::NotFixed(format!(
             "apt-get install succeeded but dpkg still lists {} as not installed",
@@ -162,15 +176,16 @@ fn apt_get() -> Command {
     apt_get
 }
 
-fn missing_packages() -> Result<Vec<&'static str>, Error> {
+fn missing_packages(needs: Needs) -> Result<Vec<&'static str>, Error> {
+    let packages = needs.packages();
     let query = cmd::output(
         Command::new("dpkg-query")
             .arg("-W")
             .arg("-f=${Package}\t${Status}\n")
-            .args(PACKAGES),
+            .args(&packages),
     )?;
     Ok(host::missing_packages(
-        PACKAGES,
+        &packages,
         &String::from_utf8_lossy(&query.stdout),
     ))
 }
@@ -314,4 +329,19 @@ fn toolchain_state() -> Result<Toolchain, Error> {
             None => Toolchain::Missing,
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_needs_none_of_the_test_tools() {
+        let (build, test) = (Needs::Build.packages(), Needs::Test.packages());
+        for tool in TEST_PACKAGES {
+            assert!(!build.contains(tool), "{tool} is installed by build and run");
+            assert!(test.contains(tool), "{tool} is missing from test");
+        }
+        assert!(BUILD_PACKAGES.iter().all(|package| test.contains(package)));
+    }
 }

@@ -20,7 +20,7 @@ pub fn main(args: &[OsString]) -> Result<ExitCode, Error> {
         });
     }
     let started = Instant::now();
-    setup::ensure()?;
+    setup::ensure(setup::Needs::Test)?;
     // monitor-ebpf builds only for the BPF target; monitor/build.rs builds it for the tests.
     let mut cargo = workspace::cargo();
     cargo

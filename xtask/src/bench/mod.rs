@@ -118,7 +118,7 @@ pub fn main(args: &[OsString]) -> Result<ExitCode, Error> {
                 .to_owned(),
         });
     }
-    setup::ensure()?;
+    setup::ensure(setup::Needs::Test)?;
     match run(scale, &out) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(BenchError::Xtask(error)) => Err(error),

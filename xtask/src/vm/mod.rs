@@ -69,7 +69,7 @@ pub fn main(args: &[OsString]) -> Result<ExitCode, Error> {
         _ => args,
     };
     let started = Instant::now();
-    setup::ensure()?;
+    setup::ensure(setup::Needs::Test)?;
     let outcome = run(args)?;
     Ok(report(&outcome, started.elapsed()))
 }
