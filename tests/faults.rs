@@ -33,15 +33,6 @@ async fn reuse_is_caught(daemon: &RunningDaemon, secret: &std::path::Path, index
     drop(owner);
 }
 
-fn scrape(daemon: &RunningDaemon, series: &str) -> u64 {
-    use std::io::{Read as _, Write as _};
-    let mut stream = std::net::TcpStream::connect(daemon.metrics_address()).unwrap();
-    write!(stream, "GET /metrics HTTP/1.0\r\nhost: x\r\n\r\n").unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    text.lines().find(|line| line.starts_with(series)).and_then(|line| line.split_whitespace().last()?.parse().ok()).unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_audit_file_system_loses_records_counted_and_nothing_else() {
     let full = tempfile::tempdir().unwrap();
@@ -56,7 +47,7 @@ async fn a_full_audit_file_system_loses_records_counted_and_nothing_else() {
         reuse_is_caught(&daemon, &secret, index).await;
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while scrape(&daemon, "credwatch_sink_dropped_total{sink=\"audit\"}") == 0 {
+    while daemon.scrape("credwatch_sink_dropped_total{sink=\"audit\"}") == 0 {
         assert!(Instant::now() < deadline, "the audit log's losses are counted");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -80,7 +71,7 @@ async fn an_alert_sink_that_never_answers_holds_nothing_up() {
     }
     assert!(started.elapsed() < Duration::from_secs(30), "findings kept flowing: {:?}", started.elapsed());
     let deadline = Instant::now() + Duration::from_secs(20);
-    while scrape(&daemon, "credwatch_sink_dropped_total{sink=\"alertmanager\"}") == 0 {
+    while daemon.scrape("credwatch_sink_dropped_total{sink=\"alertmanager\"}") == 0 {
         assert!(Instant::now() < deadline, "the hanging sink's drops are counted");
         std::thread::sleep(Duration::from_millis(100));
     }

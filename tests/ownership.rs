@@ -7,7 +7,7 @@ mod common;
 use std::{
     os::unix::process::ExitStatusExt as _,
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
 };
 
 use common::{daemon::RunningDaemon, Gated};

@@ -148,6 +148,19 @@ impl RunningDaemon {
     }
 
     /// The audit log, where the harness puts it unless the test configured `[audit]`.
+    /// The value of the first series of `/metrics` starting with `series` (0 if there is none).
+    pub fn scrape(&self, series: &str) -> u64 {
+        use std::io::{Read as _, Write as _};
+        let mut stream = std::net::TcpStream::connect(self.metrics_address()).unwrap();
+        write!(stream, "GET /metrics HTTP/1.0\r\nhost: x\r\n\r\n").unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text.lines()
+            .find(|line| line.starts_with(series))
+            .and_then(|line| line.split_whitespace().last()?.parse().ok())
+            .unwrap_or(0)
+    }
+
     pub fn audit_path(&self) -> PathBuf {
         self.state.path().join("audit.jsonl")
     }

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::sensors::known_gaps::{self, KnownGap};
+
 use super::{
     BtfCheck, FilesystemCheck, HookCheck, HookKind, HookOutcome, KernelReport, LsmListCheck,
     MountState, RingBufferCheck, Tier, TierError, Unmet,
@@ -56,6 +58,9 @@ pub fn rows(report: &KernelReport, tier: &Result<Tier, TierError>) -> Vec<Row> {
     let sizes: Vec<String> = maps.iter().map(|size| format!("{} {}", size.map, size.entries)).collect();
     rows.push(Row::new("maps", "ok", sizes.join(", ")));
     rows.push(tier_row(report, tier));
+    if let Ok(tier) = tier {
+        rows.extend(gaps(report, *tier).into_iter().map(|gap| Row::new(format!("gap:{}", gap.capability), "gap", gap.reason)));
+    }
     rows
 }
 
@@ -108,6 +113,24 @@ pub struct TierSummary {
     pub selected: Option<Tier>,
     /// Per tier name, the requirements this kernel does not meet.
     pub unmet: BTreeMap<&'static str, Vec<Unmet>>,
+    /// What the selected tier's sensors, as `run` would start them here, miss or cannot refuse.
+    pub gaps: Vec<TierGap>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TierGap {
+    pub capability: &'static str,
+    pub reason: &'static str,
+}
+
+/// The known gaps of `tier` with the base sensors doctor found.
+fn gaps(report: &KernelReport, tier: Tier) -> Vec<KnownGap> {
+    let available = |sensor| report.base_sensors.iter().any(|check| check.sensor == sensor && check.available);
+    known_gaps::of(known_gaps::Sensors {
+        tier,
+        file_guard: available("file_guard"),
+        socket_hooks: available("socket_hooks"),
+    })
 }
 
 impl<'a> Document<'a> {
@@ -121,6 +144,13 @@ impl<'a> Document<'a> {
             tier: TierSummary {
                 selected: tier.as_ref().ok().copied(),
                 unmet,
+                gaps: tier
+                    .as_ref()
+                    .map(|&tier| gaps(report, tier))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|KnownGap { capability, reason }| TierGap { capability, reason })
+                    .collect(),
             },
         }
     }

@@ -18,6 +18,7 @@ use super::{
     cgroup,
     decode::{decode, DecodeError},
     file_guard::{FileGuard, GuardMaps},
+    known_gaps,
     syscall_hooks::{self, SyscallHooks},
     loss::LossCounts,
     kallsyms,
@@ -292,6 +293,8 @@ impl Sensors {
             }
         });
         let (guard, marks) = guard.map_or((None, None), |(guard, marks)| (Some(guard), Some(marks)));
+        let running = known_gaps::Sensors { tier, file_guard: guard.is_some(), socket_hooks: cgroup_root.is_some() };
+        gaps.extend(known_gaps::of(running).into_iter().map(|gap| SensorGap { capability: gap.capability, reason: gap.reason.into() }));
         // Without the guard, the syscall programs watch secret files: attached for good.
         if guard.is_none() {
             syscall_hooks.pin().map_err(|(name, source)| SensorError::Attach { name, source })?;

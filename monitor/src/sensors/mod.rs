@@ -6,6 +6,7 @@ pub mod decode;
 pub mod destinations;
 pub mod file_guard;
 pub mod kallsyms;
+pub mod known_gaps;
 mod loader;
 pub mod loss;
 pub mod maps;

@@ -1,0 +1,100 @@
+//! What each tier's sensors cannot see or cannot refuse, by design of its hooks: one table that
+//! the loader (for `status` and the `credwatch_sensor_gaps` metric) and `doctor` both read.
+
+use crate::doctor::Tier;
+
+/// The sensors one host runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sensors {
+    pub tier: Tier,
+    /// The fanotify file guard runs (tracepoint tier).
+    pub file_guard: bool,
+    /// The cgroup socket-address hooks are attached (tracepoint tier).
+    pub socket_hooks: bool,
+}
+
+/// A route the sensors miss or cannot refuse, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KnownGap {
+    pub capability: &'static str,
+    pub reason: &'static str,
+}
+
+/// Whether a gap applies to the sensors a host runs.
+type Applies = fn(Sensors) -> bool;
+
+/// Which gaps apply: (capability, reason, applies to).
+const GAPS: &[(&str, &str, Applies)] = &[
+    (
+        "files:mmap_of_earlier_fd",
+        "mmap of a secret through an fd opened before its binding: no hook sees a mapping on this tier",
+        |sensors| sensors.tier == Tier::Tracepoint,
+    ),
+    (
+        "files:earlier_fd",
+        "reads through an fd opened before the watch (dup, inheritance, sendfile): only opens are seen",
+        |sensors| sensors.tier == Tier::Tracepoint && !sensors.file_guard,
+    ),
+    (
+        "files:io_uring_open",
+        "io_uring IORING_OP_OPENAT opens no file through a syscall the tracepoints see",
+        |sensors| sensors.tier == Tier::Tracepoint && !sensors.file_guard,
+    ),
+    (
+        "files:deny",
+        "deny kills instead: refusing an open needs the file guard or the LSM tier",
+        |sensors| sensors.tier == Tier::Tracepoint && !sensors.file_guard,
+    ),
+    (
+        "network:deny",
+        "a connect outside a task's allowlist is reported, not refused: needs cgroup v2 or the LSM tier",
+        |sensors| sensors.tier == Tier::Tracepoint && !sensors.socket_hooks,
+    ),
+    (
+        "harvest:deny",
+        "reaching into a holder (environ, mem, ptrace, process_vm_readv) is killed after the fact, not refused: needs the LSM tier",
+        |sensors| sensors.tier == Tier::Tracepoint,
+    ),
+    (
+        "self_protection",
+        "a task's process may signal or stop the daemon: needs the LSM tier",
+        |sensors| sensors.tier == Tier::Tracepoint,
+    ),
+    (
+        "network:unconnected_datagram",
+        "a datagram sent with an address on an unconnected socket is reported, not refused",
+        |sensors| sensors.tier == Tier::Lsm,
+    ),
+];
+
+/// The gaps of `sensors`.
+pub fn of(sensors: Sensors) -> Vec<KnownGap> {
+    GAPS.iter()
+        .filter(|(_, _, applies)| applies(sensors))
+        .map(|&(capability, reason, _)| KnownGap { capability, reason })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn capabilities(sensors: Sensors) -> Vec<&'static str> {
+        of(sensors).into_iter().map(|gap| gap.capability).collect()
+    }
+
+    #[test]
+    fn the_guard_and_the_hooks_close_their_gaps_and_the_lsm_tier_most() {
+        let bare = Sensors { tier: Tier::Tracepoint, file_guard: false, socket_hooks: false };
+        let guarded = Sensors { file_guard: true, socket_hooks: true, ..bare };
+        let lsm = Sensors { tier: Tier::Lsm, ..bare };
+        assert!(capabilities(bare).contains(&"files:io_uring_open"));
+        assert!(capabilities(bare).contains(&"network:deny"));
+        assert_eq!(
+            capabilities(guarded),
+            ["files:mmap_of_earlier_fd", "harvest:deny", "self_protection"],
+            "what the file guard and the socket hooks leave"
+        );
+        assert_eq!(capabilities(lsm), ["network:unconnected_datagram"]);
+    }
+}
