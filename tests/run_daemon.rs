@@ -14,10 +14,17 @@ struct Daemon {
     child: Child,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
+    /// Started with `--log-format json`: every line must be a JSON object.
+    json: bool,
 }
 
 impl Daemon {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// With `args` after `credwatch run`'s own.
+    fn start_with(args: &[&str]) -> Self {
         let state = tempfile::tempdir().unwrap();
         // The built-in defaults, except what two daemons side by side would share.
         let config = state.path().join("credwatch.toml");
@@ -31,12 +38,14 @@ impl Daemon {
             .arg(state.path())
             .arg("--socket")
             .arg(state.path().join("api.sock"))
+            .args(args)
             .env("NO_COLOR", "1")
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let lines = forward_lines(child.stderr.take().unwrap());
-        let mut daemon = Self { _state: state, child, lines, seen: Vec::new() };
+        let json = args.windows(2).any(|pair| pair == ["--log-format", "json"]);
+        let mut daemon = Self { _state: state, child, lines, seen: Vec::new(), json };
         daemon.wait_for(|line| line.contains("sensors attached"));
         daemon
     }
@@ -62,6 +71,10 @@ impl Daemon {
         self.wait_for(|line| line.contains("sensors detached"));
         let status = self.child.wait().unwrap();
         assert_eq!(status.code(), Some(0), "clean exit; log:\n{}", self.seen.join("\n"));
+        for line in self.seen.iter().filter(|_| self.json) {
+            let parsed: Result<serde_json::Value, _> = serde_json::from_str(line);
+            assert!(parsed.is_ok_and(|line| line["level"].is_string()), "not a JSON log line: {line}");
+        }
     }
 }
 
@@ -89,6 +102,19 @@ fn run_logs_exec_and_exit_and_stops_on_sigint() {
     assert!(exec.contains(&format!("ppid={}", std::process::id())), "{exec}");
     daemon.wait_for(|line| line.contains(" exit ") && line.contains(&format!("pid={pid} ")) && line.contains("status=exited 5"));
     daemon.stop(libc::SIGINT);
+}
+
+#[test]
+fn with_log_format_json_every_log_line_is_a_json_object() {
+    let mut daemon = Daemon::start_with(&["--log-format", "json"]);
+    let mut child = Command::new("/bin/sh").args(["-c", "exit 5"]).spawn().unwrap();
+    let pid = child.id();
+    assert_eq!(child.wait().unwrap().code(), Some(5));
+    let exec = daemon.wait_for(|line| line.contains("\"exec\"") && line.contains(&format!("\"pid\":{pid}")));
+    let exec: serde_json::Value = serde_json::from_str(&exec).unwrap();
+    assert_eq!(exec["level"], "DEBUG", "{exec}");
+    assert_eq!(exec["fields"]["filename"], "/bin/sh", "{exec}");
+    daemon.stop(libc::SIGTERM);
 }
 
 #[test]

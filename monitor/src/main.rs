@@ -5,7 +5,7 @@ use monitor::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    monitor::cli::init_tracing(cli.log.as_deref());
+    monitor::cli::init_tracing(cli.log.as_deref(), cli.log_format);
     let result = match cli.command {
         Command::Run(args) => monitor::cli::run::main(args),
         Command::Demo(args) => monitor::cli::demo::main(args),

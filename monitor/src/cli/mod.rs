@@ -24,6 +24,9 @@ pub struct Cli {
     /// Log filter in `tracing` syntax, e.g. `debug` or `monitor=debug`; overrides `RUST_LOG`.
     #[arg(long, global = true)]
     pub log: Option<String>,
+    /// Log lines as text, or as one JSON object per line for log shippers.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -51,17 +54,24 @@ pub enum Command {
     BenchFloor(bench_floor::BenchFloorArgs),
 }
 
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 /// Logs go to stderr so that stdout stays free for command output; in colour only on a terminal.
-pub fn init_tracing(filter: Option<&str>) {
+pub fn init_tracing(filter: Option<&str>, format: LogFormat) {
     use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
     let filter = match filter {
         Some(filter) => EnvFilter::new(filter),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().init(),
+    }
 }

@@ -346,6 +346,13 @@ impl Sensors {
     /// waiting: what the kernel submitted before a control input must be applied before it.
     pub fn drain_now(&mut self, out: &mut Vec<Event>) {
         let start = out.len();
+        // The guard's reports first: every kernel event that came before a report's use (the
+        // opener's fork and exec) was in the rings before the report was made, so it is drained
+        // in this batch too. The other way round, an exec committed between the two drains
+        // would reach the engine after the use it preceded.
+        if let Some(guard) = &mut self.guard {
+            guard.drain(out);
+        }
         for ring in [self.decisions.get_mut(), self.events.get_mut()] {
             while let Some(record) = ring.next() {
                 match decode(&record) {
@@ -356,9 +363,6 @@ impl Sensors {
                     }
                 }
             }
-        }
-        if let Some(guard) = &mut self.guard {
-            guard.drain(out);
         }
         out[start..].sort_by_key(|event| event.ktime_ns);
     }
