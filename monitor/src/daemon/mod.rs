@@ -175,6 +175,7 @@ impl Daemon {
     /// Must run inside a tokio runtime.
     pub fn start(options: DaemonOptions) -> Result<Self, DaemonError> {
         let DaemonOptions { config, ring_buffer_bytes, record, metrics, exports } = options;
+        raise_open_files_limit();
         let plan = config.actions.clone();
         let key = FingerprintKey::for_host(&config.state_dir, config.key_file.as_deref())?;
         let map_sizes = MapSizes::for_host().with(&config.maps);
@@ -592,6 +593,22 @@ impl Daemon {
 /// The sensors of `tier`. If the LSM programs are refused although doctor's probe loaded (a
 /// kernel older than they need, 5.15), the tracepoint tier's, with a warning: a daemon that
 /// sees less beats no daemon.
+/// Every watched secret file costs two descriptors (the walk's handle, the file guard's mark):
+/// the soft limit (often 1024) goes up to the hard one, so that a host with many secret files
+/// does not starve the API of descriptors.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit read and write one rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                warn!(error = %std::io::Error::last_os_error(), "cannot raise the open files limit");
+            }
+        }
+    }
+}
+
 fn load_sensors(ring_buffer_bytes: u32, tier: Tier, map_sizes: MapSizes, capture: CaptureLimits) -> Result<Sensors, SensorError> {
     let options = |tier| SensorOptions {
         ring_buffer_bytes,
