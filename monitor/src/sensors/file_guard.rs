@@ -377,9 +377,17 @@ impl Decider {
             }
         }
         // Killed while its open or read still waits: it never sees a byte, nor returns.
-        if killed && !request.pidfd.as_ref().is_some_and(kill) {
-            // SAFETY: plain syscall; the opener waits for the answer, so its pid is still its own.
-            unsafe { libc::kill(request.tgid as i32, libc::SIGKILL) };
+        if killed {
+            match &request.pidfd {
+                Some(pidfd) => {
+                    kill(pidfd); // fails only if the opener is already gone
+                }
+                // SAFETY: plain syscall; without a pidfd (before Linux 5.15) the pid is the
+                // opener's, which waits for this answer.
+                None => unsafe {
+                    libc::kill(request.tgid as i32, libc::SIGKILL);
+                },
+            }
         }
         self.answer(&request, !refused);
         if let Some(event) = event {
