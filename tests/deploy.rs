@@ -201,3 +201,44 @@ impl Drop for TaskCgroup {
         }
     }
 }
+
+/// A unit stripped of `CAP_SYS_ADMIN` (an older unit file, a cautious operator): fanotify and the
+/// cgroup hooks are refused, and the daemon runs on the syscall programs instead, saying so.
+#[tokio::test]
+async fn without_cap_sys_admin_the_daemon_falls_back_to_the_syscall_programs_and_says_so() {
+    let bounding: Vec<String> = unit_capabilities()
+        .iter()
+        .filter(|&cap| cap != "SYS_ADMIN")
+        .map(|cap| format!("+{}", cap.to_lowercase()))
+        .collect();
+    let bounding = format!("--bounding-set=-all,{}", bounding.join(","));
+    let mut daemon = RunningDaemon::start_wrapped(&["setpriv", &bounding, "--"], "");
+    let status = daemon.client.status().await.unwrap();
+    let gaps: Vec<&str> =
+        status["kernel"]["gaps"].as_array().unwrap().iter().filter_map(|gap| gap["capability"].as_str()).collect();
+    for gap in ["files:fanotify_guard", "network:cgroup_hooks", "files:io_uring_open", "network:deny"] {
+        assert!(gaps.contains(&gap), "{gap} in {gaps:?}");
+    }
+    assert_eq!(status["kernel"]["syscall_hooks_attached"], true, "they watch the secret files now");
+
+    // A bound secret read by another task is still killed, at `sys_exit`.
+    let home = daemon.home.path().to_owned();
+    let (secret, value) = daemon.plant(".kube/config");
+    daemon.wait_watched(&secret);
+    let owner = Gated::spawn("exec cat .kube/config", &home, &[]);
+    let mut request = TaskRequest::new("owner", owner.pid);
+    request.secrets = vec![secret.display().to_string()];
+    daemon.client.start_task(&request).await.unwrap();
+    let rogue = Gated::spawn("exec cat .kube/config", &home, &[]);
+    let rogue_pid = rogue.pid;
+    daemon.client.start_task(&TaskRequest::new("rogue", rogue.pid)).await.unwrap();
+    let (status, output) = rogue.release();
+    assert_eq!(status.signal(), Some(9), "{status}");
+    assert!(output.is_empty());
+    let finding =
+        daemon.finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["tgid"] == rogue_pid).await;
+    assert_eq!(finding["actions"][0]["result"], "killed_in_kernel", "{finding:#}");
+    let (status, output) = owner.release();
+    assert!(status.success() && output == value, "the owner reads it: {status}");
+    daemon.stop().await;
+}

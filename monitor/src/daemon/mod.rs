@@ -610,19 +610,24 @@ fn raise_open_files_limit() {
 }
 
 fn load_sensors(ring_buffer_bytes: u32, tier: Tier, map_sizes: MapSizes, capture: CaptureLimits) -> Result<Sensors, SensorError> {
-    let options = |tier| SensorOptions {
+    let options = |tier, socket_hooks| SensorOptions {
         ring_buffer_bytes,
         ignored_tgid: Some(std::process::id()),
         tier,
         map_sizes,
         capture,
         file_guard: true,
+        socket_hooks,
     };
-    match Sensors::load(options(tier)) {
+    let cause = |error: &SensorError| std::error::Error::source(error).map(ToString::to_string).unwrap_or_default();
+    match Sensors::load(options(tier, true)) {
         Err(error) if tier == Tier::Lsm => {
-            let cause = std::error::Error::source(&error).map(ToString::to_string).unwrap_or_default();
-            warn!(%error, %cause, "the LSM tier's programs did not load; falling back to the tracepoint tier");
-            Sensors::load(options(Tier::Tracepoint))
+            warn!(%error, cause = %cause(&error), "the LSM tier's programs did not load; falling back to the tracepoint tier");
+            load_sensors(ring_buffer_bytes, Tier::Tracepoint, map_sizes, capture)
+        }
+        Err(error @ SensorError::SocketHooks { .. }) => {
+            warn!(%error, cause = %cause(&error), "connects are watched at sys_enter instead, and not refused");
+            Sensors::load(options(tier, false))
         }
         result => result,
     }

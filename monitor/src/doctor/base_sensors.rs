@@ -33,7 +33,10 @@ pub fn probe() -> Vec<BaseSensorCheck> {
         Some(root) => BaseSensorCheck {
             sensor: "socket_hooks",
             available: true,
-            detail: format!("cgroup v2 at {}: connect4/6 and sendmsg4/6 attach at its root", root.display()),
+            detail: format!(
+                "cgroup v2 mounted at {}: run attaches connect4/6 and sendmsg4/6 at its root (if the kernel refuses them, it logs why and watches connects at sys_enter)",
+                root.display()
+            ),
         },
         None => BaseSensorCheck {
             sensor: "socket_hooks",

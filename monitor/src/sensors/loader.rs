@@ -103,11 +103,11 @@ pub enum SensorError {
     },
     #[error("cannot poll the ring buffer")]
     Poll(#[source] std::io::Error),
-    #[error("cannot open the cgroup v2 root {path}")]
-    CgroupRoot {
+    #[error("cannot load or attach the cgroup socket hooks at {path} (CAP_SYS_ADMIN or CAP_NET_ADMIN is needed)")]
+    SocketHooks {
         path: std::path::PathBuf,
         #[source]
-        source: std::io::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -129,6 +129,9 @@ pub struct SensorOptions {
     /// On the base tier, guard secret files with fanotify permission events where the kernel
     /// allows it (the daemon does; tests of the raw sensors do not).
     pub file_guard: bool,
+    /// On the base tier, attach the cgroup socket hooks where cgroup v2 is mounted. A caller whose
+    /// load failed with [`SensorError::SocketHooks`] loads again without them.
+    pub socket_hooks: bool,
 }
 
 impl Default for SensorOptions {
@@ -140,6 +143,7 @@ impl Default for SensorOptions {
             map_sizes: MapSizes::for_host(),
             capture: CaptureLimits::MAX,
             file_guard: false,
+            socket_hooks: true,
         }
     }
 }
@@ -194,14 +198,16 @@ impl Sensors {
             gaps.push(SensorGap { capability: "harvest:proc_open", reason: error.to_string() });
             Default::default()
         });
-        let SensorOptions { ring_buffer_bytes, ignored_tgid, tier, map_sizes, capture, file_guard } = options;
+        let SensorOptions { ring_buffer_bytes, ignored_tgid, tier, map_sizes, capture, file_guard, socket_hooks } =
+            options;
         let ignored_tgid = ignored_tgid.unwrap_or(0);
         let lsm_tier = u32::from(tier == Tier::Lsm);
         // On the LSM tier `socket_connect` sees connects; elsewhere the cgroup hooks take them
         // off the syscall path where cgroup v2 is mounted.
-        let cgroup_root = if tier == Tier::Lsm { None } else { cgroup::v2_root() };
+        let cgroup_root = if tier == Tier::Lsm || !socket_hooks { None } else { cgroup::v2_root() };
         if tier != Tier::Lsm && cgroup_root.is_none() {
-            gaps.push(SensorGap { capability: "network:cgroup_hooks", reason: "cgroup v2 is not mounted".into() });
+            let reason = if socket_hooks { "cgroup v2 is not mounted" } else { "refused at load or attach (see the log)" };
+            gaps.push(SensorGap { capability: "network:cgroup_hooks", reason: reason.into() });
         }
         let socket_hooks = u32::from(cgroup_root.is_some());
         let mut loader = EbpfLoader::new();
@@ -238,16 +244,15 @@ impl Sensors {
             }
         }
         if let Some(root) = &cgroup_root {
-            let cgroup = std::fs::File::open(root)
-                .map_err(|source| SensorError::CgroupRoot { path: root.clone(), source })?;
+            let refused = |source: Box<dyn std::error::Error + Send + Sync>| SensorError::SocketHooks { path: root.clone(), source };
+            let cgroup = std::fs::File::open(root).map_err(|error| refused(error.into()))?;
             for (name, _) in SOCKET_HOOKS {
                 let program: &mut CgroupSockAddr = program_mut(&mut ebpf, name)?;
-                program.load().map_err(|source| SensorError::Attach { name, source })?;
+                // Networking programs: loading them needs CAP_NET_ADMIN (or CAP_SYS_ADMIN) too.
+                program.load().map_err(|error| refused(error.into()))?;
                 // Through a BPF link (Linux 5.7), which sits beside the host's own programs there;
                 // the kernel refuses a link with the multi flag, which links imply.
-                program
-                    .attach(&cgroup, CgroupAttachMode::Single)
-                    .map_err(|source| SensorError::Attach { name, source })?;
+                program.attach(&cgroup, CgroupAttachMode::Single).map_err(|error| refused(error.into()))?;
             }
         }
         let guard_maps = if file_guard && tier != Tier::Lsm {
