@@ -89,7 +89,7 @@ async fn the_daemon_works_with_only_the_units_capabilities() {
     let bounding: Vec<String> = capabilities.iter().map(|cap| format!("+{}", cap.to_lowercase())).collect();
     let bounding = format!("--bounding-set=-all,{}", bounding.join(","));
     let mut daemon =
-        RunningDaemon::start_wrapped(&["setpriv", &bounding, "--"], "[actions]\ncross_task_reuse = [\"kill_task\"]\n");
+        RunningDaemon::start_wrapped(&["setpriv", &bounding, "--"], "[actions]\ncross_task_reuse = [\"kill_task\"]\n", &[]);
     let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).unwrap();
     let effective = status.lines().find_map(|line| line.strip_prefix("CapEff:")).unwrap().trim();
     let expected = capabilities.iter().fold(0u64, |mask, cap| mask | 1 << capability_bit(cap));
@@ -212,7 +212,7 @@ async fn without_cap_sys_admin_the_daemon_falls_back_to_the_syscall_programs_and
         .map(|cap| format!("+{}", cap.to_lowercase()))
         .collect();
     let bounding = format!("--bounding-set=-all,{}", bounding.join(","));
-    let mut daemon = RunningDaemon::start_wrapped(&["setpriv", &bounding, "--"], "");
+    let mut daemon = RunningDaemon::start_wrapped(&["setpriv", &bounding, "--"], "", &[]);
     let status = daemon.client.status().await.unwrap();
     let gaps: Vec<&str> =
         status["kernel"]["gaps"].as_array().unwrap().iter().filter_map(|gap| gap["capability"].as_str()).collect();

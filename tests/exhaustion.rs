@@ -249,3 +249,43 @@ async fn a_flood_of_one_tasks_events_cannot_hide_another_tasks_reuse() {
     assert!(lost > 0, "the flood's drops are counted: {status:#}");
     daemon.stop().await;
 }
+
+/// The same where the kernel refuses the file guard (a daemon without `CAP_SYS_ADMIN` and
+/// `CAP_NET_ADMIN`): secret opens then go through the ring buffer, and a task flooding opens of
+/// its own secret fills it while the daemon is stopped; another task's reuse is still killed at
+/// `sys_exit`, and the flood's drops are counted.
+#[tokio::test]
+async fn without_the_file_guard_a_flood_of_secret_opens_cannot_hide_another_tasks_reuse() {
+    let wrapper = ["setpriv", "--bounding-set=-sys_admin,-net_admin", "--"];
+    let mut daemon = RunningDaemon::start_wrapped(&wrapper, "", &["--ring-buffer-mib", "1"]);
+    let status = daemon.client.status().await.unwrap();
+    let guard_refused = status["kernel"]["gaps"].as_array().unwrap().iter().any(|gap| gap["capability"] == "files:fanotify_guard");
+    assert!(guard_refused, "this test needs the daemon without its file guard: {status:#}");
+    let (secret, value) = daemon.plant(".aws/credentials");
+    daemon.wait_watched(&secret);
+    let home = daemon.home.path().to_owned();
+    // 50 000 opens of its own secret: far more events than a 1 MiB buffer holds.
+    let flood = "python3 -c \"import sys\nfor _ in range(50000): open(sys.argv[1]).close()\" .aws/credentials";
+    let flooder = Gated::spawn(flood, &home, &[]);
+    daemon.client.start_task(&granted("flooder", flooder.pid, &[&secret])).await.unwrap();
+    let reuser = Gated::spawn("exec cat .aws/credentials", &home, &[]);
+    let reuser_pid = reuser.pid;
+    daemon.client.start_task(&TaskRequest::new("reuser", reuser.pid)).await.unwrap();
+
+    // Nothing is drained while the daemon is stopped: the flood fills the buffer for certain.
+    daemon.pause();
+    let (status, _) = flooder.release();
+    assert!(status.success(), "{status}");
+    let (status, output) = reuser.release();
+    daemon.resume();
+    assert_eq!(status.signal(), Some(9), "killed in the kernel, whatever the buffer holds: {status}");
+    assert!(output.is_empty() && !output.contains(&value));
+
+    let finding =
+        daemon.finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["tgid"] == reuser_pid).await;
+    assert_eq!(finding["actions"][0]["result"], "killed_in_kernel");
+    let status = daemon.client.status().await.unwrap();
+    let lost = status["kernel"]["lost"]["secret_open"].as_u64().unwrap_or(0);
+    assert!(lost > 0, "the flood's drops are counted: {status:#}");
+    daemon.stop().await;
+}

@@ -49,11 +49,11 @@ impl RunningDaemon {
         Self::launch(home, state, extra_config, &[], args)
     }
 
-    /// Like `start`, with the daemon run through `wrapper`, a command that execs its arguments
-    /// (e.g. `setpriv --bounding-set=…`).
-    pub fn start_wrapped(wrapper: &[&str], extra_config: &str) -> Self {
+    /// Like `start_with_args`, with the daemon run through `wrapper`, a command that execs its
+    /// arguments (e.g. `setpriv --bounding-set=…`).
+    pub fn start_wrapped(wrapper: &[&str], extra_config: &str, args: &[&str]) -> Self {
         let (home, state) = fresh_dirs();
-        Self::launch(home, state, extra_config, wrapper, &[])
+        Self::launch(home, state, extra_config, wrapper, args)
     }
 
     fn launch(
