@@ -39,7 +39,6 @@ use std::{
 
 use aya::maps::{Array, HashMap, MapData};
 use monitor_common::{
-    event::secret_open::PATH_LEN,
     maps::{enforce, fail_closed, policy, GranteeKey, InodeKey, WatchedInode},
     syscalls,
 };
@@ -47,6 +46,7 @@ use tokio::sync::mpsc;
 
 use super::{
     decode::{kernel_dev, open_syscall},
+    named_path::NamedPaths,
     syscall_hooks::SyscallHooks,
 };
 use crate::{
@@ -227,6 +227,7 @@ impl FileGuard {
             maps,
             daemon,
             syscall_hooks,
+            paths: NamedPaths::start()?,
             reports: sender,
             counters: counters.clone(),
             waiting: waiting.clone(),
@@ -302,6 +303,7 @@ struct Decider {
     maps: GuardMaps,
     daemon: u32,
     syscall_hooks: SyscallHooks,
+    paths: NamedPaths,
     reports: mpsc::Sender<Event>,
     counters: Arc<GuardCounters>,
     waiting: Arc<Mutex<Option<Waiting>>>,
@@ -412,7 +414,7 @@ impl Decider {
     }
 
     fn event(
-        &self,
+        &mut self,
         request: &Request,
         inode: InodeId,
         watched: WatchedInode,
@@ -423,7 +425,7 @@ impl Decider {
         // The opener waits for the answer, so /proc still shows it; its pidfd tells a read of a
         // reused pid from one of the opener.
         let process = procfs::exec_id(request.tgid).filter(|_| request.pidfd.as_ref().is_none_or(is_alive));
-        let (syscall, named) = waiting_in(request.tgid);
+        let (syscall, named) = waiting_in(request.tgid, &mut self.paths);
         let syscall = match syscall {
             _ if request.mask & libc::FAN_OPEN_EXEC_PERM != 0 => OpenSyscall::Exec,
             OpenSyscall::Other if !opened => OpenSyscall::Read,
@@ -469,7 +471,7 @@ impl Decider {
 /// The syscall process `tgid` waits in (its main thread's, from `/proc/PID/syscall`) and, for an
 /// open syscall, the path it named, as the tracepoints report them. A use by another thread, or by
 /// an io_uring worker, shows as the main thread's syscall.
-fn waiting_in(tgid: u32) -> (OpenSyscall, Option<String>) {
+fn waiting_in(tgid: u32, paths: &mut NamedPaths) -> (OpenSyscall, Option<String>) {
     let Ok(line) = std::fs::read_to_string(format!("/proc/{tgid}/syscall")) else {
         return (OpenSyscall::Other, None);
     };
@@ -484,27 +486,7 @@ fn waiting_in(tgid: u32) -> (OpenSyscall, Option<String>) {
         syscalls::OPENAT | syscalls::OPENAT2 => args.get(1),
         _ => None,
     };
-    (open_syscall(nr), path_arg.and_then(|&address| read_path(tgid, address)))
-}
-
-/// The NUL-terminated path at `address` in process `tgid`, cut at the tracepoints' length.
-fn read_path(tgid: u32, address: u64) -> Option<String> {
-    let mut buffer = [0u8; PATH_LEN];
-    // Up to the end of the page first: the rest of the buffer may lie past the mapping.
-    let to_page_end = 4096 - (address as usize % 4096);
-    for len in [PATH_LEN.min(to_page_end), PATH_LEN] {
-        let local = libc::iovec { iov_base: buffer.as_mut_ptr().cast(), iov_len: len };
-        let remote = libc::iovec { iov_base: address as *mut libc::c_void, iov_len: len };
-        // SAFETY: reads at most `len` bytes into `buffer`, which holds `PATH_LEN`.
-        let read = unsafe { libc::process_vm_readv(tgid as i32, &local, 1, &remote, 1, 0) };
-        if read <= 0 {
-            return None;
-        }
-        if let Some(end) = buffer[..read as usize].iter().position(|&byte| byte == 0) {
-            return Some(String::from_utf8_lossy(&buffer[..end]).into_owned());
-        }
-    }
-    Some(String::from_utf8_lossy(&buffer).into_owned())
+    (open_syscall(nr), path_arg.and_then(|&address| paths.read(tgid, address)))
 }
 
 /// Refuses a use that waited past the deadline, so that a stalled decision never hangs an open.

@@ -10,6 +10,7 @@ pub mod known_gaps;
 mod loader;
 pub mod loss;
 pub mod maps;
+mod named_path;
 pub mod offsets;
 pub mod sizes;
 pub mod syscall_hooks;
