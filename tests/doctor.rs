@@ -243,7 +243,7 @@ fn json_shows_what_this_kernel_allows() {
     assert_eq!(lsm_unmet, ["lsm_hook"], "{tier:#}");
     // The file guard and the socket hooks work here: what is left of this tier's gaps.
     let gaps: Vec<_> = tier["gaps"].as_array().unwrap().iter().map(|gap| &gap["capability"]).collect();
-    assert_eq!(gaps, ["files:mmap_of_earlier_fd", "harvest:deny", "self_protection"], "{tier:#}");
+    assert_eq!(gaps, ["files:mmap_of_earlier_fd", "harvest:deny", "harvest:pidfd_getfd", "self_protection"], "{tier:#}");
 }
 
 /// The same binary run as `nobody` with no capabilities: a real unprivileged caller, so the

@@ -56,6 +56,11 @@ const GAPS: &[(&str, &str, Applies)] = &[
         |sensors| sensors.tier == Tier::Tracepoint,
     ),
     (
+        "harvest:pidfd_getfd",
+        "pidfd_getfd (taking a descriptor from another process) is not seen; a secret file's descriptor taken so is still refused at its first read where the file guard runs",
+        |sensors| sensors.tier == Tier::Tracepoint,
+    ),
+    (
         "self_protection",
         "a task's process may signal or stop the daemon: needs the LSM tier",
         |sensors| sensors.tier == Tier::Tracepoint,
@@ -92,7 +97,7 @@ mod tests {
         assert!(capabilities(bare).contains(&"network:deny"));
         assert_eq!(
             capabilities(guarded),
-            ["files:mmap_of_earlier_fd", "harvest:deny", "self_protection"],
+            ["files:mmap_of_earlier_fd", "harvest:deny", "harvest:pidfd_getfd", "self_protection"],
             "what the file guard and the socket hooks leave"
         );
         assert_eq!(capabilities(lsm), ["network:unconnected_datagram"]);
