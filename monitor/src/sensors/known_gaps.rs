@@ -57,7 +57,7 @@ const GAPS: &[(&str, &str, Applies)] = &[
     ),
     (
         "harvest:pidfd_getfd",
-        "pidfd_getfd (taking a descriptor from another process) is not seen; a secret file's descriptor taken so is still refused at its first read where the file guard runs",
+        "pidfd_getfd (taking a descriptor from another process) is not seen; a secret file's descriptor taken so is still judged at its first read where the file guard runs",
         |sensors| sensors.tier == Tier::Tracepoint,
     ),
     (
