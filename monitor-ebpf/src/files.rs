@@ -30,7 +30,7 @@ use monitor_common::{
 use crate::{
     kill::kill_current,
     emit::{reserve_decided, set_flag, str_read_flag},
-    maps::{failed_closed, hold, ENFORCE, FINISHED_TASKS, GRANTEES, TASK_OF, WATCHED},
+    maps::{enforced, failed_closed, hold, FINISHED_TASKS, GRANTEES, TASK_OF, WATCHED},
     task::{file_flags, file_inode, file_open_op, proc_inode_pid, syscall_arg, syscall_nr, Task},
 };
 
@@ -149,7 +149,7 @@ impl policy::Lookups for InKernel {
 
     #[inline(always)]
     fn files_policy(&self) -> u32 {
-        ENFORCE.get(enforce::FILES).copied().unwrap_or(0)
+        enforced(enforce::FILES)
     }
 
     #[inline(always)]

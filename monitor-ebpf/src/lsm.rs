@@ -34,7 +34,7 @@ use crate::{
     files::{
         daemon_tgid, path_argument, proc_harvest_kind, report_harvest, report_secret_use, secret_use_refused, SecretUse,
     },
-    maps::{hold, is_holder, ENFORCE, TASK_OF, WATCHED},
+    maps::{enforced, hold, is_holder, TASK_OF, WATCHED},
     task::{file_inode, file_open_op, proc_inode_pid, read_kernel, syscall_nr, Task},
 };
 
@@ -338,11 +338,6 @@ fn root_outside_tasks(tgid: u32) -> bool {
 #[inline(always)]
 fn current_tgid() -> u32 {
     (bpf_get_current_pid_tgid() >> 32) as u32
-}
-
-#[inline(always)]
-fn enforced(slot: u32) -> u32 {
-    ENFORCE.get(slot).copied().unwrap_or(0)
 }
 
 /// How the current task reached a hook.

@@ -110,6 +110,12 @@ pub fn fail_closed(slot: u32) {
     }
 }
 
+/// What `ENFORCE` slot `slot` (`monitor_common::maps::enforce`) holds; 0 (report only) if unset.
+#[inline(always)]
+pub fn enforced(slot: u32) -> u32 {
+    ENFORCE.get(slot).copied().unwrap_or(0)
+}
+
 /// Whether fail-closed flag `slot` is set.
 #[inline(always)]
 pub fn failed_closed(slot: u32) -> bool {

@@ -35,7 +35,6 @@ use crate::{
     task::{read_user, syscall_arg},
 };
 
-
 /// `TP_PROTO(struct pt_regs *regs, long id)`.
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn sys_enter(ctx: RawTracePointContext) -> i32 {

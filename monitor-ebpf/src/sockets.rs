@@ -19,7 +19,7 @@ use monitor_common::{
 use crate::{
     destinations::{allowed_destination, report_connect, AF_INET, AF_INET6},
     files::daemon_tgid,
-    maps::{is_holder, ENFORCE},
+    maps::{enforced, is_holder},
 };
 
 /// Set to 1 by the loader when these hooks are attached.
@@ -65,7 +65,7 @@ fn judge(ctx: &SockAddrContext, family: u16, syscall: u32) -> i32 {
     }
     let sockaddr = sockaddr(ctx, family);
     let refused =
-        ENFORCE.get(enforce::CONNECT).is_some_and(|&on| on != 0) && !allowed_destination(tgid, family, &sockaddr);
+        enforced(enforce::CONNECT) != 0 && !allowed_destination(tgid, family, &sockaddr);
     let length = if family == AF_INET { 16 } else { SOCKADDR_LEN as u32 };
     report_connect(syscall, &sockaddr, length, if refused { kernel_action::DENIED } else { kernel_action::NONE });
     if refused {

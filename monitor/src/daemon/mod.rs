@@ -590,9 +590,6 @@ impl Daemon {
     }
 }
 
-/// The sensors of `tier`. If the LSM programs are refused although doctor's probe loaded (a
-/// kernel older than they need, 5.15), the tracepoint tier's, with a warning: a daemon that
-/// sees less beats no daemon.
 /// Every watched secret file costs two descriptors (the walk's handle, the file guard's mark):
 /// the soft limit (often 1024) goes up to the hard one, so that a host with many secret files
 /// does not starve the API of descriptors.
@@ -609,6 +606,10 @@ fn raise_open_files_limit() {
     }
 }
 
+/// The sensors of `tier`. If the LSM programs are refused although doctor's probe loaded (a
+/// kernel older than they need, 5.15), the tracepoint tier's, with a warning: a daemon that
+/// sees less beats no daemon. Likewise without the cgroup socket hooks when the kernel refuses
+/// them.
 fn load_sensors(ring_buffer_bytes: u32, tier: Tier, map_sizes: MapSizes, capture: CaptureLimits) -> Result<Sensors, SensorError> {
     let options = |tier, socket_hooks| SensorOptions {
         ring_buffer_bytes,

@@ -273,7 +273,7 @@ impl Sensors {
         let lost = take_map(&mut ebpf, "LOST", PerCpuArray::try_from)?;
         let failures = take_map(&mut ebpf, "MAP_FAILURES", PerCpuArray::try_from)?;
         let fail_closed = take_map(&mut ebpf, "FAIL_CLOSED", Array::try_from)?;
-        let maps = KernelMaps {
+        let mut maps = KernelMaps {
             watched: take_map(&mut ebpf, "WATCHED", HashMap::try_from)?,
             grantees: take_map(&mut ebpf, "GRANTEES", HashMap::try_from)?,
             finished_tasks: take_map(&mut ebpf, "FINISHED_TASKS", HashMap::try_from)?,
@@ -289,7 +289,7 @@ impl Sensors {
             marks: None,
             syscall_hooks: None,
         };
-        let syscall_hooks = SyscallHooks::new(ebpf, false).map_err(|(name, source)| SensorError::Attach { name, source })?;
+        let syscall_hooks = SyscallHooks::new(ebpf);
         let guard = guard_maps.and_then(|maps| match FileGuard::start(maps, ignored_tgid, syscall_hooks.clone()) {
             Ok(started) => Some(started),
             Err(error) => {
@@ -304,7 +304,6 @@ impl Sensors {
         if guard.is_none() {
             syscall_hooks.pin().map_err(|(name, source)| SensorError::Attach { name, source })?;
         }
-        let mut maps = maps;
         maps.marks = marks;
         maps.syscall_hooks = Some(syscall_hooks.clone());
         // SAFETY: each ring buffer owns its map fd, which stays open and unchanged for as long as

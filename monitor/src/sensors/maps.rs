@@ -70,9 +70,12 @@ impl KernelMaps {
     /// (`monitor_common::maps::policy::{UNBOUND, ACTIVE, FINISHED, DECOY}`); an inode the file
     /// guard has marked is left to it by the syscall tracepoints.
     pub fn watch(&mut self, inode: InodeId, secret: u32, binding: u32) -> Result<(), MapError> {
-        let guarded = self.marks.as_ref().is_some_and(|marks| marks.is_marked(inode));
-        if !guarded {
-            // Only the syscall programs watch this inode now.
+        let guarded = match &self.marks {
+            Some(marks) => marks.is_marked(inode),
+            None => false, // no guard: the syscall programs are attached for good already
+        };
+        if self.marks.is_some() && !guarded {
+            // The guard could not mark it: only the syscall programs watch this inode now.
             self.need_syscall_hooks(true);
         }
         let guarded = u32::from(guarded);

@@ -36,13 +36,9 @@ struct Hooks {
 }
 
 impl SyscallHooks {
-    /// Takes the loaded sensors; attaches the syscall programs now if `pinned`.
-    pub(super) fn new(ebpf: Ebpf, pinned: bool) -> Result<Self, (&'static str, ProgramError)> {
-        let hooks = Self(Arc::new(Mutex::new(Hooks { ebpf, links: Vec::new(), pinned })));
-        if pinned {
-            hooks.ensure()?;
-        }
-        Ok(hooks)
+    /// Takes the loaded sensors, the syscall programs detached.
+    pub(super) fn new(ebpf: Ebpf) -> Self {
+        Self(Arc::new(Mutex::new(Hooks { ebpf, links: Vec::new(), pinned: false })))
     }
 
     fn lock(&self) -> MutexGuard<'_, Hooks> {
