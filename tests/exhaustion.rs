@@ -241,12 +241,7 @@ async fn a_flood_of_one_tasks_events_cannot_hide_another_tasks_reuse() {
     assert_eq!(status.signal(), Some(9), "killed at the open, whatever the buffer holds: {status}");
     assert!(output.is_empty() && !output.contains(&value));
 
-    let finding =
-        daemon.finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["tgid"] == reuser_pid).await;
-    assert_eq!(finding["actions"][0]["result"], "killed_in_kernel");
-    let status = daemon.client.status().await.unwrap();
-    let lost = status["kernel"]["lost"]["connect"].as_u64().unwrap_or(0);
-    assert!(lost > 0, "the flood's drops are counted: {status:#}");
+    killed_and_drops_counted(&daemon, reuser_pid, "connect").await;
     daemon.stop().await;
 }
 
@@ -258,9 +253,8 @@ async fn a_flood_of_one_tasks_events_cannot_hide_another_tasks_reuse() {
 async fn without_the_file_guard_a_flood_of_secret_opens_cannot_hide_another_tasks_reuse() {
     let wrapper = ["setpriv", "--bounding-set=-sys_admin,-net_admin", "--"];
     let mut daemon = RunningDaemon::start_wrapped(&wrapper, "", &["--ring-buffer-mib", "1"]);
-    let status = daemon.client.status().await.unwrap();
-    let guard_refused = status["kernel"]["gaps"].as_array().unwrap().iter().any(|gap| gap["capability"] == "files:fanotify_guard");
-    assert!(guard_refused, "this test needs the daemon without its file guard: {status:#}");
+    let gaps = daemon.gaps().await;
+    assert!(gaps.iter().any(|gap| gap == "files:fanotify_guard"), "this test needs the daemon without its file guard: {gaps:?}");
     let (secret, value) = daemon.plant(".aws/credentials");
     daemon.wait_watched(&secret);
     let home = daemon.home.path().to_owned();
@@ -281,11 +275,17 @@ async fn without_the_file_guard_a_flood_of_secret_opens_cannot_hide_another_task
     assert_eq!(status.signal(), Some(9), "killed in the kernel, whatever the buffer holds: {status}");
     assert!(output.is_empty() && !output.contains(&value));
 
+    killed_and_drops_counted(&daemon, reuser_pid, "secret_open").await;
+    daemon.stop().await;
+}
+
+/// After a flood: the reuser's finding says it was killed at the use, and the flood's lost events
+/// of `kind` are counted.
+async fn killed_and_drops_counted(daemon: &RunningDaemon, reuser_pid: u32, kind: &str) {
     let finding =
         daemon.finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["tgid"] == reuser_pid).await;
     assert_eq!(finding["actions"][0]["result"], "killed_in_kernel");
     let status = daemon.client.status().await.unwrap();
-    let lost = status["kernel"]["lost"]["secret_open"].as_u64().unwrap_or(0);
+    let lost = status["kernel"]["lost"][kind].as_u64().unwrap_or(0);
     assert!(lost > 0, "the flood's drops are counted: {status:#}");
-    daemon.stop().await;
 }

@@ -37,11 +37,10 @@ async fn the_syscall_programs_follow_the_holders_and_a_holders_harvest_is_seen()
     // Nobody holds a secret: nothing on the syscall path.
     until_attached(&daemon, false).await;
     // What this tier cannot do is said, in status and in the metrics.
-    let status = daemon.client.status().await.unwrap();
-    let gaps: Vec<&str> =
-        status["kernel"]["gaps"].as_array().unwrap().iter().filter_map(|gap| gap["capability"].as_str()).collect();
-    assert!(gaps.contains(&"files:mmap_of_earlier_fd") && gaps.contains(&"self_protection"), "{gaps:?}");
-    assert!(!gaps.contains(&"files:io_uring_open"), "the file guard sees io_uring opens: {gaps:?}");
+    let gaps = daemon.gaps().await;
+    let has = |capability: &str| gaps.iter().any(|gap| gap == capability);
+    assert!(has("files:mmap_of_earlier_fd") && has("self_protection"), "{gaps:?}");
+    assert!(!has("files:io_uring_open"), "the file guard sees io_uring opens: {gaps:?}");
     assert_eq!(daemon.scrape("credwatch_sensor_gaps{capability=\"files:mmap_of_earlier_fd\"}"), 1);
 
     // A task's root reads its secret and stays. The guard attached the programs before it let

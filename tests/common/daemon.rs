@@ -148,6 +148,18 @@ impl RunningDaemon {
     }
 
     /// The audit log, where the harness puts it unless the test configured `[audit]`.
+    /// What the daemon's sensors say they miss or cannot refuse (`status`: `kernel.gaps`), by
+    /// capability.
+    pub async fn gaps(&self) -> Vec<String> {
+        let status = self.client.status().await.unwrap();
+        status["kernel"]["gaps"]
+            .as_array()
+            .expect("status lists the sensors' gaps")
+            .iter()
+            .filter_map(|gap| Some(gap["capability"].as_str()?.to_owned()))
+            .collect()
+    }
+
     /// The value of the first series of `/metrics` starting with `series` (0 if there is none).
     pub fn scrape(&self, series: &str) -> u64 {
         use std::io::{Read as _, Write as _};
