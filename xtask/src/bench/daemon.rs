@@ -18,6 +18,8 @@ use super::{
 /// Loading the sensors and resolving the catalogue takes well under a second here.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(100);
+/// The daemon detaches its syscall programs on a 1 s tick once nothing needs them.
+const HOOKS_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Daemon {
     child: Child,
@@ -102,6 +104,24 @@ impl Daemon {
         Ok(Status(rows))
     }
 
+    /// Waits until the daemon has detached its syscall programs, which it does on its next tick
+    /// (1 s) once no process holds a secret: an untracked row measures a host with no holder,
+    /// not the second after the previous row's holder exited.
+    pub fn wait_for_no_holder(&self) -> Result<(), BenchError> {
+        let started = Instant::now();
+        while self.status()?.flag("kernel.syscall_hooks_attached")? {
+            if started.elapsed() > HOOKS_TIMEOUT {
+                return Err(BenchError::NotReady {
+                    what: "credwatch detaching its syscall programs with no holder left".to_owned(),
+                    waited: HOOKS_TIMEOUT,
+                    log: log_tail(&self.log),
+                });
+            }
+            thread::sleep(POLL);
+        }
+        Ok(())
+    }
+
     /// Registers process `pid` as the root of task `id`, granted the scratch secret.
     pub fn start_task(&self, id: &str, pid: u32, secret: &Path) -> Result<(), BenchError> {
         let pid = pid.to_string();
@@ -168,6 +188,13 @@ pub struct Status(BTreeMap<String, String>);
 
 impl Status {
     pub fn number(&self, key: &str) -> Result<u64, BenchError> {
+        self.0
+            .get(key)
+            .and_then(|value| value.parse().ok())
+            .ok_or_else(|| BenchError::MissingStatus(key.to_owned()))
+    }
+
+    pub fn flag(&self, key: &str) -> Result<bool, BenchError> {
         self.0
             .get(key)
             .and_then(|value| value.parse().ok())

@@ -164,7 +164,9 @@ fn syscalls(out: &mut String, results: &SyscallResults, scale: &Scale) {
         "## 1. Syscall overhead\n\n\
          Time per iteration as a ratio to the baseline's: {opens} open+close of a plain file, or {connects} TCP \
          connects to a loopback listener (closed with a reset, so that no TIME_WAIT builds up), per run. \
-         *Untracked*: a fresh process in no task, holding no secret. *Tracked*: a fresh process registered as a \
+         *Untracked*: a fresh process in no task, holding no secret, on a host with no holder (under \
+         credwatch, each such run waits until the daemon has detached its syscall programs, which it does on \
+         its 1 s tick after the previous run's holder exited). *Tracked*: a fresh process registered as a \
          task's root (`credwatch task start`), granted the watched secret, which it opens once before the loop; \
          without credwatch it opens the secret all the same. *Beside a holder*: untracked, while another \
          task's root that opened the secret idles (credwatch's syscall programs are then attached). *Its own \

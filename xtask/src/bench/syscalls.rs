@@ -232,6 +232,9 @@ pub fn run(bench: &Bench, running: &Running, workload: Workload) -> Result<[f64;
         Workload::OpenBesideHolder => Some(holder(bench, running)?),
         _ => None,
     };
+    if let (false, None, Some(daemon)) = (workload.is_tracked(), &holder, running.daemon()) {
+        daemon.wait_for_no_holder()?;
+    }
     let mut worker = Worker::spawn(&workload.args(bench))?;
     if let (true, Some(daemon)) = (workload.is_tracked(), running.daemon()) {
         daemon.start_task(&bench.next_task_id(), worker.pid(), &bench.scratch.secret())?;
