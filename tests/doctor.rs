@@ -21,7 +21,7 @@ const WORKING_HOOKS: [&str; 5] = [
     "uprobe",
     "send_signal",
 ];
-const EPERM_HOOKS: [&str; 2] = ["fentry", "lsm"];
+const EPERM_HOOKS: [&str; 3] = ["fentry", "fmod_ret", "lsm"];
 
 fn doctor(command: &mut Command, args: &[&str]) -> (Output, String, String) {
     let output = command
@@ -151,6 +151,7 @@ fn table_shows_what_this_kernel_allows() {
         detail.contains("hook:lsm refused at load: EPERM"),
         "{stdout}"
     );
+    assert!(detail.contains("; fmod_ret unavailable: fmod_ret_hook: hook:fmod_ret refused at load: EPERM"), "{stdout}");
 }
 
 #[test]
@@ -241,6 +242,9 @@ fn json_shows_what_this_kernel_allows() {
         .map(|unmet| &unmet["requirement"])
         .collect();
     assert_eq!(lsm_unmet, ["lsm_hook"], "{tier:#}");
+    let fmod_ret_unmet: Vec<_> =
+        tier["unmet"]["fmod_ret"].as_array().unwrap().iter().map(|unmet| &unmet["requirement"]).collect();
+    assert_eq!(fmod_ret_unmet, ["fmod_ret_hook"], "{tier:#}");
     // The file guard and the socket hooks work here: what is left of this tier's gaps.
     let gaps: Vec<_> = tier["gaps"].as_array().unwrap().iter().map(|gap| &gap["capability"]).collect();
     assert_eq!(gaps, ["files:mmap_of_earlier_fd", "harvest:deny", "harvest:pidfd_getfd", "self_protection"], "{tier:#}");

@@ -1,9 +1,10 @@
 //! Refusals at the syscall, end to end, on every tier that can refuse. On the host (the base tier:
 //! fanotify file guard and cgroup socket hooks) the tests not marked ignored run; `cargo xtask
-//! vm-test` (also run by `cargo xtask test`) boots a kernel whose BPF LSM works and runs this
-//! target there with `--include-ignored` and `CREDWATCH_VM=1`, so that every test runs on the LSM
-//! tier too. The LSM-only tests report as ignored on the host, with that reason, rather than
-//! passing without having run.
+//! vm-test` (also run by `cargo xtask test`) boots a kernel twice, once with BPF LSM active (the
+//! LSM tier) and once without (the fmod_ret tier), and runs this target there with
+//! `--include-ignored`, `CREDWATCH_VM=1` and `CREDWATCH_VM_TIER` naming the tier doctor must pick,
+//! so that every test runs on both security-hook tiers too. The tests only those tiers pass report
+//! as ignored on the host, with that reason, rather than passing without having run.
 //!
 //! Each test runs the real daemon configured to `deny`, real processes of real tasks, and checks
 //! what the process got back (EPERM, not a kill, not a byte), what the daemon reported
@@ -28,7 +29,7 @@ use monitor::daemon::control::TaskRequest;
 use ops::{Forked, Op};
 use serde_json::Value;
 
-/// Every rule refuses, so that each LSM hook's refusal is exercised.
+/// Every rule refuses, so that each security hook's refusal is exercised.
 const DENY_ALL: &str = "[actions]
 cross_task_reuse = [\"deny\"]
 post_task_reuse = [\"deny\"]
@@ -39,13 +40,14 @@ environ_harvest = [\"deny\"]
 const EPERM: i64 = -(libc::EPERM as i64);
 
 /// Fails a run outside the VM (`--include-ignored` on a host) with the reason, rather than letting
-/// it fail or pass for another one.
-fn require_vm() {
+/// it fail or pass for another one. Returns the tier this boot of the VM is for.
+fn require_vm() -> String {
     assert_eq!(
         std::env::var("CREDWATCH_VM").as_deref(),
         Ok("1"),
-        "this test needs the LSM-tier VM; run it with `cargo xtask vm-test`"
+        "this test needs the test VM (LSM or fmod_ret tier); run it with `cargo xtask vm-test`"
     );
+    std::env::var("CREDWATCH_VM_TIER").expect("the VM's init names the tier it boots for")
 }
 
 fn granted(id: &str, root: u32, secret: &Path) -> TaskRequest {
@@ -56,11 +58,12 @@ fn c_path(path: &Path) -> CString {
     CString::new(path.as_os_str().as_bytes()).unwrap()
 }
 
-/// Whether the daemon runs on the LSM tier here (in the VM), as doctor chooses it.
-fn lsm_tier() -> bool {
+/// Whether the daemon runs with the security hooks here (the LSM or fmod_ret tier, in the VM), as
+/// doctor chooses its tier.
+fn security_hooks() -> bool {
     let output = Command::new(env!("CARGO_BIN_EXE_credwatch")).args(["doctor", "--json"]).output().expect("credwatch doctor");
     let report: Value = serde_json::from_slice(&output.stdout).expect("doctor --json prints JSON");
-    report["tier"]["selected"] == "lsm"
+    report["tier"]["selected"] == "lsm" || report["tier"]["selected"] == "fmod_ret"
 }
 
 /// A daemon refusing everything, with `.aws/credentials` planted and watched.
@@ -110,15 +113,29 @@ fn recorded(daemon: &RunningDaemon, kind: &str, pid: u32) -> Vec<Value> {
 }
 
 #[test]
-#[ignore = "LSM tier: runs in the VM (cargo xtask vm-test)"]
-fn doctor_reports_the_lsm_tier() {
-    require_vm();
+#[ignore = "LSM and fmod_ret tiers: runs in the VM (cargo xtask vm-test)"]
+fn doctor_picks_the_tier_the_kernel_allows() {
+    let tier = require_vm();
     let output = Command::new(env!("CARGO_BIN_EXE_credwatch")).args(["doctor", "--json"]).output().expect("credwatch doctor");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let report: Value = serde_json::from_slice(&output.stdout).expect("doctor --json prints JSON");
-    assert_eq!(report["tier"]["selected"], "lsm", "{report:#}");
-    assert_eq!(report["hooks"]["lsm"]["status"], "available", "{report:#}");
-    assert!(report["lsm_list"]["lsms"].as_array().unwrap().contains(&Value::from("bpf")), "{report:#}");
+    assert_eq!(report["tier"]["selected"], tier, "{report:#}");
+    assert_eq!(report["hooks"]["fmod_ret"]["status"], "available", "{report:#}");
+    let bpf_lsm_active = report["lsm_list"]["lsms"].as_array().unwrap().contains(&Value::from("bpf"));
+    match tier.as_str() {
+        "lsm" => {
+            assert!(bpf_lsm_active, "{report:#}");
+            assert_eq!(report["hooks"]["lsm"]["status"], "available", "{report:#}");
+        }
+        "fmod_ret" => {
+            // BPF LSM built but not in `lsm=`: its programs are refused, the evidence doctor shows.
+            assert!(!bpf_lsm_active, "{report:#}");
+            assert_ne!(report["hooks"]["lsm"]["status"], "available", "{report:#}");
+            let unmet: Vec<_> = report["tier"]["unmet"]["lsm"].as_array().unwrap().iter().map(|unmet| &unmet["requirement"]).collect();
+            assert!(unmet.contains(&&Value::from("bpf_lsm_active")), "{report:#}");
+        }
+        other => panic!("CREDWATCH_VM_TIER={other}: not a tier the VM boots for"),
+    }
 }
 
 #[tokio::test]
@@ -278,7 +295,7 @@ async fn an_fd_opened_before_the_binding_cannot_be_read_sent_mapped_or_reopened(
     daemon.client.start_task(&TaskRequest::new("rogue", pid)).await.unwrap();
     let results = early.release();
     // No permission event covers a mapping: on the base tier mmap is a known gap (README).
-    let lsm = lsm_tier();
+    let lsm = security_hooks();
     let mmap = if lsm { EPERM } else { 0 };
     assert_eq!(results[..5], [EPERM, EPERM, EPERM, mmap, EPERM], "read, pread, sendfile, mmap, /proc/self/fd reopen: {results:?}");
     assert_eq!(early.wait(), 0, "refused, not killed");
@@ -332,7 +349,7 @@ async fn a_connect_outside_the_allowlist_is_refused_before_the_syn() {
 }
 
 #[tokio::test]
-#[ignore = "LSM tier: runs in the VM (cargo xtask vm-test)"]
+#[ignore = "LSM and fmod_ret tiers: runs in the VM (cargo xtask vm-test)"]
 async fn another_tasks_reach_into_a_holder_is_refused() {
     require_vm();
     let (daemon, secret) = daemon_with_secret().await;
@@ -380,7 +397,7 @@ fn daemon_pid(daemon: &RunningDaemon) -> u32 {
 }
 
 #[tokio::test]
-#[ignore = "LSM tier: runs in the VM (cargo xtask vm-test)"]
+#[ignore = "LSM and fmod_ret tiers: runs in the VM (cargo xtask vm-test)"]
 async fn a_tasks_process_cannot_kill_the_daemon() {
     require_vm();
     let daemon = RunningDaemon::start(DENY_ALL);

@@ -1,11 +1,17 @@
-//! The LSM tier: BPF LSM hooks that see every route to a file, a socket or a process, whatever the
-//! syscall, and can refuse with EPERM.
+//! The security hooks of the LSM and fmod_ret tiers: they see every route to a file, a socket or a
+//! process, whatever the syscall, and can refuse with EPERM.
 //!
-//! Every program here needs Linux 5.7+ built with `CONFIG_BPF_LSM=y`, `bpf` in the active LSM list
-//! (`lsm=` boot parameter; `/sys/kernel/security/lsm`), BTF and BPF trampolines; the syscall that
-//! led to a hook is read through `bpf_task_pt_regs`, Linux 5.15+. The loader attaches them only
-//! when doctor chose the LSM tier, and tells the tracepoint programs (`LSM_TIER`) to leave to them
-//! what they report here.
+//! On the LSM tier each program attaches to its BPF LSM hook: Linux 5.7+ built with
+//! `CONFIG_BPF_LSM=y`, `bpf` in the active LSM list (`lsm=` boot parameter;
+//! `/sys/kernel/security/lsm`), BTF and BPF trampolines. On the fmod_ret tier (BPF LSM built but not
+//! active, the common production kernel) the same program is loaded as `fmod_ret` on the kernel's
+//! `security_<hook>` function, which takes the same arguments and whose non-zero return refuses the
+//! same way: Linux 5.7+, BTF and BPF trampolines (`CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS`), see
+//! `monitor/src/sensors/fmod_ret.rs`. Only `security_mmap_file` differs from its hook (one argument
+//! fewer), so it has a program of its own. The syscall that led to a hook is read through
+//! `bpf_task_pt_regs`, Linux 5.15+. The loader attaches them only when doctor chose one of these
+//! tiers, and tells the tracepoint programs (`SECURITY_HOOKS`) to leave to them what they report
+//! here.
 //!
 //! Each hook returns an earlier program's refusal unchanged, and allows when it cannot read what
 //! it needs: a kernel these programs misread loses enforcement, not availability.
@@ -38,16 +44,16 @@ use crate::{
     task::{file_inode, file_open_op, proc_inode_pid, read_kernel, syscall_nr, Task},
 };
 
-/// Set to 1 by the loader on the LSM tier.
+/// Set to 1 by the loader on the LSM and fmod_ret tiers.
 #[unsafe(no_mangle)]
-static LSM_TIER: u32 = 0;
+static SECURITY_HOOKS: u32 = 0;
 
-/// Whether the LSM programs are attached: the syscall tracepoints then leave connects, ptrace
-/// attaches and `process_vm_readv` to the hooks here.
+/// Whether the programs here are attached: the syscall tracepoints then leave connects, ptrace
+/// attaches and `process_vm_readv` to them.
 #[inline(always)]
 pub fn active() -> bool {
     // SAFETY: reading a plain static set before load.
-    unsafe { core::ptr::read_volatile(&raw const LSM_TIER) != 0 }
+    unsafe { core::ptr::read_volatile(&raw const SECURITY_HOOKS) != 0 }
 }
 
 const EPERM: i32 = 1;
@@ -128,8 +134,22 @@ pub fn file_permission(ctx: LsmContext) -> i32 {
 /// `mmap` of an open file: the same refusal as `file_permission`, for a mapping's reads.
 #[lsm(hook = "mmap_file")]
 pub fn mmap_file(ctx: LsmContext) -> i32 {
-    let file: *const u8 = ctx.arg(0);
-    let previous: i32 = ctx.arg(4);
+    // (file, reqprot, prot, flags)
+    on_mmap(ctx.arg(0), ctx.arg(4))
+}
+
+/// `mmap_file` on the fmod_ret tier: `security_mmap_file(file, prot, flags)` has no `reqprot`, so
+/// the earlier programs' verdict is one argument sooner. aya parses no `fmod_ret` section, so this
+/// one is named as an fentry program; `sensors/fmod_ret.rs` loads it as fmod_ret all the same.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "fentry/security_mmap_file")]
+pub fn security_mmap_file(ctx: *mut core::ffi::c_void) -> i32 {
+    let ctx = LsmContext::new(ctx);
+    on_mmap(ctx.arg(0), ctx.arg(3))
+}
+
+#[inline(always)]
+fn on_mmap(file: *const u8, previous: i32) -> i32 {
     if previous != 0 {
         return previous;
     }

@@ -84,6 +84,16 @@ pub fn probe_lsm(_ctx: LsmContext) -> i32 {
     0
 }
 
+/// fmod_ret on `security_file_open`; it allows every open (0 leaves the function to run). Linux
+/// 5.7, `CONFIG_DEBUG_INFO_BTF`, BPF trampolines. aya parses no `fmod_ret` section, so it is named
+/// as an fentry program and loaded as fmod_ret by `monitor/src/sensors/fmod_ret.rs`.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "fentry/security_file_open")]
+pub fn probe_fmod_ret(_ctx: *mut core::ffi::c_void) -> i32 {
+    count_if_target();
+    0
+}
+
 /// uprobe; doctor attaches it to a function of its own binary. Linux 4.17 for the perf-event
 /// attach, `CONFIG_UPROBE_EVENTS`.
 #[uprobe]

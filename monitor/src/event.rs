@@ -201,7 +201,7 @@ pub struct InodeId {
 }
 
 /// The syscall through which a process reached a watched file. The open syscalls are what the
-/// tracepoint tier sees; the LSM tier also reports the other routes it sees or refuses.
+/// tracepoint tier sees; the LSM and fmod_ret tiers also report the other routes it sees or refuses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OpenSyscall {

@@ -45,16 +45,19 @@ pub fn main(args: &[OsString]) -> Result<ExitCode, Error> {
         "test: host suite {outcome}, wall time {}",
         wall_time(started.elapsed())
     );
-    // The LSM-tier suite runs in a VM (this host's kernel may refuse LSM programs), after a
-    // failed host suite too. A VM that cannot start fails the run with its reason, never skips.
+    // The security-hook tiers' suite runs in a VM (this host's kernel may refuse their
+    // programs), booted for the LSM tier and for the fmod_ret tier, after a failed host suite
+    // too. A VM that cannot start fails the run with its reason, never skips.
     let vm_started = Instant::now();
     let vm_passed = match vm::run(&[]) {
-        Ok(run) => {
-            vm::report(&run, vm_started.elapsed());
-            run.passed()
+        Ok(runs) => {
+            for run in &runs {
+                vm::report(run, vm_started.elapsed());
+            }
+            runs.iter().all(vm::VmRun::passed)
         }
         Err(error) => {
-            print_error("the LSM-tier VM suite could not run", &error);
+            print_error("the VM suite could not run", &error);
             false
         }
     };

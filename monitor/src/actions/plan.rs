@@ -17,7 +17,7 @@ pub enum Action {
     KillProcess,
     /// Kill every process of the acting process's task.
     KillTask,
-    /// Refuse the operation (LSM tier); on the tracepoint tier, kill the process instead.
+    /// Refuse the operation (LSM and fmod_ret tiers, and the file guard and socket hooks); elsewhere, kill the process instead.
     Deny,
     /// POST to the revocation webhook.
     Revoke,

@@ -131,7 +131,7 @@ pub fn apply(effects: &[Effect], maps: &mut KernelMaps, files: &mut WatchedFiles
 }
 
 /// What the kernel kills or refuses, from the per-rule actions: uses of bound secret files on
-/// every tier; on the LSM tier, reaching into a secret holder from outside its task when
+/// every tier; on the LSM and fmod_ret tiers, reaching into a secret holder from outside its task when
 /// environ_harvest kills or denies, and a holder's connect outside its task's allowlist when
 /// unexpected_destination does.
 pub fn set_enforcement(maps: &mut KernelMaps, plan: &ActionPlan) {
@@ -152,7 +152,7 @@ pub fn set_enforcement(maps: &mut KernelMaps, plan: &ActionPlan) {
     );
 }
 
-/// Gives the kernel a started (or restored) task's allowed destinations, for the LSM tier's
+/// Gives the kernel a started (or restored) task's allowed destinations, for the security hooks'
 /// `socket_connect` hook.
 fn allow_destinations(maps: &mut KernelMaps, handle: u32, allowed: Option<&[Destination]>) {
     let networks: Option<Vec<AllowedNetwork>> = allowed.map(|allowed| {
@@ -166,7 +166,7 @@ fn allow_destinations(maps: &mut KernelMaps, handle: u32, allowed: Option<&[Dest
             .collect()
     });
     match maps.allow_destinations(handle, networks.as_deref()) {
-        Ok(true) => warn!(handle, "a network lists more ports than the kernel keeps: the LSM tier allows it every port"),
+        Ok(true) => warn!(handle, "a network lists more ports than the kernel keeps: the security hooks allow it every port"),
         Ok(false) => {}
         Err(error) => warn!(%error, "cannot write a task's allowed destinations in the kernel map"),
     }

@@ -606,7 +606,7 @@ fn raise_open_files_limit() {
     }
 }
 
-/// The sensors of `tier`. If the LSM programs are refused although doctor's probe loaded (a
+/// The sensors of `tier`. If the security hooks are refused although doctor's probe loaded (a
 /// kernel older than they need, 5.15), the tracepoint tier's, with a warning: a daemon that
 /// sees less beats no daemon. Likewise without the cgroup socket hooks when the kernel refuses
 /// them.
@@ -622,8 +622,8 @@ fn load_sensors(ring_buffer_bytes: u32, tier: Tier, map_sizes: MapSizes, capture
     };
     let cause = |error: &SensorError| std::error::Error::source(error).map(ToString::to_string).unwrap_or_default();
     match Sensors::load(options(tier, true)) {
-        Err(error) if tier == Tier::Lsm => {
-            warn!(%error, cause = %cause(&error), "the LSM tier's programs did not load; falling back to the tracepoint tier");
+        Err(error) if tier.has_security_hooks() => {
+            warn!(%error, cause = %cause(&error), %tier, "the tier's security hooks did not load; falling back to the tracepoint tier");
             load_sensors(ring_buffer_bytes, Tier::Tracepoint, map_sizes, capture)
         }
         Err(error @ SensorError::SocketHooks { .. }) => {

@@ -68,7 +68,7 @@ pub fn respond(finding: Finding, kernel_action: KernelAction, plan: &ActionPlan,
                 action,
                 &finding,
                 with,
-                Some(format!("deny needs the LSM tier; the {} tier killed the process instead", with.tier)),
+                Some(format!("this use was not refused at its syscall on the {} tier, so deny killed the process instead", with.tier)),
             ),
             Action::KillTask => kill_all(&finding, with),
             Action::Revoke => {

@@ -14,6 +14,7 @@ use aya::{
 use serde::Serialize;
 
 use super::{error_detail::ErrorDetail, send_signal};
+use crate::sensors::fmod_ret::{FmodRetError, Linked};
 
 static PROBES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/credwatch-probes"));
 
@@ -48,6 +49,7 @@ pub enum HookKind {
     RawTracepoint,
     TpBtf,
     Fentry,
+    FmodRet,
     Lsm,
     Uprobe,
     Kprobe,
@@ -62,6 +64,7 @@ impl HookKind {
             Self::RawTracepoint => "raw_tracepoint",
             Self::TpBtf => "tp_btf",
             Self::Fentry => "fentry",
+            Self::FmodRet => "fmod_ret",
             Self::Lsm => "lsm",
             Self::Uprobe => "uprobe",
             Self::Kprobe => "kprobe",
@@ -76,6 +79,7 @@ impl HookKind {
             Self::RawTracepoint => "probe_raw_tracepoint",
             Self::TpBtf => "probe_tp_btf",
             Self::Fentry => "probe_fentry",
+            Self::FmodRet => "probe_fmod_ret",
             Self::Lsm => "probe_lsm",
             Self::Uprobe => "probe_uprobe",
             Self::Kprobe => "probe_kprobe",
@@ -88,7 +92,7 @@ impl HookKind {
         match self {
             Self::Tracepoint => SYSCALL_TRACEPOINT.join("/"),
             Self::RawTracepoint | Self::TpBtf | Self::SendSignal => SYS_ENTER.to_owned(),
-            Self::Fentry | Self::Kprobe => FILE_OPEN_FUNCTION.to_owned(),
+            Self::Fentry | Self::FmodRet | Self::Kprobe => FILE_OPEN_FUNCTION.to_owned(),
             Self::Lsm => FILE_OPEN_LSM_HOOK.to_owned(),
             Self::Uprobe => UPROBE_SYMBOL.to_owned(),
         }
@@ -148,6 +152,8 @@ pub enum ProbeError {
         target: String,
         source: ProgramError,
     },
+    #[error(transparent)]
+    FmodRet(FmodRetError),
     #[error("triggering the hook")]
     Trigger(#[source] io::Error),
     #[error("spawning {0}")]
@@ -177,6 +183,7 @@ impl ProbeError {
         match self {
             Self::Object(_) | Self::MissingProgram(_) | Self::ProgramType { .. } => Phase::Object,
             Self::NoBtf(_) | Self::Load { .. } => Phase::Load,
+            Self::FmodRet(error) => error.phase(),
             Self::Attach { .. } => Phase::Attach,
             Self::Trigger(_)
             | Self::Spawn(..)
@@ -244,6 +251,8 @@ pub struct HookChecks {
     pub tp_btf: HookCheck,
     /// Linux 5.5, `CONFIG_DEBUG_INFO_BTF`, BPF trampolines (`CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS`).
     pub fentry: HookCheck,
+    /// Linux 5.7, `CONFIG_DEBUG_INFO_BTF`, BPF trampolines.
+    pub fmod_ret: HookCheck,
     /// Linux 5.7, `CONFIG_BPF_LSM`, BPF trampolines.
     pub lsm: HookCheck,
     /// `CONFIG_UPROBE_EVENTS`.
@@ -267,6 +276,7 @@ impl HookChecks {
             raw_tracepoint: check(HookKind::RawTracepoint, probe_raw_tracepoint(btf)),
             tp_btf: check(HookKind::TpBtf, probe_tp_btf(btf)),
             fentry: check(HookKind::Fentry, probe_fentry(btf)),
+            fmod_ret: check(HookKind::FmodRet, probe_fmod_ret(btf)),
             lsm: check(HookKind::Lsm, probe_lsm(btf)),
             uprobe: check(HookKind::Uprobe, probe_uprobe(btf)),
             kprobe: check(HookKind::Kprobe, probe_kprobe(btf)),
@@ -281,6 +291,7 @@ impl HookChecks {
             raw_tracepoint,
             tp_btf,
             fentry,
+            fmod_ret,
             lsm,
             uprobe,
             kprobe,
@@ -291,6 +302,7 @@ impl HookChecks {
             raw_tracepoint,
             tp_btf,
             fentry,
+            fmod_ret,
             lsm,
             uprobe,
             kprobe,
@@ -430,6 +442,17 @@ fn probe_fentry(btf: Option<&Btf>) -> Result<u64, ProbeError> {
         program.attach().map_err(attach_error(hook))?;
         Ok(Trigger::OpenFile)
     })
+}
+
+fn probe_fmod_ret(btf: Option<&Btf>) -> Result<u64, ProbeError> {
+    let hook = HookKind::FmodRet;
+    let vmlinux = needs_btf(btf, hook)?;
+    let ebpf = load_object(btf, std::process::id())?;
+    let linked = Linked::new(PROBES, &ebpf).map_err(ProbeError::FmodRet)?;
+    let attached = linked.attach(hook.program(), FILE_OPEN_FUNCTION, vmlinux).map_err(ProbeError::FmodRet)?;
+    Trigger::OpenFile.fire()?;
+    drop(attached);
+    read_hits(&ebpf)
 }
 
 fn probe_lsm(btf: Option<&Btf>) -> Result<u64, ProbeError> {

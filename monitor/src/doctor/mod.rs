@@ -144,6 +144,9 @@ impl KernelReport {
             Requirement::SendSignal => {
                 (!hooks.send_signal.outcome.is_available()).then(|| hook_reason(&hooks.send_signal))
             }
+            Requirement::FmodRetHook => {
+                (!hooks.fmod_ret.outcome.is_available()).then(|| hook_reason(&hooks.fmod_ret))
+            }
             Requirement::LsmHook => {
                 (!hooks.lsm.outcome.is_available()).then(|| hook_reason(&hooks.lsm))
             }

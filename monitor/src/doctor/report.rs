@@ -224,6 +224,7 @@ fn hook_row(check: &HookCheck) -> Row {
                 | HookKind::RawTracepoint
                 | HookKind::TpBtf
                 | HookKind::Fentry
+                | HookKind::FmodRet
                 | HookKind::Lsm
                 | HookKind::Uprobe
                 | HookKind::Kprobe => format!("{target}: fired ({})", times(*hits)),
@@ -256,18 +257,17 @@ fn hook_row(check: &HookCheck) -> Row {
 }
 
 fn tier_row(report: &KernelReport, tier: &Result<Tier, TierError>) -> Row {
-    match tier {
-        Ok(Tier::Lsm) => Row::new("tier", Tier::Lsm.name(), "every requirement met"),
-        Ok(Tier::Tracepoint) => {
-            let unmet = super::tier::join(&report.unmet(Tier::Lsm));
-            Row::new(
-                "tier",
-                Tier::Tracepoint.name(),
-                format!("lsm unavailable: {unmet}"),
-            )
-        }
-        Err(error) => Row::new("tier", "none", error.to_string()),
-    }
+    let Ok(tier) = tier else {
+        return Row::new("tier", "none", tier.as_ref().err().map(ToString::to_string).unwrap_or_default());
+    };
+    // Why each better tier was passed over.
+    let passed_over: Vec<String> = Tier::PREFERENCE
+        .iter()
+        .take_while(|&&better| better != *tier)
+        .map(|&better| format!("{better} unavailable: {}", super::tier::join(&report.unmet(better))))
+        .collect();
+    let detail = if passed_over.is_empty() { "every requirement met".to_owned() } else { passed_over.join("; ") };
+    Row::new("tier", tier.name(), detail)
 }
 
 fn times(hits: u64) -> String {

@@ -10,19 +10,29 @@ use serde::Serialize;
 pub enum Tier {
     /// Syscall tracepoints, killing with `bpf_send_signal`; blind to io_uring opens.
     Tracepoint,
+    /// The LSM tier's programs as `fmod_ret` on the kernel's `security_*` functions, where BPF LSM
+    /// is built but not active: the same sight and denial.
+    FmodRet,
     /// BPF LSM hooks on top: every path to a file, and denial.
     Lsm,
 }
 
 impl Tier {
     /// Best first.
-    pub const PREFERENCE: [Self; 2] = [Self::Lsm, Self::Tracepoint];
+    pub const PREFERENCE: [Self; 3] = [Self::Lsm, Self::FmodRet, Self::Tracepoint];
 
     pub const fn name(self) -> &'static str {
         match self {
             Self::Tracepoint => "tracepoint",
+            Self::FmodRet => "fmod_ret",
             Self::Lsm => "lsm",
         }
+    }
+
+    /// Whether the tier attaches the security hooks (`monitor-ebpf/src/lsm.rs`), which see every
+    /// route to a file, a socket or a process and refuse with EPERM.
+    pub const fn has_security_hooks(self) -> bool {
+        matches!(self, Self::FmodRet | Self::Lsm)
     }
 
     pub const fn requirements(self) -> &'static [Requirement] {
@@ -31,6 +41,13 @@ impl Tier {
             Requirement::RingBuffer,
             Requirement::SyscallTracepoint,
             Requirement::SendSignal,
+        ];
+        const FMOD_RET: &[Requirement] = &[
+            Requirement::Btf,
+            Requirement::RingBuffer,
+            Requirement::SyscallTracepoint,
+            Requirement::SendSignal,
+            Requirement::FmodRetHook,
         ];
         const LSM: &[Requirement] = &[
             Requirement::Btf,
@@ -42,6 +59,7 @@ impl Tier {
         ];
         match self {
             Self::Tracepoint => TRACEPOINT,
+            Self::FmodRet => FMOD_RET,
             Self::Lsm => LSM,
         }
     }
@@ -65,6 +83,8 @@ pub enum Requirement {
     SyscallTracepoint,
     /// `bpf_send_signal` kills a process from a syscall hook.
     SendSignal,
+    /// An fmod_ret program on `security_file_open` that loads, attaches and runs.
+    FmodRetHook,
     /// An LSM program on `file_open` that loads, attaches and runs.
     LsmHook,
     /// `bpf` in the active LSM list.
@@ -78,6 +98,7 @@ impl Requirement {
             Self::RingBuffer => "ring_buffer",
             Self::SyscallTracepoint => "syscall_tracepoint",
             Self::SendSignal => "send_signal",
+            Self::FmodRetHook => "fmod_ret_hook",
             Self::LsmHook => "lsm_hook",
             Self::BpfLsmActive => "bpf_lsm_active",
         }

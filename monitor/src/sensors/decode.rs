@@ -394,7 +394,7 @@ mod tests {
                 destination: "127.0.0.1:443".parse().unwrap(),
                 kernel_action: KernelAction::Denied,
             }),
-            "refused by socket_connect on the LSM tier"
+            "refused by socket_connect on the LSM or fmod_ret tier"
         );
         let mut v6 = vec![10, 0, 0, 53, 0, 0, 0, 0];
         v6.extend_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());

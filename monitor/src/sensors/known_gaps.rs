@@ -42,17 +42,17 @@ const GAPS: &[(&str, &str, Applies)] = &[
     ),
     (
         "files:deny",
-        "deny kills instead: refusing an open needs the file guard or the LSM tier",
+        "deny kills instead: refusing an open needs the file guard or the LSM or fmod_ret tier",
         |sensors| sensors.tier == Tier::Tracepoint && !sensors.file_guard,
     ),
     (
         "network:deny",
-        "a connect outside a task's allowlist is reported, not refused: needs cgroup v2 or the LSM tier",
+        "a connect outside a task's allowlist is reported, not refused: needs cgroup v2 or the LSM or fmod_ret tier",
         |sensors| sensors.tier == Tier::Tracepoint && !sensors.socket_hooks,
     ),
     (
         "harvest:deny",
-        "reaching into a holder (environ, mem, ptrace, process_vm_readv) is killed after the fact, not refused: needs the LSM tier",
+        "reaching into a holder (environ, mem, ptrace, process_vm_readv) is killed after the fact, not refused: needs the LSM or fmod_ret tier",
         |sensors| sensors.tier == Tier::Tracepoint,
     ),
     (
@@ -62,13 +62,13 @@ const GAPS: &[(&str, &str, Applies)] = &[
     ),
     (
         "self_protection",
-        "a task's process may signal or stop the daemon: needs the LSM tier",
+        "a task's process may signal or stop the daemon: needs the LSM or fmod_ret tier",
         |sensors| sensors.tier == Tier::Tracepoint,
     ),
     (
         "network:unconnected_datagram",
         "a datagram sent with an address on an unconnected socket is reported, not refused",
-        |sensors| sensors.tier == Tier::Lsm,
+        |sensors| sensors.tier.has_security_hooks(),
     ),
 ];
 
@@ -89,10 +89,11 @@ mod tests {
     }
 
     #[test]
-    fn the_guard_and_the_hooks_close_their_gaps_and_the_lsm_tier_most() {
+    fn the_guard_and_the_hooks_close_their_gaps_and_the_security_hooks_most() {
         let bare = Sensors { tier: Tier::Tracepoint, file_guard: false, socket_hooks: false };
         let guarded = Sensors { file_guard: true, socket_hooks: true, ..bare };
         let lsm = Sensors { tier: Tier::Lsm, ..bare };
+        let fmod_ret = Sensors { tier: Tier::FmodRet, ..bare };
         assert!(capabilities(bare).contains(&"files:io_uring_open"));
         assert!(capabilities(bare).contains(&"network:deny"));
         assert_eq!(
@@ -101,5 +102,6 @@ mod tests {
             "what the file guard and the socket hooks leave"
         );
         assert_eq!(capabilities(lsm), ["network:unconnected_datagram"]);
+        assert_eq!(capabilities(fmod_ret), capabilities(lsm), "the same hooks");
     }
 }

@@ -18,6 +18,7 @@ use super::{
     cgroup,
     decode::{decode, DecodeError},
     file_guard::{FileGuard, GuardMaps},
+    fmod_ret::{self, FmodRetError, Linked},
     known_gaps,
     syscall_hooks::{self, SyscallHooks},
     loss::LossCounts,
@@ -54,6 +55,17 @@ const LSM_HOOKS: [(&str, &str); 6] = [
     ("task_kill", "lsm/task_kill"),
 ];
 
+/// The same hooks on the fmod_ret tier: (program, the kernel function it is attached to as
+/// fmod_ret, its label in metrics). `security_mmap_file` has a program of its own (see lsm.rs).
+const FMOD_RET_HOOKS: [(&str, &str, &str); 6] = [
+    ("file_open", "security_file_open", "fmod_ret/security_file_open"),
+    ("file_permission", "security_file_permission", "fmod_ret/security_file_permission"),
+    ("security_mmap_file", "security_mmap_file", "fmod_ret/security_mmap_file"),
+    ("socket_connect", "security_socket_connect", "fmod_ret/security_socket_connect"),
+    ("ptrace_access_check", "security_ptrace_access_check", "fmod_ret/security_ptrace_access_check"),
+    ("task_kill", "security_task_kill", "fmod_ret/security_task_kill"),
+];
+
 /// Cgroup socket-address hooks of the base tier (`monitor-ebpf/src/sockets.rs`), attached at the
 /// cgroup v2 root: each program is named after its attach point; the second name labels it.
 const SOCKET_HOOKS: [(&str, &str); 4] = [
@@ -75,8 +87,10 @@ pub enum SensorError {
     Btf(#[from] BtfError),
     #[error("cannot resolve kernel struct offsets")]
     Offsets(#[from] OffsetError),
-    #[error("cannot read the kernel's BTF, which LSM programs are loaded against")]
+    #[error("cannot read the kernel's BTF, which LSM and fmod_ret programs are loaded against")]
     LsmBtf(#[source] AyaBtfError),
+    #[error("cannot load or attach the fmod_ret tier's programs")]
+    FmodRet(#[from] FmodRetError),
     #[error("cannot load the sensors' eBPF object (root, or CAP_BPF and CAP_PERFMON, is needed)")]
     Load(#[from] EbpfError),
     #[error("eBPF object has no program {0}")]
@@ -117,11 +131,11 @@ pub struct SensorOptions {
     /// Ring buffer size in bytes: a power-of-two multiple of the page size.
     pub ring_buffer_bytes: u32,
     /// A process whose opens are not reported: the daemon itself, which reads every new
-    /// process's environment and holds O_PATH handles on secret files. On the LSM tier, only
+    /// process's environment and holds O_PATH handles on secret files. On the LSM and fmod_ret tiers, only
     /// root outside every task may signal or ptrace it.
     pub ignored_tgid: Option<u32>,
-    /// Which hooks to attach: the tracepoint tier's, or those plus the LSM hooks. The caller
-    /// knows the tier from `doctor::inspect()`.
+    /// Which hooks to attach: the tracepoint tier's, or those plus the security hooks as LSM or
+    /// fmod_ret programs. The caller knows the tier from `doctor::inspect()`.
     pub tier: Tier,
     pub map_sizes: MapSizes,
     /// How much of an exec's command line and environment is captured.
@@ -179,6 +193,8 @@ pub struct Sensors {
     guard: Option<FileGuard>,
     /// Whether the cgroup socket-address hooks are attached.
     socket_hooks: bool,
+    /// The fmod_ret tier's programs, which aya does not own.
+    _fmod_ret: Vec<fmod_ret::Attached>,
     /// Records the decoder rejected; a layout mismatch shows up here, not as silence.
     decode_errors: u64,
     tier: Tier,
@@ -201,11 +217,11 @@ impl Sensors {
         let SensorOptions { ring_buffer_bytes, ignored_tgid, tier, map_sizes, capture, file_guard, socket_hooks } =
             options;
         let ignored_tgid = ignored_tgid.unwrap_or(0);
-        let lsm_tier = u32::from(tier == Tier::Lsm);
-        // On the LSM tier `socket_connect` sees connects; elsewhere the cgroup hooks take them
-        // off the syscall path where cgroup v2 is mounted.
-        let cgroup_root = if tier == Tier::Lsm || !socket_hooks { None } else { cgroup::v2_root() };
-        if tier != Tier::Lsm && cgroup_root.is_none() {
+        let security_hooks = u32::from(tier.has_security_hooks());
+        // With the security hooks `socket_connect` sees connects; elsewhere the cgroup hooks take
+        // them off the syscall path where cgroup v2 is mounted.
+        let cgroup_root = if tier.has_security_hooks() || !socket_hooks { None } else { cgroup::v2_root() };
+        if !tier.has_security_hooks() && cgroup_root.is_none() {
             let reason = if socket_hooks { "cgroup v2 is not mounted" } else { "refused at load or attach (see the log)" };
             gaps.push(SensorGap { capability: "network:cgroup_hooks", reason: reason.into() });
         }
@@ -215,7 +231,7 @@ impl Sensors {
             .override_global("OFFSETS", &offsets, true)
             .override_global("SYMBOLS", &symbols, true)
             .override_global("IGNORED_TGID", &ignored_tgid, true)
-            .override_global("LSM_TIER", &lsm_tier, true)
+            .override_global("SECURITY_HOOKS", &security_hooks, true)
             .override_global("SOCKET_HOOKS", &socket_hooks, true)
             .override_global("CAPTURE_LIMITS", &capture, true)
             .map_max_entries("EVENTS", ring_buffer_bytes);
@@ -226,13 +242,22 @@ impl Sensors {
         let cpus = aya::util::nr_cpus().map_err(|(path, source)| SensorError::Cpus { path, source })?;
         loader.map_max_entries("EXEC_SCRATCH", cpus as u32);
         let mut ebpf = loader.load(OBJECT)?;
-        // The LSM hooks first: the tracepoint programs already leave connects and ptrace to them.
-        if tier == Tier::Lsm {
+        // The security hooks first: the tracepoint programs already leave connects and ptrace to
+        // them.
+        let mut fmod_ret = Vec::new();
+        if tier.has_security_hooks() {
             let btf = aya::Btf::from_sys_fs().map_err(SensorError::LsmBtf)?;
-            for (name, _) in LSM_HOOKS {
-                let program: &mut Lsm = program_mut(&mut ebpf, name)?;
-                program.load(name, &btf).map_err(|source| SensorError::Attach { name, source })?;
-                program.attach().map_err(|source| SensorError::Attach { name, source })?;
+            if tier == Tier::Lsm {
+                for (name, _) in LSM_HOOKS {
+                    let program: &mut Lsm = program_mut(&mut ebpf, name)?;
+                    program.load(name, &btf).map_err(|source| SensorError::Attach { name, source })?;
+                    program.attach().map_err(|source| SensorError::Attach { name, source })?;
+                }
+            } else {
+                let linked = Linked::new(OBJECT, &ebpf)?;
+                for (program, function, _) in FMOD_RET_HOOKS {
+                    fmod_ret.push(linked.attach(program, function, &btf)?);
+                }
             }
         }
         for (name, _) in RAW_TRACEPOINTS {
@@ -255,7 +280,7 @@ impl Sensors {
                 program.attach(&cgroup, CgroupAttachMode::Single).map_err(|error| refused(error.into()))?;
             }
         }
-        let guard_maps = if file_guard && tier != Tier::Lsm {
+        let guard_maps = if file_guard && !tier.has_security_hooks() {
             Some(GuardMaps {
                 watched: second_handle(&ebpf, "WATCHED", HashMap::try_from)?,
                 task_of: second_handle(&ebpf, "TASK_OF", HashMap::try_from)?,
@@ -321,6 +346,7 @@ impl Sensors {
             lost,
             guard,
             socket_hooks: cgroup_root.is_some(),
+            _fmod_ret: fmod_ret,
             decode_errors: 0,
             tier,
             syscall_hooks,
@@ -433,12 +459,20 @@ impl Sensors {
     }
 
     /// The attached hooks, as `raw_tracepoint/<name>`, `cgroup/<attach point>`, `fanotify/perm`
-    /// and, on the LSM tier, `lsm/<hook>`.
+    /// and the security hooks: `lsm/<hook>` on the LSM tier, `fmod_ret/<function>` on the
+    /// fmod_ret tier.
     pub fn hooks(&self) -> impl Iterator<Item = &'static str> {
         let lsm: &[(&str, &str)] = if self.tier == Tier::Lsm { &LSM_HOOKS } else { &[] };
+        let fmod_ret: &[(&str, &str, &str)] = if self.tier == Tier::FmodRet { &FMOD_RET_HOOKS } else { &[] };
         let sockets: &[(&str, &str)] = if self.socket_hooks { &SOCKET_HOOKS } else { &[] };
         let guard = self.guard.as_ref().map(|_| FILE_GUARD);
-        RAW_TRACEPOINTS.iter().chain(sockets).chain(lsm).map(|&(_, label)| label).chain(guard)
+        RAW_TRACEPOINTS
+            .iter()
+            .chain(sockets)
+            .chain(lsm)
+            .map(|&(_, label)| label)
+            .chain(fmod_ret.iter().map(|&(_, _, label)| label))
+            .chain(guard)
     }
 
     /// Detaches the syscall programs if nothing needs them any more (see `syscall_hooks`);

@@ -1,5 +1,5 @@
 //! The maps the daemon writes for the kernel: watched inodes, task membership, secret holders,
-//! kill verdicts, and what the LSM tier refuses (harvests, connects outside a task's allowlist).
+//! kill verdicts, and what the security hooks refuse (harvests, connects outside a task's allowlist).
 
 use std::collections::{HashMap as StdHashMap, HashSet};
 
@@ -194,7 +194,7 @@ impl KernelMaps {
     }
 
     /// What the kernel kills or refuses, as `monitor_common::maps::policy` bits: `files_policy`
-    /// for uses of bound secret files (every tier), of which `files_kill` kill (file guard); on the LSM tier only, `harvest_policy` for
+    /// for uses of bound secret files (every tier), of which `files_kill` kill (file guard); on the LSM and fmod_ret tiers only, `harvest_policy` for
     /// reaching into a secret holder of another task, and whether a holder's connect outside its
     /// task's allowlist is refused.
     pub fn set_enforcement(
@@ -210,7 +210,7 @@ impl KernelMaps {
         self.enforce.set(enforce::CONNECT, u32::from(refuse_connects), 0)
     }
 
-    /// Writes task handle `task`'s allowed destinations for the LSM tier's `socket_connect`
+    /// Writes task handle `task`'s allowed destinations for the security hooks' `socket_connect`
     /// hook, replacing earlier ones: `None` (no list) allows everything; `Some` refuses every
     /// address no listed network holds (`Some(&[])`: everywhere). Returns whether a network had
     /// more ports than the kernel keeps, in which case it allows every port.

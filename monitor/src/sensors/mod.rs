@@ -5,6 +5,7 @@ pub mod cgroup;
 pub mod decode;
 pub mod destinations;
 pub mod file_guard;
+pub mod fmod_ret;
 pub mod kallsyms;
 pub mod known_gaps;
 mod loader;

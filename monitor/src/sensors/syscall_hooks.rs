@@ -9,7 +9,7 @@
 //! daemon before its own write, both through [`SyscallHooks::ensure`]) and detached on the daemon's
 //! tick once no process holds a secret, no verdict is pending and every watched inode is guarded.
 //! A holder's children inherit its holding in the kernel, so no holder appears while they are
-//! detached. On the LSM tier, or without the guard, they stay attached.
+//! detached. On the LSM and fmod_ret tiers, or without the guard, they stay attached.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -31,7 +31,7 @@ struct Hooks {
     ebpf: Ebpf,
     /// The programs' links while attached.
     links: Vec<(&'static str, RawTracePointLinkId)>,
-    /// Never detached: no guard, the LSM tier, or an inode the guard could not mark.
+    /// Never detached: no guard, the security hooks, or an inode the guard could not mark.
     pinned: bool,
 }
 

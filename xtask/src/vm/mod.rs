@@ -1,5 +1,7 @@
 //! `cargo xtask vm-test [ARGS…]`: the refusal suite (`tests/refusals.rs`) inside a VM whose
-//! kernel runs BPF LSM programs, for hosts that refuse them.
+//! kernel runs the security-hook tiers, for hosts that refuse them: booted once with `bpf` in the
+//! active LSMs (the LSM tier) and once without, so that LSM programs are refused and fmod_ret
+//! programs work (the fmod_ret tier).
 //!
 //! Debian's cloud kernel (through apt, cached in `target/vm/kernel/`) boots under QEMU with an
 //! initramfs holding busybox, `credwatch`, the test binary and their libraries; `/init` mounts
@@ -33,10 +35,11 @@ const MEMORY_MB: u32 = 1024;
 /// PID 1 of the test guest. `@TEST@` (the test binary), `@TARGET@` (its name) and `@NONCE@` are
 /// filled in; `@ARGS@` are the extra test arguments, shell-quoted.
 const INIT: &str = r#"#!/bin/busybox sh
-# PID 1 of the credwatch test VM: mount what the sensors need, run the LSM-tier suite, print a
-# verdict for `cargo xtask vm-test`, power off.
+# PID 1 of the credwatch test VM: mount what the sensors need, run the refusal suite on the tier
+# this boot is for (`credwatch_tier=` on the kernel command line), print a verdict for
+# `cargo xtask vm-test`, power off.
 /bin/busybox --install -s /bin
-export PATH=/bin HOME=/root TMPDIR=/tmp CREDWATCH_VM=1 RUST_BACKTRACE=1 NO_COLOR=1
+export PATH=/bin HOME=/root TMPDIR=/tmp CREDWATCH_VM=1 CREDWATCH_VM_TIER="$credwatch_tier" RUST_BACKTRACE=1 NO_COLOR=1
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
@@ -46,7 +49,7 @@ mount -t tracefs tracefs /sys/kernel/tracing
 # No tmpfs over /tmp: the root file system is already in memory and writable, and the programs
 # under test sit at their host paths, which may be under /tmp (a checkout there).
 ip link set lo up
-echo "credwatch-vm: kernel $(uname -r), active LSMs $(cat /sys/kernel/security/lsm)"
+echo "credwatch-vm: kernel $(uname -r), active LSMs $(cat /sys/kernel/security/lsm), tier $credwatch_tier"
 cd /tmp
 started=$(cut -d' ' -f1 /proc/uptime)
 '@TEST@' --include-ignored --test-threads=1 --show-output @ARGS@
@@ -70,12 +73,45 @@ pub fn main(args: &[OsString]) -> Result<ExitCode, Error> {
     };
     let started = Instant::now();
     setup::ensure(setup::Needs::Test)?;
-    let outcome = run(args)?;
-    Ok(report(&outcome, started.elapsed()))
+    let runs = run(args)?;
+    let failed = runs.iter().filter(|run| !run.passed()).count();
+    for run in &runs {
+        report(run, started.elapsed());
+    }
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// A configuration of the guest kernel, and the tier doctor must pick in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Config {
+    /// `bpf` in `lsm=`: BPF LSM programs run.
+    Lsm,
+    /// The same kernel without `bpf` in `lsm=`: LSM programs are refused, fmod_ret works.
+    FmodRet,
+}
+
+impl Config {
+    pub const ALL: [Self; 2] = [Self::Lsm, Self::FmodRet];
+
+    /// The tier's name, as doctor says it.
+    pub const fn tier(self) -> &'static str {
+        match self {
+            Self::Lsm => "lsm",
+            Self::FmodRet => "fmod_ret",
+        }
+    }
+
+    fn kernel_args(self) -> &'static str {
+        match self {
+            Self::Lsm => "lsm=lockdown,capability,landlock,bpf credwatch_tier=lsm",
+            Self::FmodRet => "lsm=lockdown,capability,landlock credwatch_tier=fmod_ret",
+        }
+    }
 }
 
 /// What a VM run found; `cargo xtask test` reports it next to the host suite.
 pub struct VmRun {
+    pub config: Config,
     pub verdict: Verdict,
     /// Console lines that held a planted secret value: a failure even if the tests passed.
     pub leaked: usize,
@@ -90,9 +126,9 @@ impl VmRun {
     }
 }
 
-/// Prints the outcome and returns the exit code it means.
-pub fn report(run: &VmRun, wall: Duration) -> ExitCode {
-    let VmRun { verdict, leaked, boot_and_tests, console_log } = run;
+/// Prints the outcome of one boot.
+pub fn report(run: &VmRun, wall: Duration) {
+    let VmRun { config, verdict, leaked, boot_and_tests, console_log } = run;
     let what = match verdict {
         Verdict::Pass if *leaked > 0 => format!("FAILED: {leaked} console lines held a planted secret value"),
         Verdict::Pass => "passed".to_owned(),
@@ -100,21 +136,18 @@ pub fn report(run: &VmRun, wall: Duration) -> ExitCode {
         Verdict::Missing(why) => format!("FAILED, the VM gave no verdict: {why}"),
     };
     eprintln!(
-        "vm-test: {what}; QEMU ran {:.1}s, wall time {:.1}s; console log {}",
+        "vm-test: {} tier {what}; QEMU ran {:.1}s, wall time {:.1}s; console log {}",
+        config.tier(),
         boot_and_tests.as_secs_f64(),
         wall.as_secs_f64(),
         console_log.display()
     );
-    if run.passed() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
 }
 
-/// Builds everything, boots the guest and returns what it said. Errors are reasons the VM could
-/// not start at all (no QEMU, no kernel, a build failure): they fail the run, never skip it.
-pub fn run(test_args: &[OsString]) -> Result<VmRun, Error> {
+/// Builds everything, boots the guest in each configuration, one after the other, and returns
+/// what it said each time. Errors are reasons the VM could not start at all (no QEMU, no kernel, a
+/// build failure): they fail the run, never skip it.
+pub fn run(test_args: &[OsString]) -> Result<Vec<VmRun>, Error> {
     require_qemu()?;
     let test_binary = build_test_binary()?;
     let target = workspace::target_dir();
@@ -135,19 +168,25 @@ pub fn run(test_args: &[OsString]) -> Result<VmRun, Error> {
     let size = initramfs::build(&initramfs, &initramfs::Contents { programs: &programs, init: &init, scratch: &scratch })?;
     eprintln!("vm: initramfs {} ({:.1} MB)", initramfs.display(), size as f64 / 1e6);
     let accel = choose_accel(&kernel.vmlinuz, &vm, &nonce)?;
-    let console_log = vm.join("console.log");
     let timeout = timeout()?;
-    let outcome = qemu::boot(&Boot {
-        kernel: &kernel.vmlinuz,
-        initramfs: &initramfs,
-        accel,
-        memory_mb: MEMORY_MB,
-        timeout,
-        nonce: &nonce,
-        console_log: &console_log,
-        echo: true,
-    })?;
-    Ok(VmRun { verdict: outcome.verdict, leaked: outcome.leaked, boot_and_tests: outcome.elapsed, console_log })
+    let mut runs = Vec::new();
+    for config in Config::ALL {
+        eprintln!("vm: booting for the {} tier", config.tier());
+        let console_log = vm.join(format!("console-{}.log", config.tier()));
+        let outcome = qemu::boot(&Boot {
+            kernel: &kernel.vmlinuz,
+            initramfs: &initramfs,
+            accel,
+            memory_mb: MEMORY_MB,
+            timeout,
+            nonce: &nonce,
+            console_log: &console_log,
+            echo: true,
+            kernel_args: config.kernel_args(),
+        })?;
+        runs.push(VmRun { config, verdict: outcome.verdict, leaked: outcome.leaked, boot_and_tests: outcome.elapsed, console_log });
+    }
+    Ok(runs)
 }
 
 /// `cargo test --no-run` of the guest's test target; returns its executable. `credwatch` is

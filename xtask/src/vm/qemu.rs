@@ -22,7 +22,7 @@ use crate::{cmd, error::Error, leaks};
 pub const QEMU: &str = "qemu-system-x86_64";
 /// `bpf` must be in the list for BPF LSM programs to run; the cloud kernel's default list has it
 /// last after apparmor etc., which the guest does not need.
-const KERNEL_ARGS: &str = "console=ttyS0 lsm=lockdown,capability,landlock,bpf panic=-1 quiet";
+const KERNEL_ARGS: &str = "console=ttyS0 panic=-1 quiet";
 /// The marker the guest's init prints last: `<MARKER> <nonce> pass` or `… fail <why>`.
 pub const MARKER: &str = "CREDWATCH-VM-VERDICT";
 /// What QEMU prints on stderr when a KVM guest cannot go on (nested virtualisation that cannot
@@ -71,6 +71,9 @@ pub struct Boot<'a> {
     pub console_log: &'a Path,
     /// Whether console lines are echoed to our stderr as they come.
     pub echo: bool,
+    /// Kernel parameters beside the console's: the active LSMs, and the guest's configuration
+    /// (a parameter the kernel does not know reaches init as an environment variable).
+    pub kernel_args: &'a str,
 }
 
 /// How a boot ended.
@@ -99,7 +102,7 @@ enum Seen {
 
 /// Boots, streams the console, and returns the verdict. QEMU is always gone when this returns.
 pub fn boot(boot: &Boot<'_>) -> Result<Outcome, Error> {
-    let Boot { kernel, initramfs, accel, memory_mb, timeout, nonce, console_log, echo } = *boot;
+    let Boot { kernel, initramfs, accel, memory_mb, timeout, nonce, console_log, echo, kernel_args } = *boot;
     let mut qemu = Command::new(QEMU);
     qemu.args(accel.args())
         .args(["-m", &format!("{memory_mb}M"), "-smp", "1"])
@@ -109,7 +112,7 @@ pub fn boot(boot: &Boot<'_>) -> Result<Outcome, Error> {
         .arg(kernel)
         .arg("-initrd")
         .arg(initramfs)
-        .args(["-append", KERNEL_ARGS])
+        .args(["-append", &format!("{KERNEL_ARGS} {kernel_args}")])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -241,6 +244,7 @@ pub fn kvm_works(kernel: &Path, probe_initramfs: &Path, nonce: &str, log: &Path)
         nonce,
         console_log: log,
         echo: false,
+        kernel_args: "",
     })?;
     Ok(match outcome.verdict {
         Verdict::Pass => (true, format!("a probe guest booted in {:.1}s", outcome.elapsed.as_secs_f64())),
