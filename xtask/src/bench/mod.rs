@@ -5,7 +5,7 @@
 //!    empty per-syscall tracepoint and a bpftrace peer, and the run time of each hook's program;
 //!    2. engine throughput; 3. event →
 //!    decision latency; 4. the daemon's memory and CPU; 5. an event storm whose every event must
-//!    be received or counted lost. `--quick` scales everything down to a smoke run that
+//!    be received or counted lost; 6. open/close on the LSM and fmod_ret tiers, in the test VM. `--quick` scales everything down to a smoke run that
 //!    `cargo xtask test` ends with, so that the benchmark cannot rot.
 
 mod bpftrace;
@@ -23,6 +23,7 @@ mod scratch;
 mod stats;
 mod syscalls;
 mod targets;
+mod tiers;
 mod worker;
 
 use std::{
@@ -57,6 +58,9 @@ pub struct Scale {
     pub tracked_processes: u64,
     pub idle_seconds: f64,
     pub storm_events: u64,
+    /// Open/close iterations per run, and rounds, of the loop in the test VM (emulated CPU).
+    pub vm_opens: u64,
+    pub vm_rounds: usize,
 }
 
 impl Scale {
@@ -73,6 +77,8 @@ impl Scale {
         tracked_processes: 10_000,
         idle_seconds: 10.0,
         storm_events: 1_000_000,
+        vm_opens: 20_000,
+        vm_rounds: 5,
     };
 
     const QUICK: Self = Self {
@@ -88,6 +94,8 @@ impl Scale {
         tracked_processes: 500,
         idle_seconds: 1.0,
         storm_events: 50_000,
+        vm_opens: 2_000,
+        vm_rounds: 1,
     };
 }
 
@@ -164,6 +172,7 @@ fn run(scale: Scale, out: &Path) -> Result<(), BenchError> {
     let engine = section("engine throughput", || engine::measure(&bench))?;
     let latency = section("latency", || latency::measure(&bench))?;
     let footprint = section("footprint and event storm", || footprint::measure(&bench))?;
+    let tiers = section("security-hook tiers in the test VM", || tiers::measure(&bench))?;
     let storm = &footprint.storm;
     let inexact = (!storm.is_exact()).then(|| BenchError::StormInexact {
         produced: storm.produced,
@@ -179,6 +188,7 @@ fn run(scale: Scale, out: &Path) -> Result<(), BenchError> {
         engine,
         latency,
         footprint,
+        tiers,
         wall: started.elapsed(),
     };
     let text = report::render(&results);

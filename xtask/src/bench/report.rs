@@ -11,6 +11,7 @@ use super::{
     profile::Profile,
     syscalls::{Clock, SyscallResults, Workload},
     targets::{self, Verdict},
+    tiers::TierOverhead,
     Scale,
 };
 use crate::{cmd, workspace};
@@ -23,6 +24,7 @@ pub struct Results {
     pub engine: EngineResults,
     pub latency: Vec<Latency>,
     pub footprint: Footprint,
+    pub tiers: Vec<TierOverhead>,
     pub wall: Duration,
 }
 
@@ -95,7 +97,33 @@ pub fn render(results: &Results) -> String {
     engine(&mut out, &results.engine);
     latency(&mut out, &results.latency, &results.scale);
     footprint(&mut out, &results.footprint);
+    tiers(&mut out, &results.tiers, &results.scale);
     out
+}
+
+fn tiers(out: &mut String, results: &[TierOverhead], scale: &Scale) {
+    let _ = write!(
+        out,
+        "## 6. The security-hook tiers, in the test VM\n\n\
+         This host refuses LSM and fmod_ret programs, so the open/close loop ({opens} open+close of a plain file by a \
+         process in no task, CPU time) runs in the test VM (`cargo xtask vm-test`'s kernel, Debian 12's 6.1), booted \
+         once with `bpf` in `lsm=` (the LSM tier) and once without (the fmod_ret tier); {rounds} round(s) each, a \
+         credwatch run between two runs with no monitor. **The guest's CPU is emulated (QEMU TCG where KVM does not work, as on this project's machines)**: a syscall costs \
+         it many times what it costs this host, so only the ratios mean anything, each within its own boot.\n\n\
+         | tier | no monitor, ns/iteration (emulated) | credwatch |\n|---|---|---|\n",
+        opens = scale.vm_opens,
+        rounds = scale.vm_rounds,
+    );
+    for tier in results {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} |",
+            tier.tier,
+            tier.baseline_ns.show(|ns| format!("{ns:.0}")),
+            tier.ratio.show(ratio),
+        );
+    }
+    out.push('\n');
 }
 
 fn header(out: &mut String, results: &Results) {

@@ -32,12 +32,8 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Guest memory: the initramfs (about 40 MB once unpacked) lives in it, next to the daemons.
 const MEMORY_MB: u32 = 1024;
 
-/// PID 1 of the test guest. `@TEST@` (the test binary), `@TARGET@` (its name) and `@NONCE@` are
-/// filled in; `@ARGS@` are the extra test arguments, shell-quoted.
-const INIT: &str = r#"#!/bin/busybox sh
-# PID 1 of the credwatch test VM: mount what the sensors need, run the refusal suite on the tier
-# this boot is for (`credwatch_tier=` on the kernel command line), print a verdict for
-# `cargo xtask vm-test`, power off.
+/// What PID 1 of a test or bench guest does first: mount what the sensors need.
+const PRELUDE: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin HOME=/root TMPDIR=/tmp CREDWATCH_VM=1 CREDWATCH_VM_TIER="$credwatch_tier" RUST_BACKTRACE=1 NO_COLOR=1
 mount -t proc proc /proc
@@ -51,7 +47,13 @@ mount -t tracefs tracefs /sys/kernel/tracing
 ip link set lo up
 echo "credwatch-vm: kernel $(uname -r), active LSMs $(cat /sys/kernel/security/lsm), tier $credwatch_tier"
 cd /tmp
-started=$(cut -d' ' -f1 /proc/uptime)
+"#;
+
+/// The rest of PID 1 of the test guest: run the refusal suite on the tier this boot is for
+/// (`credwatch_tier=` on the kernel command line), print a verdict, power off. `@TEST@` (the test
+/// binary), `@TARGET@` (its name) and `@NONCE@` are filled in; `@ARGS@` are the extra test
+/// arguments, shell-quoted.
+const TESTS: &str = r#"started=$(cut -d' ' -f1 /proc/uptime)
 '@TEST@' --include-ignored --test-threads=1 --show-output @ARGS@
 status=$?
 echo "credwatch-vm: tests took $(awk "BEGIN { print $(cut -d' ' -f1 /proc/uptime) - $started }")s (uptime $(cut -d' ' -f1 /proc/uptime)s)"
@@ -62,6 +64,38 @@ else
 fi
 poweroff -f
 "#;
+
+/// The rest of PID 1 of the bench guest: @ROUNDS@ rounds of an open/close loop of @OPENS@
+/// iterations (`@XTASK@ bench-load`, a process in no task) with no monitor, under
+/// `@CREDWATCH@ run`, and with no monitor again; one `BENCH_MARKER` line per round with the three
+/// CPU times per iteration.
+const BENCH: &str = r#"mkdir -p /tmp/bench/home /tmp/bench/state
+echo plain > /tmp/bench/plain
+printf '[catalogue]\nhomes = ["/tmp/bench/home"]\n' > /tmp/bench/credwatch.toml
+load() { echo | '@XTASK@' bench-load open /tmp/bench/plain @OPENS@ | awk '$1 == "ns_per_op" { print $4 }'; }
+fail() { echo "CREDWATCH-VM-VERDICT @NONCE@ fail ($1)"; tail -5 /tmp/bench/daemon.log; poweroff -f; }
+for round in $(seq 1 @ROUNDS@); do
+  before=$(load)
+  '@CREDWATCH@' run --config /tmp/bench/credwatch.toml --state-dir /tmp/bench/state --socket /tmp/bench/api.sock 2>/tmp/bench/daemon.log &
+  daemon=$!
+  waited=0
+  until '@CREDWATCH@' status --socket /tmp/bench/api.sock >/dev/null 2>&1; do
+    waited=$((waited + 1))
+    [ "$waited" -le 120 ] || fail "credwatch run did not answer within 120 s"
+    sleep 1
+  done
+  with=$(load)
+  kill -TERM "$daemon"
+  wait "$daemon" || fail "credwatch run exited with $? after SIGTERM"
+  after=$(load)
+  echo "@MARKER@ $credwatch_tier $round $before $with $after"
+done
+echo "CREDWATCH-VM-VERDICT @NONCE@ pass"
+poweroff -f
+"#;
+
+/// The line of the bench guest that carries one round.
+const BENCH_MARKER: &str = "CREDWATCH-VM-BENCH";
 
 /// PID 1 of the KVM probe guest: prove that the guest runs, nothing more.
 const PROBE_INIT: &str = "#!/bin/busybox sh\n/bin/busybox echo \"CREDWATCH-VM-VERDICT @NONCE@ pass\"\n/bin/busybox poweroff -f\n";
@@ -150,29 +184,89 @@ pub fn report(run: &VmRun, wall: Duration) {
 pub fn run(test_args: &[OsString]) -> Result<Vec<VmRun>, Error> {
     require_qemu()?;
     let test_binary = build_test_binary()?;
-    let target = workspace::target_dir();
-    let credwatch = target.join("debug").join("credwatch");
-    let vm = target.join("vm");
+    let credwatch = workspace::target_dir().join("debug").join("credwatch");
+    let init = format!("{PRELUDE}{TESTS}")
+        .replace("@TEST@", &test_binary.to_string_lossy())
+        .replace("@ARGS@", &quote_args(test_args))
+        .replace("@TARGET@", TEST_TARGET);
+    let boots = boot_each("test", &init, &[test_binary, credwatch])?;
+    Ok(boots
+        .into_iter()
+        .map(|(config, outcome, console_log)| VmRun {
+            config,
+            verdict: outcome.verdict,
+            leaked: outcome.leaked,
+            boot_and_tests: outcome.elapsed,
+            console_log,
+        })
+        .collect())
+}
+
+/// One tier's rounds of the open/close loop in the guest: CPU nanoseconds per iteration with no
+/// monitor before, under credwatch, and with no monitor after.
+pub struct TierBench {
+    pub config: Config,
+    pub rounds: Vec<[f64; 3]>,
+}
+
+/// `cargo xtask bench`'s guest part: the open/close loop on each security-hook tier, `credwatch`
+/// being the binary under test. QEMU's CPU is emulated (TCG here): only ratios within one boot
+/// mean anything.
+pub fn bench(credwatch: &Path, opens: u64, rounds: usize) -> Result<Vec<TierBench>, Error> {
+    require_qemu()?;
+    let xtask = env::current_exe().map_err(|source| Error::File { path: PathBuf::from("/proc/self/exe"), source })?;
+    let init = format!("{PRELUDE}{BENCH}")
+        .replace("@XTASK@", &xtask.to_string_lossy())
+        .replace("@CREDWATCH@", &credwatch.to_string_lossy())
+        .replace("@OPENS@", &opens.to_string())
+        .replace("@ROUNDS@", &rounds.to_string())
+        .replace("@MARKER@", BENCH_MARKER);
+    let boots = boot_each("bench", &init, &[xtask, credwatch.to_owned()])?;
+    boots
+        .into_iter()
+        .map(|(config, outcome, console_log)| {
+            if outcome.verdict != Verdict::Pass || outcome.leaked > 0 {
+                return Err(Error::Vm(format!(
+                    "the {} tier's bench guest failed: {:?}; console log {}",
+                    config.tier(),
+                    outcome.verdict,
+                    console_log.display()
+                )));
+            }
+            let console = std::fs::read_to_string(&console_log).map_err(|source| Error::File { path: console_log.clone(), source })?;
+            let measured = bench_rounds(&console);
+            if measured.len() != rounds {
+                return Err(Error::Vm(format!(
+                    "the {} tier's bench guest printed {} of {rounds} rounds; console log {}",
+                    config.tier(),
+                    measured.len(),
+                    console_log.display()
+                )));
+            }
+            Ok(TierBench { config, rounds: measured })
+        })
+        .collect()
+}
+
+/// Packs `init` and `programs` into `target/vm/<name>.cpio` and boots it once per [`Config`]:
+/// each boot's outcome and console log.
+fn boot_each(name: &str, init: &str, programs: &[PathBuf]) -> Result<Vec<(Config, qemu::Outcome, PathBuf)>, Error> {
+    let vm = workspace::target_dir().join("vm");
     std::fs::create_dir_all(&vm).map_err(|source| Error::File { path: vm.clone(), source })?;
     let kernel = kernel::ensure(&vm.join("kernel"))?;
     eprintln!("vm: kernel {} ({})", kernel.package, kernel.vmlinuz.display());
     let nonce = nonce()?;
-    let init = INIT
-        .replace("@TEST@", &test_binary.to_string_lossy())
-        .replace("@ARGS@", &quote_args(test_args))
-        .replace("@TARGET@", TEST_TARGET)
-        .replace("@NONCE@", &nonce);
-    let initramfs = vm.join("initramfs.cpio");
+    let init = init.replace("@NONCE@", &nonce);
+    let initramfs = vm.join(format!("{name}.cpio"));
     let scratch = vm.join("scratch");
-    let programs = [test_binary, credwatch];
-    let size = initramfs::build(&initramfs, &initramfs::Contents { programs: &programs, init: &init, scratch: &scratch })?;
-    eprintln!("vm: initramfs {} ({:.1} MB)", initramfs.display(), size as f64 / 1e6);
+    let size = initramfs::build(&initramfs, &initramfs::Contents { programs, init: &init, scratch: &scratch })?;
+    eprintln!("vm: {} ({:.1} MB)", initramfs.display(), size as f64 / 1e6);
     let accel = choose_accel(&kernel.vmlinuz, &vm, &nonce)?;
     let timeout = timeout()?;
-    let mut runs = Vec::new();
+    let mut boots = Vec::new();
     for config in Config::ALL {
         eprintln!("vm: booting for the {} tier", config.tier());
-        let console_log = vm.join(format!("console-{}.log", config.tier()));
+        let console_log = vm.join(format!("{name}-console-{}.log", config.tier()));
         let outcome = qemu::boot(&Boot {
             kernel: &kernel.vmlinuz,
             initramfs: &initramfs,
@@ -184,9 +278,21 @@ pub fn run(test_args: &[OsString]) -> Result<Vec<VmRun>, Error> {
             echo: true,
             kernel_args: config.kernel_args(),
         })?;
-        runs.push(VmRun { config, verdict: outcome.verdict, leaked: outcome.leaked, boot_and_tests: outcome.elapsed, console_log });
+        boots.push((config, outcome, console_log));
     }
-    Ok(runs)
+    Ok(boots)
+}
+
+/// The rounds the bench guest printed: `<marker> <tier> <round> <before> <with> <after>`.
+fn bench_rounds(console: &str) -> Vec<[f64; 3]> {
+    console
+        .lines()
+        .filter_map(|line| {
+            let (_, rest) = line.split_once(BENCH_MARKER)?;
+            let fields: Vec<f64> = rest.split_whitespace().skip(2).map_while(|field| field.parse().ok()).collect();
+            <[f64; 3]>::try_from(fields).ok()
+        })
+        .collect()
 }
 
 /// `cargo test --no-run` of the guest's test target; returns its executable. `credwatch` is
@@ -297,5 +403,11 @@ mod tests {
     fn init_arguments_are_quoted() {
         let args = [OsString::from("denied"), OsString::from("it's")];
         assert_eq!(quote_args(&args), r"'denied' 'it'\''s'");
+    }
+
+    #[test]
+    fn bench_rounds_come_from_their_marker_lines() {
+        let console = "vm| noise\nvm| CREDWATCH-VM-BENCH fmod_ret 1 1000.5 1100 990\nvm| CREDWATCH-VM-BENCH fmod_ret 2 1000 oops 990\n";
+        assert_eq!(bench_rounds(console), [[1000.5, 1100.0, 990.0]]);
     }
 }
