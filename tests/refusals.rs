@@ -18,7 +18,7 @@ mod ops;
 use std::{
     ffi::CString,
     io::ErrorKind,
-    net::{SocketAddrV4, TcpListener},
+    net::{SocketAddrV4, TcpListener, UdpSocket},
     os::unix::{ffi::OsStrExt as _, fs::MetadataExt as _},
     path::Path,
     process::Command,
@@ -345,6 +345,68 @@ async fn a_connect_outside_the_allowlist_is_refused_before_the_syn() {
     assert_denied_in_kernel(&found[0]);
     let connects = recorded(&daemon, "connect", agent_pid);
     assert_eq!(connects.len(), 2, "both connects reported once, by the LSM or cgroup hook: {connects:#?}");
+    daemon.stop().await;
+}
+
+/// Beside the security hooks no syscall program runs for a holder: `file_open` reports the
+/// owner's allowed open itself (with the path as named), and the `sendmsg` hooks see datagrams.
+#[tokio::test]
+#[ignore = "LSM and fmod_ret tiers: runs in the VM (cargo xtask vm-test)"]
+async fn beside_the_security_hooks_a_holder_needs_no_syscall_program() {
+    require_vm();
+    let (daemon, secret) = daemon_with_secret().await;
+    let holder = Forked::spawn(Op::HoldAndStay(c_path(&secret)));
+    let pid = holder.pid;
+    daemon.client.start_task(&granted("holder", pid, &secret)).await.unwrap();
+    let held = holder.release();
+    assert!(held[0] >= 0 && held[1] > 0, "the holder reads its secret: {held:?}");
+    daemon.settle().await;
+    let opens = recorded(&daemon, "secret_open", pid);
+    assert_eq!(opens.len(), 1, "the open reported once, by the hook: {opens:#?}");
+    assert_eq!(opens[0]["syscall"], "openat", "{opens:#?}");
+    assert_eq!(opens[0]["kernel_action"], "none", "{opens:#?}");
+    assert_eq!(opens[0]["path"], secret.display().to_string(), "{opens:#?}");
+    let status = daemon.client.status().await.unwrap();
+    assert_eq!(status["kernel"]["syscall_hooks_attached"], false, "a holder, and no syscall program: {status:#}");
+    let gaps: Vec<_> = status["kernel"]["gaps"].as_array().unwrap().iter().map(|gap| &gap["capability"]).collect();
+    assert!(gaps.is_empty(), "cgroup v2 is mounted in the VM, so datagrams are refused too: {gaps:?}");
+    holder.kill();
+    daemon.stop().await;
+}
+
+/// On every tier where cgroup v2 is mounted (this host, the VM): the `sendmsg` hooks judge a
+/// holder's datagrams sent from an unconnected socket, which no connect announces.
+#[tokio::test]
+async fn a_datagram_outside_the_allowlist_is_refused_before_it_leaves() {
+    let (daemon, secret) = daemon_with_secret().await;
+    let allowed = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let elsewhere = UdpSocket::bind("127.0.0.1:0").unwrap();
+    elsewhere.set_nonblocking(true).unwrap();
+    let address = |socket: &UdpSocket| match socket.local_addr().unwrap() {
+        std::net::SocketAddr::V4(address) => address,
+        other => panic!("{other}"),
+    };
+    let (allowed_at, elsewhere_at) = (address(&allowed), address(&elsewhere));
+    let agent = Forked::spawn(Op::HoldThenSendTo { secret: c_path(&secret), to: [elsewhere_at, allowed_at] });
+    let agent_pid = agent.pid;
+    let mut request = granted("sender", agent.pid, &secret);
+    request.allow = Some(vec![allowed_at.to_string()]);
+    daemon.client.start_task(&request).await.unwrap();
+    let results = agent.release();
+    assert!(results[0] >= 0 && results[1] > 0, "the task reads its own secret: {results:?}");
+    assert_eq!(results[2], EPERM, "outside the allowlist: refused: {results:?}");
+    assert_eq!(results[3], 1, "benign twin, the allowed destination: {results:?}");
+    assert_eq!(agent.wait(), 0);
+    let mut byte = [0u8; 1];
+    match elsewhere.recv(&mut byte) {
+        Err(error) if error.kind() == ErrorKind::WouldBlock => {}
+        other => panic!("the refused destination received a datagram: {other:?}"),
+    }
+    assert_eq!(allowed.recv(&mut byte).expect("the allowed destination received its datagram"), 1);
+    let found = findings(&daemon, "unexpected_destination", agent_pid).await;
+    assert_eq!(found.len(), 1, "only the refused destination: {found:#?}");
+    assert_eq!(found[0]["destination"], elsewhere_at.to_string());
+    assert_denied_in_kernel(&found[0]);
     daemon.stop().await;
 }
 

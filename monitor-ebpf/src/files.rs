@@ -6,8 +6,8 @@
 //! unrelated open costs the fd → inode reads and one `WATCHED` lookup (and, on an anonymous
 //! device such as /proc's, three reads more to tell an O_PATH handle and environ or mem files).
 //!
-//! On the LSM tier this still reports the opens the LSM hooks allowed (with the path as named
-//! and the fd); the hooks report what they refuse, and opens by other routes (`lsm.rs`).
+//! Never attached on the LSM and fmod_ret tiers, whose `file_open` hook reports every open of a
+//! watched inode or of a harvested `/proc` file, by any route (`lsm.rs`).
 
 use aya_ebpf::{
     helpers::bpf_probe_read_user_str_bytes,

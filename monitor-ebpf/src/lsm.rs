@@ -71,10 +71,10 @@ const UNKNOWN_SYSCALL: u32 = u32::MAX;
 // ---- files ----------------------------------------------------------------------------------
 
 /// Every open of a file, by any route: open syscalls, io_uring `IORING_OP_OPENAT`, exec. A watched
-/// inode opened against its policy is refused (and reported here: the syscall fails, so
-/// `sys_exit` sees no fd); an allowed open by a route other than an open syscall is reported here,
-/// the others by `sys_exit` with their fd. Also `/proc/PID/{environ,mem}` of a secret holder of
-/// another task, when the environ_harvest rule refuses. `O_PATH` opens never reach this hook.
+/// inode's open is reported here, and refused against its policy; so is an open of another
+/// process's `/proc/PID/{environ,mem}`, refused for a secret holder of another task when the
+/// environ_harvest rule refuses. `sys_exit` is never attached with these hooks, so the report
+/// carries no fd. `O_PATH` opens never reach this hook.
 #[lsm(hook = "file_open")]
 pub fn file_open(ctx: LsmContext) -> i32 {
     let file: *const u8 = ctx.arg(0);
@@ -107,9 +107,7 @@ pub fn file_open(ctx: LsmContext) -> i32 {
         report_harvest(harvest_kind, target, kernel_action::DENIED);
         return -EPERM;
     }
-    if !syscalls::is_open(route.syscall) {
-        report_harvest(harvest_kind, target, kernel_action::NONE);
-    }
+    report_harvest(harvest_kind, target, kernel_action::NONE);
     0
 }
 
@@ -183,7 +181,8 @@ fn on_file_use(file: *const u8, used: Use) -> i32 {
 }
 
 /// The decision on a watched inode, with `secret_use_refused` as at `sys_exit`: there a kill, here a
-/// refusal, so the process never holds the secret.
+/// refusal, so the process never holds the secret. An allowed open makes the process a holder and
+/// is reported; an allowed read or mapping is not (its open was).
 #[inline(always)]
 fn on_secret(tgid: u32, key: InodeKey, watched: WatchedInode, used: Use) -> i32 {
     let route = Route::current();
@@ -194,11 +193,11 @@ fn on_secret(tgid: u32, key: InodeKey, watched: WatchedInode, used: Use) -> i32 
     let by_open_syscall = used == Use::Open && syscalls::is_open(route.syscall);
     let action = if refused {
         kernel_action::DENIED
-    } else if used == Use::Open && !by_open_syscall {
+    } else if used == Use::Open {
         hold(tgid, 1);
         kernel_action::NONE
     } else {
-        return 0; // an allowed open syscall (`sys_exit` reports it) or read
+        return 0;
     };
     let syscall = match used {
         Use::Mmap => syscalls::MMAP,

@@ -38,6 +38,9 @@ pub enum Op {
     /// Opens and reads the file (becoming a holder), then connects to each address in turn:
     /// `[open, read, connect 1, connect 2]`.
     HoldThenConnect { secret: CString, to: [SocketAddrV4; 2] },
+    /// Opens and reads the file (becoming a holder), then sends one UDP datagram to each address
+    /// in turn from an unconnected socket: `[open, read, sendto 1, sendto 2]`.
+    HoldThenSendTo { secret: CString, to: [SocketAddrV4; 2] },
     /// Opens and reads the file (becoming a holder), reports, then sleeps until killed:
     /// `[open, read]`.
     HoldAndStay(CString),
@@ -200,6 +203,12 @@ unsafe fn child(op: &Op, proc_fd: &CString, gate: i32, ready: i32, results_fd: i
             results[2] = connect(&to[0]);
             results[3] = connect(&to[1]);
         }
+        Op::HoldThenSendTo { secret, to } => {
+            results[0] = open(secret, libc::O_RDONLY);
+            results[1] = read_some(results[0]);
+            results[2] = send_to(&to[0]);
+            results[3] = send_to(&to[1]);
+        }
         Op::HoldAndStay(path) => {
             results[0] = open(path, libc::O_RDONLY);
             results[1] = read_some(results[0]);
@@ -232,12 +241,7 @@ unsafe fn connect(to: &SocketAddrV4) -> i64 {
     if socket < 0 {
         return errno();
     }
-    let address = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: to.port().to_be(),
-        sin_addr: libc::in_addr { s_addr: u32::from(*to.ip()).to_be() },
-        sin_zero: [0; 8],
-    };
+    let address = sockaddr(to);
     let result = ret(i64::from(libc::connect(
         socket,
         (&raw const address).cast(),
@@ -245,6 +249,34 @@ unsafe fn connect(to: &SocketAddrV4) -> i64 {
     )));
     libc::close(socket);
     result
+}
+
+/// One byte to `to` from a fresh unconnected UDP socket: the bytes sent, or `-errno`.
+unsafe fn send_to(to: &SocketAddrV4) -> i64 {
+    let socket = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+    if socket < 0 {
+        return errno();
+    }
+    let address = sockaddr(to);
+    let result = ret(libc::sendto(
+        socket,
+        b"x".as_ptr().cast(),
+        1,
+        0,
+        (&raw const address).cast(),
+        std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+    ) as i64);
+    libc::close(socket);
+    result
+}
+
+fn sockaddr(to: &SocketAddrV4) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: to.port().to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(*to.ip()).to_be() },
+        sin_zero: [0; 8],
+    }
 }
 
 // io_uring, from <linux/io_uring.h>.

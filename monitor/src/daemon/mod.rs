@@ -525,10 +525,10 @@ impl Daemon {
 
     /// Detaches the syscall programs when nothing needs them, and says which way they are.
     fn relax_syscall_hooks(&mut self) {
-        let attached = i64::from(self.sensors.relax_syscall_hooks());
         let tier = self.tier.to_string();
-        for program in crate::sensors::syscall_hooks::PROGRAMS {
-            self.metrics.sensor_info.with_label_values(&[&tier, &format!("raw_tracepoint/{program}")]).set(attached);
+        for (program, attached) in self.sensors.relax_syscall_hooks() {
+            let hook = format!("raw_tracepoint/{program}");
+            self.metrics.sensor_info.with_label_values(&[&tier, &hook]).set(i64::from(attached));
         }
     }
 

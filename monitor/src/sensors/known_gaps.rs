@@ -9,7 +9,7 @@ pub struct Sensors {
     pub tier: Tier,
     /// The fanotify file guard runs (tracepoint tier).
     pub file_guard: bool,
-    /// The cgroup socket-address hooks are attached (tracepoint tier).
+    /// The cgroup socket-address hooks are attached (beside the security hooks, the `sendmsg` pair).
     pub socket_hooks: bool,
 }
 
@@ -67,8 +67,8 @@ const GAPS: &[(&str, &str, Applies)] = &[
     ),
     (
         "network:unconnected_datagram",
-        "a datagram sent with an address on an unconnected socket is reported, not refused",
-        |sensors| sensors.tier.has_security_hooks(),
+        "a datagram sent with an address on an unconnected socket is reported, not refused: needs cgroup v2 for the sendmsg hooks",
+        |sensors| sensors.tier.has_security_hooks() && !sensors.socket_hooks,
     ),
 ];
 
@@ -103,5 +103,6 @@ mod tests {
         );
         assert_eq!(capabilities(lsm), ["network:unconnected_datagram"]);
         assert_eq!(capabilities(fmod_ret), capabilities(lsm), "the same hooks");
+        assert_eq!(capabilities(Sensors { socket_hooks: true, ..lsm }), [] as [&str; 0], "the sendmsg hooks refuse datagrams");
     }
 }

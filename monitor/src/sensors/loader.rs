@@ -75,6 +75,9 @@ const SOCKET_HOOKS: [(&str, &str); 4] = [
     ("sendmsg6", "cgroup/sendmsg6"),
 ];
 
+/// The `sendmsg` pair of [`SOCKET_HOOKS`].
+const SENDMSG_HOOKS: std::ops::Range<usize> = 2..4;
+
 /// The fanotify file guard, as a hook label.
 const FILE_GUARD: &str = "fanotify/perm";
 
@@ -218,10 +221,12 @@ impl Sensors {
             options;
         let ignored_tgid = ignored_tgid.unwrap_or(0);
         let security_hooks = u32::from(tier.has_security_hooks());
-        // With the security hooks `socket_connect` sees connects; elsewhere the cgroup hooks take
-        // them off the syscall path where cgroup v2 is mounted.
-        let cgroup_root = if tier.has_security_hooks() || !socket_hooks { None } else { cgroup::v2_root() };
-        if !tier.has_security_hooks() && cgroup_root.is_none() {
+        // The cgroup hooks take connects and datagram sends off the syscall path where cgroup v2
+        // is mounted; with the security hooks, which see connects, only the `sendmsg` pair.
+        let cgroup_root = if socket_hooks { cgroup::v2_root() } else { None };
+        let socket_programs: &[(&str, &str)] =
+            if tier.has_security_hooks() { &SOCKET_HOOKS[SENDMSG_HOOKS] } else { &SOCKET_HOOKS };
+        if cgroup_root.is_none() {
             let reason = if socket_hooks { "cgroup v2 is not mounted" } else { "refused at load or attach (see the log)" };
             gaps.push(SensorGap { capability: "network:cgroup_hooks", reason: reason.into() });
         }
@@ -271,7 +276,7 @@ impl Sensors {
         if let Some(root) = &cgroup_root {
             let refused = |source: Box<dyn std::error::Error + Send + Sync>| SensorError::SocketHooks { path: root.clone(), source };
             let cgroup = std::fs::File::open(root).map_err(|error| refused(error.into()))?;
-            for (name, _) in SOCKET_HOOKS {
+            for &(name, _) in socket_programs {
                 let program: &mut CgroupSockAddr = program_mut(&mut ebpf, name)?;
                 // Networking programs: loading them needs CAP_NET_ADMIN (or CAP_SYS_ADMIN) too.
                 program.load().map_err(|error| refused(error.into()))?;
@@ -314,7 +319,9 @@ impl Sensors {
             marks: None,
             syscall_hooks: None,
         };
-        let syscall_hooks = SyscallHooks::new(ebpf);
+        let syscall_programs: &[&str] =
+            if tier.has_security_hooks() { &syscall_hooks::BESIDE_SECURITY_HOOKS } else { &syscall_hooks::PROGRAMS };
+        let syscall_hooks = SyscallHooks::new(ebpf, syscall_programs, !tier.has_security_hooks());
         let guard = guard_maps.and_then(|maps| match FileGuard::start(maps, ignored_tgid, syscall_hooks.clone()) {
             Ok(started) => Some(started),
             Err(error) => {
@@ -325,8 +332,11 @@ impl Sensors {
         let (guard, marks) = guard.map_or((None, None), |(guard, marks)| (Some(guard), Some(marks)));
         let running = known_gaps::Sensors { tier, file_guard: guard.is_some(), socket_hooks: cgroup_root.is_some() };
         gaps.extend(known_gaps::of(running).into_iter().map(|gap| SensorGap { capability: gap.capability, reason: gap.reason.into() }));
-        // Without the guard, the syscall programs watch secret files: attached for good.
-        if guard.is_none() {
+        // Attached for good: on the base tier without the guard, where they watch secret files;
+        // beside the security hooks without the `sendmsg` hooks, where `sys_enter` sees holders'
+        // datagrams.
+        let pinned = if tier.has_security_hooks() { cgroup_root.is_none() } else { guard.is_none() };
+        if pinned {
             syscall_hooks.pin().map_err(|(name, source)| SensorError::Attach { name, source })?;
         }
         maps.marks = marks;
@@ -464,7 +474,11 @@ impl Sensors {
     pub fn hooks(&self) -> impl Iterator<Item = &'static str> {
         let lsm: &[(&str, &str)] = if self.tier == Tier::Lsm { &LSM_HOOKS } else { &[] };
         let fmod_ret: &[(&str, &str, &str)] = if self.tier == Tier::FmodRet { &FMOD_RET_HOOKS } else { &[] };
-        let sockets: &[(&str, &str)] = if self.socket_hooks { &SOCKET_HOOKS } else { &[] };
+        let sockets: &[(&str, &str)] = match (self.socket_hooks, self.tier.has_security_hooks()) {
+            (false, _) => &[],
+            (true, false) => &SOCKET_HOOKS,
+            (true, true) => &SOCKET_HOOKS[SENDMSG_HOOKS],
+        };
         let guard = self.guard.as_ref().map(|_| FILE_GUARD);
         RAW_TRACEPOINTS
             .iter()
@@ -476,16 +490,14 @@ impl Sensors {
     }
 
     /// Detaches the syscall programs if nothing needs them any more (see `syscall_hooks`);
-    /// returns whether they are attached.
-    pub fn relax_syscall_hooks(&self) -> bool {
-        let idle = || self.maps.holds_nothing();
-        match self.syscall_hooks.relax(idle) {
-            Ok(attached) => attached,
-            Err((name, error)) => {
-                tracing::warn!(program = name, %error, "cannot detach a syscall program");
-                true
-            }
+    /// returns whether each is attached.
+    pub fn relax_syscall_hooks(&self) -> [(&'static str, bool); syscall_hooks::PROGRAMS.len()] {
+        let serves_holders = self.syscall_hooks.serves_holders();
+        let idle = || if serves_holders { self.maps.holds_nothing() } else { !self.maps.verdicts_pending() };
+        if let Err((name, error)) = self.syscall_hooks.relax(idle) {
+            tracing::warn!(program = name, %error, "cannot detach a syscall program");
         }
+        self.syscall_hooks.states()
     }
 
     pub fn syscall_hooks_attached(&self) -> bool {

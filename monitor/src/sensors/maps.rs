@@ -131,7 +131,9 @@ impl KernelMaps {
 
     /// Marks process `tgid` as holding a secret, so its connects are reported.
     pub fn hold(&mut self, tgid: u32) -> Result<(), MapError> {
-        self.need_syscall_hooks(false);
+        if self.syscall_hooks.as_ref().is_some_and(SyscallHooks::serves_holders) {
+            self.need_syscall_hooks(false);
+        }
         let result = self.holders.insert(tgid, 1, 0);
         self.counted(written::HOLDERS, result)
     }
@@ -182,7 +184,12 @@ impl KernelMaps {
     /// Whether no process holds a secret and no verdict is pending: the syscall programs have
     /// nothing to do.
     pub fn holds_nothing(&self) -> bool {
-        self.pending.is_empty() && self.holders.keys().next().is_none()
+        !self.verdicts_pending() && self.holders.keys().next().is_none()
+    }
+
+    /// Whether a kill verdict waits for its process's next syscall.
+    pub fn verdicts_pending(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     pub fn is_holder(&self, tgid: u32) -> bool {

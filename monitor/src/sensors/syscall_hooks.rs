@@ -1,5 +1,5 @@
 //! The raw `sys_enter`/`sys_exit` programs, attached only while there is something for them to
-//! protect, where the file guard runs.
+//! protect, where the file guard runs or the security hooks are attached.
 //!
 //! They put every syscall of every process on the kernel's slow path. Once the file guard decides
 //! secret files and the cgroup hooks see connects, what they still do matters only for a secret
@@ -9,7 +9,12 @@
 //! daemon before its own write, both through [`SyscallHooks::ensure`]) and detached on the daemon's
 //! tick once no process holds a secret, no verdict is pending and every watched inode is guarded.
 //! A holder's children inherit its holding in the kernel, so no holder appears while they are
-//! detached. On the LSM and fmod_ret tiers, or without the guard, they stay attached.
+//! detached. Without the guard, on the base tier, they stay attached.
+//!
+//! On the LSM and fmod_ret tiers the security hooks report every open themselves, so `sys_exit`
+//! is never attached there; `sys_enter` is kept for pending kill verdicts (attached before each,
+//! as here) and, where cgroup v2 is not mounted for the `sendmsg` hooks, for holders' datagrams
+//! (attached for good then: the hooks record holders in the kernel, not through the daemon).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -20,6 +25,8 @@ use aya::{
 
 /// The programs, named after their tracepoints.
 pub const PROGRAMS: [&str; 2] = ["sys_enter", "sys_exit"];
+/// Those the security hooks leave something to.
+pub const BESIDE_SECURITY_HOOKS: [&str; 1] = ["sys_enter"];
 
 /// Shared by the daemon's maps and the file guard's thread; one lock orders every attach and
 /// detach against every first holding.
@@ -29,16 +36,26 @@ pub struct SyscallHooks(Arc<Mutex<Hooks>>);
 struct Hooks {
     /// Owns every program and link of the sensors.
     ebpf: Ebpf,
+    /// Those of [`PROGRAMS`] this tier attaches.
+    programs: &'static [&'static str],
+    /// Whether secret holders need them (not beside the security hooks, see the module doc).
+    serves_holders: bool,
     /// The programs' links while attached.
     links: Vec<(&'static str, RawTracePointLinkId)>,
-    /// Never detached: no guard, the security hooks, or an inode the guard could not mark.
+    /// Never detached: no guard, no socket hooks beside the security hooks, or an inode the guard
+    /// could not mark.
     pinned: bool,
 }
 
 impl SyscallHooks {
-    /// Takes the loaded sensors, the syscall programs detached.
-    pub(super) fn new(ebpf: Ebpf) -> Self {
-        Self(Arc::new(Mutex::new(Hooks { ebpf, links: Vec::new(), pinned: false })))
+    /// Takes the loaded sensors, the syscall programs detached; `programs` are those to attach.
+    pub(super) fn new(ebpf: Ebpf, programs: &'static [&'static str], serves_holders: bool) -> Self {
+        Self(Arc::new(Mutex::new(Hooks { ebpf, programs, serves_holders, links: Vec::new(), pinned: false })))
+    }
+
+    /// Whether secret holders need the programs, or only pending verdicts do.
+    pub fn serves_holders(&self) -> bool {
+        self.lock().serves_holders
     }
 
     fn lock(&self) -> MutexGuard<'_, Hooks> {
@@ -48,7 +65,7 @@ impl SyscallHooks {
     /// Attaches the programs if they are not: call before recording a holder or a verdict.
     pub fn ensure(&self) -> Result<(), (&'static str, ProgramError)> {
         let mut hooks = self.lock();
-        for name in PROGRAMS {
+        for &name in hooks.programs {
             if hooks.links.iter().any(|&(attached, _)| attached == name) {
                 continue;
             }
@@ -66,21 +83,28 @@ impl SyscallHooks {
     }
 
     /// Detaches the programs if they may be and `idle` (asked under the lock, so no holding is
-    /// recorded meanwhile) says nothing needs them. Returns whether they are attached after.
-    pub fn relax(&self, idle: impl FnOnce() -> bool) -> Result<bool, (&'static str, ProgramError)> {
+    /// recorded meanwhile) says nothing needs them.
+    pub fn relax(&self, idle: impl FnOnce() -> bool) -> Result<(), (&'static str, ProgramError)> {
         let mut hooks = self.lock();
         if hooks.links.is_empty() || hooks.pinned || !idle() {
-            return Ok(!hooks.links.is_empty());
+            return Ok(());
         }
         let Hooks { ebpf, links, .. } = &mut *hooks;
         for (name, link) in links.drain(..) {
             program(ebpf, name)?.detach(link).map_err(|error| (name, error))?;
         }
-        Ok(false)
+        Ok(())
+    }
+
+    /// Each of [`PROGRAMS`], and whether it is attached.
+    pub fn states(&self) -> [(&'static str, bool); PROGRAMS.len()] {
+        let hooks = self.lock();
+        PROGRAMS.map(|name| (name, hooks.links.iter().any(|&(attached, _)| attached == name)))
     }
 
     pub fn attached(&self) -> bool {
-        self.lock().links.len() == PROGRAMS.len()
+        let hooks = self.lock();
+        hooks.links.len() == hooks.programs.len()
     }
 }
 

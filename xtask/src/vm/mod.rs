@@ -42,6 +42,7 @@ mount -t devtmpfs devtmpfs /dev
 mount -t securityfs securityfs /sys/kernel/security
 mount -t bpf bpf /sys/fs/bpf
 mount -t tracefs tracefs /sys/kernel/tracing
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
 # No tmpfs over /tmp: the root file system is already in memory and writable, and the programs
 # under test sit at their host paths, which may be under /tmp (a checkout there).
 ip link set lo up
