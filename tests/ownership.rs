@@ -57,8 +57,11 @@ async fn reuse_after_a_restart(action: &str) {
     let mut bystander = sleeper();
     daemon.client.start_task(&TaskRequest::new("x", bystander.id())).await.unwrap();
     // The root outlives its reader (it waits for its other member), so kill_task finds it.
+    // Under kill_task the root outlives its children, so that it can only end by the kill: a root
+    // that exited once the member died would win or lose a race with the daemon's next signal.
+    let after_wait = if action == "kill_task" { "; exec sleep 120" } else { "" };
     let reader = Gated::spawn(
-        "sleep 120 >/dev/null & echo $! > member; sh -c 'exec cat .aws/credentials'; echo reader=$?; wait",
+        &format!("sleep 120 >/dev/null & echo $! > member; sh -c 'exec cat .aws/credentials'; echo reader=$?; wait{after_wait}"),
         &home,
         &[],
     );

@@ -15,6 +15,8 @@ fn main() -> ExitCode {
         Command::Status(args) => monitor::cli::status::main(args),
         Command::Replay(args) => monitor::cli::replay::main(args),
         Command::Baseline(args) => monitor::cli::baseline::main(args),
+        Command::Completions(args) => monitor::cli::completions::main(args),
+        Command::Manpages(args) => monitor::cli::manpages::main(args),
         Command::BenchFloor(args) => monitor::cli::bench_floor::main(args),
     };
     match result {

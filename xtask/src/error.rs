@@ -42,6 +42,9 @@ pub enum Error {
     /// The test VM could not be prepared or started.
     #[error("vm: {0}")]
     Vm(String),
+    /// The package or the image could not be built, or failed its checks.
+    #[error("package: {0}")]
+    Package(String),
     #[error("{}", .path.display())]
     File {
         path: std::path::PathBuf,

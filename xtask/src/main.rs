@@ -7,6 +7,8 @@ mod error;
 mod fuzz;
 mod host;
 mod leaks;
+mod libraries;
+mod package;
 mod run;
 mod setup;
 mod test;
@@ -27,19 +29,23 @@ Commands:
                      Ubuntu; root for apt; no recommended packages): rustc-web, cargo-web,
                      libstd-rust-web-dev-bpf, llvm-22-dev, clang; for the tests and the
                      benchmark bpftool, qemu-system-x86, busybox-static, prometheus,
-                     prometheus-alertmanager, bpftrace; bpf-linker 0.13.0 built against LLVM
-                     22; the rustup toolchain `debian-bpf` linked to /usr. Steps already done
-                     are skipped. `build`, `run` and `fuzz` install only the first list.
+                     prometheus-alertmanager, bpftrace; for the package's image buildah,
+                     podman, runc; bpf-linker 0.13.0 built against LLVM 22; the rustup
+                     toolchain `debian-bpf` linked to /usr. Steps already done are skipped.
+                     `build`, `run` and `fuzz` install only the first list, `package` the
+                     first and the last.
   build [--release]  Set up if anything is missing, then `cargo build -p monitor`.
   run [-- ARGS...]   Set up if needed, build in release, then run `credwatch run ARGS...` as
                      root (through `sudo -E` when not root); exits with its status.
   test [ARGS...]     Set up if needed, then `cargo test --workspace --exclude monitor-ebpf
                      --no-fail-fast ARGS...` (needs root), then `vm-test`, then `bench
-                     --quick --out target/bench-quick.md`. Fails if any fails. Prints the wall
-                     time.
-  vm-test [ARGS...]  Boot Debian's cloud kernel (BPF LSM) under QEMU (KVM if it works, else
-                     TCG) and run the refusal suite (tests/refusals.rs) in it, ARGS passed to
-                     the test binary; exits with the guest's verdict. The kernel package is
+                     --quick --out target/bench-quick.md`, then `package` with its checks
+                     (dpkg -i, doctor from the installed path, purge; doctor in the image).
+                     Fails if any fails. Prints the wall time.
+  vm-test [ARGS...]  Boot Debian's cloud kernel under QEMU (KVM if it works, else TCG), once
+                     with BPF LSM active and once without (the LSM and fmod_ret tiers), and
+                     run the refusal suite (tests/refusals.rs) in it each time, ARGS passed
+                     to the test binary; exits with the guests' verdicts. The kernel package is
                      downloaded once with apt-get and cached in target/vm/. Limited to 10
                      minutes (CREDWATCH_VM_TIMEOUT_SECS); CREDWATCH_VM_ACCEL=kvm|tcg forces
                      the accelerator.
@@ -50,6 +56,12 @@ Commands:
                      event storm's accounting. Writes a Markdown report to docs/PERFORMANCE.md
                      (or PATH). --quick: a scaled-down smoke run on the debug build, under a
                      minute; `test` ends with it.
+  package [--out DIR] [--check]
+                     Build the Debian package (binary, systemd unit, /etc/credwatch config,
+                     man pages, completions) and the OCI image credwatch:VERSION from it with
+                     buildah, saved as an OCI archive too, into DIR (default target/package).
+                     --check (root): install it with dpkg -i, run doctor from /usr/bin and in
+                     the image, purge it; `test` runs this.
   fuzz [--seconds N] Run each property-based fuzz target of monitor/src/fuzz.rs (ring buffer
                      records, config files, task API bodies and routes, recordings, catalogue
                      patterns) for N seconds (default 60); the test suite gives each 2.
@@ -74,6 +86,7 @@ fn main() -> ExitCode {
         // The benchmark's load processes; not for people, so not in the help.
         "bench-load" => Ok(bench::load::main(rest)),
         "vm-test" => vm::main(rest),
+        "package" => package::main(rest),
         "help" | "-h" | "--help" => {
             print!("{HELP}");
             Ok(ExitCode::SUCCESS)

@@ -20,12 +20,19 @@ const BUILD_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "libstd-rust-web-dev
 const TEST_PACKAGES: &[&str] =
     &["bpftool", "qemu-system-x86", "busybox-static", "prometheus", "prometheus-alertmanager", "bpftrace"];
 
+/// What the package and its image need: `buildah` builds the image; `podman` (with `runc`, which
+/// copes with hybrid cgroup hierarchies) runs it in the test.
+const PACKAGE_PACKAGES: &[&str] = &["buildah", "podman", "runc"];
+
 /// What a command needs installed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Needs {
     /// `build`, `run`, `fuzz`: the toolchain only.
     Build,
-    /// `test`, `bench`, `vm-test`, `setup`: the toolchain and the test tools.
+    /// `package`: the toolchain and the image tools.
+    Package,
+    /// `test`, `bench`, `vm-test`, `setup`: the toolchain, the test tools and the image tools
+    /// (`test` builds and checks the package).
     Test,
 }
 
@@ -33,7 +40,8 @@ impl Needs {
     fn packages(self) -> Vec<&'static str> {
         match self {
             Self::Build => BUILD_PACKAGES.to_vec(),
-            Self::Test => [BUILD_PACKAGES, TEST_PACKAGES].concat(),
+            Self::Package => [BUILD_PACKAGES, PACKAGE_PACKAGES].concat(),
+            Self::Test => [BUILD_PACKAGES, TEST_PACKAGES, PACKAGE_PACKAGES].concat(),
         }
     }
 }
@@ -49,10 +57,11 @@ const TOOLCHAIN_STEP: &str = "rustup toolchain debian-bpf";
 
 const MANUAL_STEPS: &str = "  1. Install rustc and cargo 1.96 with a prebuilt `core` for bpfel-unknown-none, LLVM 22 \
 (development files and shared libLLVM), bpftool, clang, QEMU, a static busybox, Prometheus, \
-Alertmanager and bpftrace. On Debian 12:
+Alertmanager, bpftrace, buildah, podman and runc. On Debian 12:
        apt-get update
        apt-get install rustc-web cargo-web libstd-rust-web-dev-bpf llvm-22-dev bpftool clang \\
-         qemu-system-x86 busybox-static prometheus prometheus-alertmanager bpftrace
+         qemu-system-x86 busybox-static prometheus prometheus-alertmanager bpftrace \\
+         buildah podman runc
   2. Build bpf-linker against that LLVM:
        LLVM_PREFIX=/usr/lib/llvm-22 cargo install bpf-linker --version 0.13.0 --locked --no-default-features --features llvm-22
   3. Register that rustc as the toolchain aya-build uses (the directory whose bin/ holds it):
@@ -343,5 +352,11 @@ mod tests {
             assert!(test.contains(tool), "{tool} is missing from test");
         }
         assert!(BUILD_PACKAGES.iter().all(|package| test.contains(package)));
+        let package = Needs::Package.packages();
+        for tool in PACKAGE_PACKAGES {
+            assert!(!build.contains(tool), "{tool} is installed by build and run");
+            assert!(package.contains(tool) && test.contains(tool), "{tool} is missing from package or test");
+        }
+        assert!(TEST_PACKAGES.iter().all(|tool| !package.contains(tool)), "package needs none of the test tools");
     }
 }

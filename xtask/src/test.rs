@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{bench, cmd, error::Error, leaks, setup, vm, workspace};
+use crate::{bench, cmd, error::Error, leaks, package, setup, vm, workspace};
 
 pub fn main(args: &[OsString]) -> Result<ExitCode, Error> {
     if !cmd::is_root() {
@@ -62,14 +62,16 @@ pub fn main(args: &[OsString]) -> Result<ExitCode, Error> {
         }
     };
     let bench_passed = bench_smoke_run();
+    let package_passed = package_check();
     let verdict = |passed| if passed { "passed" } else { "failed" };
     eprintln!(
-        "test: host suite {outcome}, VM suite {}, bench smoke run {}, wall time {}",
+        "test: host suite {outcome}, VM suite {}, bench smoke run {}, package {}, wall time {}",
         verdict(vm_passed),
         verdict(bench_passed),
+        verdict(package_passed),
         wall_time(started.elapsed())
     );
-    let status = if status.success() && !(vm_passed && bench_passed) { failure() } else { status };
+    let status = if status.success() && !(vm_passed && bench_passed && package_passed) { failure() } else { status };
     Ok(cmd::exit_code(status))
 }
 
@@ -80,6 +82,18 @@ fn bench_smoke_run() -> bool {
         Ok(code) => code == ExitCode::SUCCESS,
         Err(error) => {
             print_error("the benchmark's smoke run failed", &error);
+            false
+        }
+    }
+}
+
+/// The Debian package and its image: built, installed with `dpkg -i` (then purged), and
+/// `credwatch doctor` run from the installed path and inside the image.
+fn package_check() -> bool {
+    match package::build(&package::default_out()).and_then(|built| package::verify(&built)) {
+        Ok(()) => true,
+        Err(error) => {
+            print_error("the package check failed", &error);
             false
         }
     }

@@ -2,9 +2,11 @@
 
 pub mod baseline;
 pub mod bench_floor;
+pub mod completions;
 pub mod demo;
 pub mod doctor;
 pub mod findings;
+pub mod manpages;
 pub mod replay;
 pub mod run;
 pub mod status;
@@ -49,6 +51,11 @@ pub enum Command {
     Baseline(baseline::BaselineArgs),
     /// Run the engine over a recording (JSON lines of inputs) and print its findings.
     Replay(replay::ReplayArgs),
+    /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
+    /// Write the man pages to a directory: what `cargo xtask package` installs.
+    #[command(hide = true)]
+    Manpages(manpages::ManpagesArgs),
     /// Hold empty programs on syscall hooks until stdin closes: the floor of `cargo xtask bench`.
     #[command(hide = true)]
     BenchFloor(bench_floor::BenchFloorArgs),

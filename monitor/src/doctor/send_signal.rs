@@ -2,9 +2,12 @@
 //! in a child process, and doctor checks the child died of it.
 
 use std::{
-    io::{self, Write as _},
-    os::unix::process::ExitStatusExt as _,
-    process::{Child, Command, ExitStatus, Stdio},
+    io,
+    os::{
+        fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+        unix::process::ExitStatusExt as _,
+    },
+    process::ExitStatus,
     thread,
     time::{Duration, Instant},
 };
@@ -13,8 +16,9 @@ use aya::{programs::RawTracePoint, Btf};
 
 use super::hooks::{self, HookKind, ProbeError};
 
-/// Blocks reading stdin, then makes a syscall (its write) when it gets a line.
-const VICTIM: &str = "/bin/cat";
+/// Names the victim in errors: a child of doctor that blocks reading a pipe, then makes a syscall
+/// when it gets a byte.
+const VICTIM: &str = "doctor's forked child";
 const DEADLINE: Duration = Duration::from_secs(2);
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
@@ -53,35 +57,57 @@ pub fn probe(btf: Option<&Btf>) -> Result<u64, ProbeError> {
     }
 }
 
-/// The child the probe kills; killed and reaped on drop whatever happened.
+/// The child the probe kills, forked from doctor itself (an image with no other program has it
+/// too); killed and reaped on drop whatever happened.
 struct Victim {
-    child: Child,
+    pid: libc::pid_t,
+    /// Its wake-up pipe: a byte makes it return from `read` and call `getppid`.
+    poke: Option<OwnedFd>,
+    reaped: bool,
 }
 
 impl Victim {
     fn spawn() -> Result<Self, ProbeError> {
-        let child = Command::new(VICTIM)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|error| ProbeError::Spawn(VICTIM, error))?;
-        Ok(Self { child })
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(ProbeError::Spawn(VICTIM, io::Error::last_os_error()));
+        }
+        // SAFETY: both descriptors were just created and are owned here.
+        let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // SAFETY: the child only makes async-signal-safe calls (read, getppid, _exit), so forking
+        // a process that may have other threads (the daemon) is sound.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let mut byte = 0u8;
+            // SAFETY: plain syscalls on a descriptor and a byte the child owns.
+            unsafe {
+                libc::read(read_end.as_raw_fd(), (&raw mut byte).cast(), 1);
+                libc::getppid();
+                libc::_exit(0);
+            }
+        }
+        if pid < 0 {
+            return Err(ProbeError::Spawn(VICTIM, io::Error::last_os_error()));
+        }
+        Ok(Self { pid, poke: Some(write_end), reaped: false })
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.pid as u32
     }
 
     /// Wakes the child so that it makes a syscall.
     fn poke(&mut self) -> Result<(), ProbeError> {
-        let stdin = self.child.stdin.as_mut().ok_or_else(|| {
-            ProbeError::Trigger(io::Error::other("the child's stdin is not piped"))
-        })?;
-        match stdin.write_all(b"credwatch doctor\n") {
+        let pipe = self.poke.take().ok_or_else(|| ProbeError::Trigger(io::Error::other("the child was poked already")))?;
+        // SAFETY: writing one byte from a local to a descriptor owned here.
+        if unsafe { libc::write(pipe.as_raw_fd(), b"x".as_ptr().cast(), 1) } == 1 {
+            return Ok(());
+        }
+        match io::Error::last_os_error() {
             // The child may already be dead: any syscall it made after the attach killed it.
-            Err(error) if error.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-            result => result.map_err(ProbeError::Trigger),
+            error if error.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+            error => Err(ProbeError::Trigger(error)),
         }
     }
 
@@ -89,10 +115,7 @@ impl Victim {
     fn wait_for_exit(&self, deadline: Duration) -> Result<bool, ProbeError> {
         let start = Instant::now();
         loop {
-            if self
-                .has_exited()
-                .map_err(|error| ProbeError::Wait(VICTIM, error))?
-            {
+            if self.has_exited().map_err(|error| ProbeError::Wait(VICTIM, error))? {
                 return Ok(true);
             }
             if start.elapsed() >= deadline {
@@ -117,22 +140,24 @@ impl Victim {
 
     /// Kills the child if it still runs, and reaps it.
     fn reap(&mut self) -> Result<ExitStatus, ProbeError> {
-        if !self
-            .has_exited()
-            .map_err(|error| ProbeError::Wait(VICTIM, error))?
-        {
-            let _ = self.child.kill();
+        if !self.has_exited().map_err(|error| ProbeError::Wait(VICTIM, error))? {
+            // SAFETY: signalling our own unreaped child.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
         }
-        self.child
-            .wait()
-            .map_err(|error| ProbeError::Wait(VICTIM, error))
+        let mut status = 0;
+        // SAFETY: waiting for our own child, with a local for its status.
+        if unsafe { libc::waitpid(self.pid, &mut status, 0) } != self.pid {
+            return Err(ProbeError::Wait(VICTIM, io::Error::last_os_error()));
+        }
+        self.reaped = true;
+        Ok(ExitStatus::from_raw(status))
     }
 }
 
 impl Drop for Victim {
     fn drop(&mut self) {
-        // After `reap` both calls are no-ops on the recorded status.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if !self.reaped {
+            let _ = self.reap();
+        }
     }
 }
