@@ -36,7 +36,7 @@ async fn a_secret_replaced_by_mv_or_an_editor_stays_bound() {
         let (status, output) = rogue.release();
         assert_eq!(status.signal(), Some(9), "{route}: {status}");
         assert!(output.is_empty(), "{route}");
-        daemon.finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["tgid"] == rogue_pid).await;
+        daemon.finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["pid"] == rogue_pid).await;
     }
     drop(owner);
     daemon.stop().await;

@@ -42,7 +42,7 @@ async fn tasks_and_bindings_survive_a_restart_and_reuse_is_still_killed() {
     let (status, output) = rogue.release();
     assert_eq!(status.signal(), Some(9), "the binding survived the restart: {status}");
     assert!(output.is_empty());
-    let finding = daemon.finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["tgid"] == rogue_pid).await;
+    let finding = daemon.finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["pid"] == rogue_pid).await;
     assert_eq!(finding["owner_task"], "builder");
     daemon.stop().await;
 }

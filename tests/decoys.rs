@@ -28,7 +28,7 @@ async fn a_tasks_process_opening_a_decoy_is_killed_before_reading_a_byte() {
     let (status, output) = prober.release();
     assert_eq!(status.signal(), Some(9), "killed at the open: {status}");
     assert!(output.is_empty(), "the prober read {} bytes", output.len());
-    let finding = daemon.finding(|finding| finding["rule"] == "decoy_touched" && finding["process"]["tgid"] == pid).await;
+    let finding = daemon.finding(|finding| finding["rule"] == "decoy_touched" && finding["process"]["pid"] == pid).await;
     assert_eq!(finding["severity"], "critical");
     assert_eq!(finding["task"], "agent");
     assert_eq!(finding["actions"][0]["result"], "killed_in_kernel");
@@ -44,7 +44,7 @@ async fn tar_of_a_home_outside_any_task_is_not_critical() {
     let pid = tar.id();
     let status = tar.wait().unwrap();
     assert!(status.success(), "a backup is never killed: {status}");
-    let finding = daemon.finding(|finding| finding["rule"] == "decoy_touched" && finding["process"]["tgid"] == pid).await;
+    let finding = daemon.finding(|finding| finding["rule"] == "decoy_touched" && finding["process"]["pid"] == pid).await;
     assert_eq!(finding["severity"], "info");
     assert!(finding["detail"].as_str().unwrap().contains("tar"), "the executable is named: {finding:#}");
     daemon.settle().await;
@@ -76,7 +76,7 @@ async fn a_decoy_value_copied_into_another_tasks_process_is_found() {
     let pid = reuser.pid;
     daemon.client.start_task(&TaskRequest::new("b", reuser.pid)).await.unwrap();
     let release = std::thread::spawn(move || reuser.release());
-    let finding = daemon.finding(|finding| finding["rule"] == "decoy_touched" && finding["process"]["tgid"] == pid).await;
+    let finding = daemon.finding(|finding| finding["rule"] == "decoy_touched" && finding["process"]["pid"] == pid).await;
     assert_eq!(finding["severity"], "critical");
     assert_eq!((finding["task"].as_str(), finding["owner_task"].as_str()), (Some("b"), Some("a")));
     assert_eq!(finding["secret"]["name"], "decoy GITHUB_TOKEN");
@@ -124,7 +124,7 @@ async fn a_learned_baseline_survives_a_restart_and_a_new_executable_stands_out()
     daemon.client.start_task(&request).await.unwrap();
     let (status, _) = stranger.release();
     assert!(status.success(), "an anomaly is alerted on, not killed: {status}");
-    let finding = daemon.finding(|finding| finding["rule"] == "anomalous_use" && finding["process"]["tgid"] == pid).await;
+    let finding = daemon.finding(|finding| finding["rule"] == "anomalous_use" && finding["process"]["pid"] == pid).await;
     let detail = finding["detail"].as_str().unwrap();
     assert!(detail.contains("head, an executable never seen with it"), "{detail}");
 

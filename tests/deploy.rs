@@ -142,7 +142,7 @@ async fn the_daemon_works_with_only_the_units_capabilities() {
     let outsider_pid = outsider.pid;
     let released = std::thread::spawn(move || outsider.release());
     daemon
-        .finding(|finding| finding["rule"] == "secret_propagation" && finding["process"]["tgid"] == outsider_pid)
+        .finding(|finding| finding["rule"] == "secret_propagation" && finding["process"]["pid"] == outsider_pid)
         .await;
     // SAFETY: signalling the test's own child.
     unsafe { libc::kill(outsider_pid as i32, libc::SIGKILL) };
@@ -176,7 +176,7 @@ async fn the_daemon_works_with_only_the_units_capabilities() {
     assert_eq!(status.signal(), Some(9), "{status}");
     assert!(output.is_empty());
     let finding = daemon
-        .finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["tgid"] == rogue_pid)
+        .finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["pid"] == rogue_pid)
         .await;
     assert_eq!(finding["actions"][0]["result"], "killed", "{finding:#}");
     let nobody: u32 = std::fs::read_to_string(home.join("nobody.pid")).unwrap().trim().parse().unwrap();
@@ -196,7 +196,7 @@ async fn the_daemon_works_with_only_the_units_capabilities() {
     daemon.client.start_task(&request).await.unwrap();
     assert_eq!(rogue.release().0.signal(), Some(9));
     let finding = daemon
-        .finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["tgid"] == rogue_pid)
+        .finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["pid"] == rogue_pid)
         .await;
     assert_eq!(finding["actions"][0]["result"], "killed", "cgroup.kill: {finding:#}");
     drop(owner);
@@ -269,7 +269,7 @@ async fn without_cap_sys_admin_the_daemon_falls_back_to_the_syscall_programs_and
     assert_eq!(status.signal(), Some(9), "{status}");
     assert!(output.is_empty());
     let finding =
-        daemon.finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["tgid"] == rogue_pid).await;
+        daemon.finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["pid"] == rogue_pid).await;
     assert_eq!(finding["actions"][0]["result"], "killed_in_kernel", "{finding:#}");
     let (status, output) = owner.release();
     assert!(status.success() && output == value, "the owner reads it: {status}");

@@ -100,12 +100,12 @@ async fn a_granted_token_on_another_tasks_command_line_is_reuse_and_on_its_own_i
     let (status, _) = other.release();
     assert_eq!(status.signal(), Some(9), "the reuser is killed: {status}");
 
-    let finding = daemon.finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["tgid"] == other_pid).await;
+    let finding = daemon.finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["pid"] == other_pid).await;
     assert_eq!(finding["owner_task"], "owner");
     assert!(finding["detail"].as_str().unwrap().ends_with("started with the value of deploy token on its command line, which is bound to task owner"), "{finding:#}");
     daemon.settle().await;
     let about_owner: Vec<_> =
-        daemon.findings().await.into_iter().filter(|finding| finding["process"]["tgid"] == owner_pid).collect();
+        daemon.findings().await.into_iter().filter(|finding| finding["process"]["pid"] == owner_pid).collect();
     assert!(about_owner.is_empty(), "the owner's own use is silent: {about_owner:#?}");
     // SAFETY: signalling the test's own child, which the owner's task left alive.
     unsafe { libc::kill(owner_pid as i32, libc::SIGKILL) };

@@ -283,7 +283,7 @@ async fn without_the_file_guard_a_flood_of_secret_opens_cannot_hide_another_task
 /// of `kind` are counted.
 async fn killed_and_drops_counted(daemon: &RunningDaemon, reuser_pid: u32, kind: &str) {
     let finding =
-        daemon.finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["tgid"] == reuser_pid).await;
+        daemon.finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["pid"] == reuser_pid).await;
     assert_eq!(finding["actions"][0]["result"], "killed_in_kernel");
     let status = daemon.client.status().await.unwrap();
     let lost = status["kernel"]["lost"][kind].as_u64().unwrap_or(0);

@@ -28,7 +28,7 @@ async fn reuse_is_caught(daemon: &RunningDaemon, secret: &std::path::Path, index
     let pid = reuser.pid;
     daemon.client.start_task(&TaskRequest::new(&format!("reuser-{index}"), reuser.pid)).await.unwrap();
     assert_eq!(reuser.release().0.signal(), Some(9));
-    daemon.finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["tgid"] == pid).await;
+    daemon.finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["pid"] == pid).await;
     daemon.client.end_task(&format!("owner-{index}")).await.unwrap();
     drop(owner);
 }

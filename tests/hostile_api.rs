@@ -97,7 +97,7 @@ async fn a_thousand_connections_at_once_are_bounded_and_a_reuse_is_still_killed(
     let peak = rss_kib(daemon.pid());
     drop(idle);
 
-    let finding = daemon.finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["tgid"] == reuser_pid).await;
+    let finding = daemon.finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["pid"] == reuser_pid).await;
     assert_eq!(finding["actions"][0]["result"], "killed_in_kernel");
     let status = daemon.client.status().await.unwrap();
     let p99_ms = status["latency"]["p99_ns"].as_f64().unwrap() / 1e6;

@@ -145,7 +145,7 @@ async fn reuse(daemon: &mut RunningDaemon, relative: &str) -> PathBuf {
     daemon.client.start_task(&TaskRequest::new("agent-b", rogue.pid)).await.unwrap();
     let (status, output) = rogue.release();
     assert!(!status.success() && output.is_empty(), "the rogue is killed: {status}");
-    daemon.finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["tgid"] == rogue_pid).await;
+    daemon.finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["pid"] == rogue_pid).await;
     secret
 }
 
@@ -210,8 +210,15 @@ async fn prometheus_scrapes_the_reuse_and_alertmanager_holds_its_alerts() {
     assert_eq!(labels["severity"], "critical");
     assert_eq!(labels["task"], "agent-b");
     assert_eq!(labels["host"], host_name());
-    assert_eq!(alert["annotations"]["secret"], secret.display().to_string());
-    assert_eq!(alert["annotations"]["owner_task"], "agent-a");
+    // The annotations are the finding's record, flattened: the same names and the same id as the
+    // finding the API serves.
+    let annotations = &alert["annotations"];
+    assert_eq!(annotations["secret_name"], secret.display().to_string());
+    assert_eq!(annotations["owner_task"], "agent-a");
+    let served = daemon.findings().await.into_iter().find(|finding| finding["rule"] == "cross_task_reuse").unwrap();
+    assert_eq!(annotations["id"], served["id"], "{annotations:#} / {served:#}");
+    assert_eq!(annotations["process_pid"], served["process"]["pid"].to_string());
+    assert_eq!(annotations["version"], served["version"].to_string());
 
     // The alert rule evaluated by Prometheus on the scraped counter reaches Alertmanager too.
     let rule_alert =
@@ -354,7 +361,7 @@ async fn the_audit_log_and_the_revocation_webhook_record_a_reuse_and_never_a_sec
     let (request_line, body) = revocation.split_once('\n').unwrap();
     assert_eq!(request_line, "POST /v1/revoke HTTP/1.1");
     let body: Value = serde_json::from_str(body).unwrap();
-    assert_eq!(body["version"], 1);
+    assert_eq!(body["version"], 2);
     assert_eq!(body["task"], "agent-b");
     assert_eq!(body["secret_name"], secret.display().to_string());
     assert!(body["secret_id"].is_u64(), "{body}");
@@ -362,6 +369,7 @@ async fn the_audit_log_and_the_revocation_webhook_record_a_reuse_and_never_a_sec
     let secret_value = std::fs::read_to_string(&secret).unwrap();
     assert!(!revocation.contains(&secret_value) && !revocation.contains(&token), "a secret value in the revocation");
 
+    let served = daemon.findings().await.into_iter().find(|finding| finding["rule"] == "cross_task_reuse").unwrap();
     let audit_path = daemon.audit_path();
     // `stop` also checks that no planted value appears in the audit log.
     let (_home, _state) = daemon.stop().await;
@@ -372,7 +380,7 @@ async fn the_audit_log_and_the_revocation_webhook_record_a_reuse_and_never_a_sec
         .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}")))
         .collect();
     for (index, record) in records.iter().enumerate() {
-        assert_eq!(record["version"], 1, "{record}");
+        assert_eq!(record["version"], 2, "{record}");
         assert_eq!(record["seq"], index as u64 + 1, "seq counts every record: {record}");
         assert_eq!(record["host"], host_name());
         assert!(record["time"].as_str().is_some_and(|time| time.ends_with('Z')), "{record}");
@@ -391,6 +399,9 @@ async fn the_audit_log_and_the_revocation_webhook_record_a_reuse_and_never_a_sec
     assert_eq!(finding["task"], "agent-b");
     assert_eq!(finding["owner_task"], "agent-a");
     assert_eq!(finding["secret"]["name"], secret.display().to_string());
+    let mut audited = finding.clone();
+    audited.as_object_mut().unwrap().remove("seq");
+    assert_eq!(served, audited, "the API serves the audited record, without the audit stream's seq");
     let actions: Vec<_> =
         finding["actions"].as_array().unwrap().iter().map(|action| action["action"].clone()).collect();
     assert_eq!(actions, ["kill_process", "revoke"]);

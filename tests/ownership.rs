@@ -153,6 +153,8 @@ async fn a_task_root_under_task_exec_that_reuses_is_judged_while_its_task_was_ac
 
     let finding = daemon.finding(|finding| finding["task"] == "c").await;
     assert_eq!(finding["rule"], "cross_task_reuse", "c was active at the read: {finding:#}");
+    let id = finding["id"].as_str().unwrap();
+    assert!(lines[0].ends_with(&format!("(finding {id})")), "the line names the finding: {said}");
     assert_eq!(finding["actions"][1]["action"], "kill_task", "{finding:#}");
     daemon.settle().await;
     let about_c: Vec<_> = daemon.findings().await.into_iter().filter(|finding| finding["task"] == "c").collect();
@@ -190,7 +192,7 @@ async fn two_tasks_granted_one_file_share_it_and_a_third_is_killed() {
     assert!(finding["detail"].as_str().unwrap().ends_with("which is bound to tasks first, second"), "{finding:#}");
     daemon.settle().await;
     let about_sharers =
-        daemon.findings().await.into_iter().filter(|finding| pids[..2].contains(&(finding["process"]["tgid"].as_u64().unwrap() as u32)));
+        daemon.findings().await.into_iter().filter(|finding| pids[..2].contains(&(finding["process"]["pid"].as_u64().unwrap() as u32)));
     assert_eq!(about_sharers.count(), 0, "no finding about a grantee");
     daemon.stop().await;
 }
@@ -215,7 +217,7 @@ async fn task_exec_with_env_yields_no_finding_for_the_launcher() {
         .findings()
         .await
         .into_iter()
-        .filter(|finding| [launcher_pid, root].contains(&(finding["process"]["tgid"].as_u64().unwrap() as u32)))
+        .filter(|finding| [launcher_pid, root].contains(&(finding["process"]["pid"].as_u64().unwrap() as u32)))
         .collect();
     assert!(ours.is_empty(), "findings about the launcher or its granted command: {ours:#?}");
     let status = daemon.client.status().await.unwrap();

@@ -84,9 +84,9 @@ async fn owner_reads(daemon: &RunningDaemon, secret: &Path) {
 
 /// The findings of `rule` about process `pid`, waiting for at least one.
 async fn findings(daemon: &RunningDaemon, rule: &str, pid: u32) -> Vec<Value> {
-    daemon.finding(|finding| finding["rule"] == rule && finding["process"]["tgid"] == pid).await;
+    daemon.finding(|finding| finding["rule"] == rule && finding["process"]["pid"] == pid).await;
     daemon.settle().await;
-    daemon.findings().await.into_iter().filter(|finding| finding["rule"] == rule && finding["process"]["tgid"] == pid).collect()
+    daemon.findings().await.into_iter().filter(|finding| finding["rule"] == rule && finding["process"]["pid"] == pid).collect()
 }
 
 fn assert_denied_in_kernel(finding: &Value) {
@@ -174,7 +174,7 @@ async fn a_bound_secret_opened_by_another_task_is_refused_on_every_path_route() 
     for finding in &found {
         assert_eq!(finding["rule"], "cross_task_reuse");
         assert_eq!(finding["owner_task"], "owner");
-        assert_eq!(finding["ancestry"][1]["process"]["tgid"], rogue_pid, "a child of the rogue shell: {finding:#}");
+        assert_eq!(finding["ancestry"][1]["pid"], rogue_pid, "a child of the rogue shell: {finding:#}");
         assert_denied_in_kernel(finding);
     }
     // Each refusal was reported by the LSM hook or the file guard, with the path as the process

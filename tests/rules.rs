@@ -16,13 +16,13 @@ fn exec_id(finding: &Value, field: &str) -> ExecId {
 }
 
 fn is(rule: &'static str, pid: u32) -> impl Fn(&Value) -> bool {
-    move |finding| finding["rule"] == rule && finding["process"]["tgid"] == pid
+    move |finding| finding["rule"] == rule && finding["process"]["pid"] == pid
 }
 
 /// Findings of `rule` about `pid`, after the daemon caught up.
 async fn findings_of(daemon: &RunningDaemon, rule: &str, pid: u32) -> Vec<Value> {
     daemon.settle().await;
-    daemon.findings().await.into_iter().filter(|finding| finding["rule"] == rule && finding["process"]["tgid"] == pid).collect()
+    daemon.findings().await.into_iter().filter(|finding| finding["rule"] == rule && finding["process"]["pid"] == pid).collect()
 }
 
 #[tokio::test]

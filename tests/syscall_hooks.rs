@@ -58,7 +58,7 @@ async fn the_syscall_programs_follow_the_holders_and_a_holders_harvest_is_seen()
     let harvester_pid = harvester.pid;
     assert!(harvester.release().0.success());
     daemon
-        .finding(|finding| finding["rule"] == "environ_harvest" && finding["process"]["tgid"] == harvester_pid)
+        .finding(|finding| finding["rule"] == "environ_harvest" && finding["process"]["pid"] == harvester_pid)
         .await;
 
     // The holder is gone: no holder, no verdict, every inode guarded: detached again.

@@ -125,6 +125,7 @@ impl Config {
             catalogue: self.catalogue.clone(),
             actions: self.actions.clone(),
             maps: self.maps,
+            host: self.export.host.clone(),
         }
     }
 }

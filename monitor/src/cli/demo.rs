@@ -102,7 +102,7 @@ async fn tour(scratch: &Path) -> Result<ExitCode, CommandError> {
             "  {:<18} {:<9} pid {:<7} task {:<8} secret {} [{}] {}",
             finding["rule"].as_str().unwrap_or("?"),
             finding["severity"].as_str().unwrap_or("?"),
-            finding["process"]["tgid"],
+            finding["process"]["pid"],
             finding["task"].as_str().unwrap_or("-"),
             finding["secret"]["name"].as_str().unwrap_or("?"),
             finding["secret"]["fingerprint_prefix"].as_str().unwrap_or("-"),

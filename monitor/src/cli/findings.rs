@@ -78,7 +78,7 @@ fn cells(line: &str) -> [String; 7] {
         text("/rule"),
         text("/severity"),
         text("/task"),
-        text("/process/tgid"),
+        text("/process/pid"),
         text("/secret/name"),
         text("/secret/fingerprint_prefix"),
         text("/detail"),
@@ -91,7 +91,7 @@ mod tests {
 
     #[test]
     fn a_finding_becomes_one_row() {
-        let line = r#"{"rule":"cross_task_reuse","severity":"critical","at_ns":1,"process":{"tgid":4242,"start_time":9},
+        let line = r#"{"rule":"cross_task_reuse","severity":"critical","kernel_time_ns":1,"process":{"pid":4242,"start_time":9},
             "ancestry":[],"task":"b","owner_task":"a","secret":{"id":3,"name":"/root/.aws/credentials",
             "fingerprint_prefix":"1a2b3c4d"},"destination":null,"target":null,"detail":"task b opened a's secret","sprawl":null}"#;
         assert_eq!(

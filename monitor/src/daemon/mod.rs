@@ -12,7 +12,9 @@ pub mod outputs;
 pub mod record;
 mod registry;
 pub mod respond;
+pub mod schema;
 pub mod tasks;
+pub mod wallclock;
 
 use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
@@ -101,6 +103,8 @@ pub struct DaemonConfig {
     pub decoys: DecoyConfig,
     /// How much of an exec's command line and environment the kernel captures.
     pub capture: CaptureLimits,
+    /// This machine's name in the findings the API serves, as in the exported records.
+    pub host: String,
 }
 
 pub struct DaemonOptions {
@@ -152,6 +156,8 @@ pub struct Daemon {
     baselines: registry::Writer,
     recorder: Option<Recorder>,
     feed: FindingsFeed,
+    /// This machine's name in the feed's findings.
+    host: String,
     plan: ActionPlan,
     counters: DaemonCounters,
     reported_loss: LossCounts,
@@ -220,6 +226,7 @@ impl Daemon {
             baselines,
             recorder,
             feed: FindingsFeed::default(),
+            host: config.host.clone(),
             plan,
             counters,
             decoy_files,
@@ -448,7 +455,8 @@ impl Daemon {
             for result in &report.actions {
                 self.metrics.actions.with_label_values(&[result.action.name(), &result.result]).inc();
             }
-            let line = serde_json::to_string(&report).expect("reports always serialize");
+            let (time, body) = schema::Body::finding(&report);
+            let line = schema::unsequenced(&self.host, time, &body);
             warn!(
                 rule = report.finding.rule.name(),
                 severity = %report.finding.severity,

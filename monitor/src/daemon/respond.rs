@@ -30,12 +30,13 @@ pub struct ActionResult {
     pub detail: Option<String>,
 }
 
-/// A finding as it is published: the engine's finding and what was done about it.
-#[derive(Clone, Debug, Serialize)]
+/// A finding as it is published: the engine's finding, what was done about it, and its wall-clock
+/// time, taken once so that every record of it says the same.
+#[derive(Clone, Debug)]
 pub struct Report {
-    #[serde(flatten)]
     pub finding: Finding,
     pub actions: Vec<ActionResult>,
+    pub time: std::time::SystemTime,
 }
 
 /// Everything an action may touch.
@@ -87,7 +88,8 @@ pub fn respond(finding: Finding, kernel_action: KernelAction, plan: &ActionPlan,
         };
         results.push(result);
     }
-    Report { finding, actions: results }
+    let time = super::wallclock::from_boottime(finding.at_ns);
+    Report { finding, actions: results, time }
 }
 
 fn done(action: Action, result: &str) -> ActionResult {

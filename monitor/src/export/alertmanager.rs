@@ -1,14 +1,23 @@
 //! Findings as Alertmanager alerts: `POST /api/v2/alerts` with a JSON array of alerts, labelled
 //! `alertname`, `rule`, `severity`, `host` and `task` (absent for a process in no task), and
-//! annotated with what a responder needs. No `endsAt`: Alertmanager resolves each alert after
+//! annotated with the finding's record (`crate::daemon::schema`), flattened. No `endsAt`: Alertmanager resolves each alert after
 //! its `resolve_timeout`.
 
 use std::{collections::BTreeMap, sync::Arc};
 
 use serde::Serialize;
+use serde_json::Value;
 
-use super::{sink::Payload, wallclock};
-use crate::{daemon::respond::Report, engine::Finding};
+use super::sink::Payload;
+
+use crate::{
+    daemon::{
+        respond::Report,
+        schema::{self, Body},
+        wallclock,
+    },
+    engine::Finding,
+};
 
 /// The `alertname` of every finding; the `rule` label tells them apart.
 pub const ALERT_NAME: &str = "CredwatchFinding";
@@ -29,7 +38,7 @@ impl Alertmanager {
 #[derive(Serialize)]
 struct PostableAlert<'a> {
     labels: BTreeMap<&'static str, &'a str>,
-    annotations: BTreeMap<&'static str, String>,
+    annotations: BTreeMap<String, String>,
     #[serde(rename = "startsAt")]
     starts_at: String,
 }
@@ -46,8 +55,7 @@ impl Payload for Alertmanager {
 }
 
 fn alert<'a>(report: &'a Report, host: &'a str) -> PostableAlert<'a> {
-    let Report { finding, actions } = report;
-    let Finding { rule, severity, at_ns, process, ancestry, task, owner_task, secret, destination, detail, .. } = finding;
+    let Finding { rule, severity, task, detail, .. } = &report.finding;
     let mut labels = BTreeMap::from([
         ("alertname", ALERT_NAME),
         ("rule", rule.name()),
@@ -58,25 +66,39 @@ fn alert<'a>(report: &'a Report, host: &'a str) -> PostableAlert<'a> {
         labels.insert("task", &task.0);
     }
     let mut annotations = BTreeMap::from([
-        ("summary", format!("credwatch: {rule} ({severity}) on {host}")),
-        ("description", detail.clone()),
-        ("secret", secret.name.clone()),
-        ("process", format!("pid {} (start time {})", process.tgid, process.start_time)),
+        ("summary".to_owned(), format!("credwatch: {rule} ({severity}) on {host}")),
+        ("description".to_owned(), detail.clone()),
+        ("version".to_owned(), schema::VERSION.to_string()),
     ]);
-    let optional = [
-        ("fingerprint_prefix", secret.fingerprint_prefix.clone()),
-        ("owner_task", owner_task.as_ref().map(|task| task.0.clone())),
-        ("destination", destination.map(|destination| destination.to_string())),
-        // What an analyst asks first: which program, started by which.
-        ("executable", ancestry.first().and_then(|ancestor| ancestor.filename.clone())),
-        ("parent_executable", ancestry.get(1).and_then(|ancestor| ancestor.filename.clone())),
-    ];
-    annotations.extend(optional.into_iter().filter_map(|(key, value)| Some((key, value?))));
-    if !actions.is_empty() {
-        let taken: Vec<_> = actions.iter().map(|taken| format!("{}: {}", taken.action.name(), taken.result)).collect();
-        annotations.insert("actions", taken.join(", "));
+    let (time, body) = Body::finding(report);
+    let record = serde_json::to_value(&body).expect("finding records always serialize");
+    flatten("", &record, &mut annotations);
+    PostableAlert { labels, annotations, starts_at: wallclock::rfc3339(time) }
+}
+
+/// The finding's record as annotations: each value under its path with `_` between the names
+/// (`process.pid` is `process_pid`), lists as JSON text, nulls left out; the fields that are
+/// labels (and the record's `type`) are not repeated.
+fn flatten(path: &str, value: &Value, out: &mut BTreeMap<String, String>) {
+    const AS_LABELS: [&str; 4] = ["type", "rule", "severity", "task"];
+    match value {
+        Value::Object(fields) => {
+            for (name, field) in fields {
+                if path.is_empty() && AS_LABELS.contains(&name.as_str()) {
+                    continue;
+                }
+                let nested = if path.is_empty() { name.clone() } else { format!("{path}_{name}") };
+                flatten(&nested, field, out);
+            }
+        }
+        Value::Null => {}
+        Value::String(text) => {
+            out.insert(path.to_owned(), text.clone());
+        }
+        other => {
+            out.insert(path.to_owned(), other.to_string());
+        }
     }
-    PostableAlert { labels, annotations, starts_at: wallclock::rfc3339(wallclock::from_boottime(*at_ns)) }
 }
 
 #[cfg(test)]
@@ -84,7 +106,7 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
-    use crate::export::schema::tests::report;
+    use crate::daemon::schema::tests::report;
 
     #[test]
     fn a_finding_becomes_a_labelled_alert() {
@@ -98,11 +120,22 @@ mod tests {
             alerts[0]["labels"],
             json!({ "alertname": "CredwatchFinding", "rule": "cross_task_reuse", "severity": "critical", "host": "node-1", "task": "agent-b" })
         );
-        assert_eq!(alerts[0]["annotations"]["secret"], "/home/agent/.aws/credentials");
-        assert_eq!(alerts[0]["annotations"]["fingerprint_prefix"], "0badc0de");
-        assert_eq!(alerts[0]["annotations"]["owner_task"], "agent-a");
-        assert_eq!(alerts[0]["annotations"]["executable"], "/usr/bin/cat");
-        assert_eq!(alerts[0]["annotations"]["actions"], "kill_process: killed_in_kernel");
+        let annotations = &alerts[0]["annotations"];
+        assert_eq!(annotations["secret_name"], "/home/agent/.aws/credentials");
+        assert_eq!(annotations["secret_fingerprint_prefix"], "0badc0de");
+        assert_eq!(annotations["secret_id"], "3");
+        assert_eq!(annotations["owner_task"], "agent-a");
+        assert_eq!(annotations["process_pid"], "4242");
+        assert_eq!(annotations["process_start_time"], "99");
+        assert_eq!(annotations["version"], schema::VERSION.to_string());
+        assert!(annotations["id"].as_str().unwrap().ends_with("-4242-cross_task_reuse"), "{annotations:#}");
+        let ancestry: Value = serde_json::from_str(annotations["ancestry"].as_str().unwrap()).unwrap();
+        assert_eq!(ancestry[0]["filename"], "/usr/bin/cat");
+        let actions: Value = serde_json::from_str(annotations["actions"].as_str().unwrap()).unwrap();
+        assert_eq!(actions, json!([{ "action": "kill_process", "result": "killed_in_kernel", "detail": null }]));
+        for absent in ["rule", "severity", "task", "type", "destination", "target", "sprawl"] {
+            assert!(annotations.get(absent).is_none(), "{absent}: a label or null, not an annotation: {annotations:#}");
+        }
         assert!(alerts[0]["startsAt"].as_str().unwrap().ends_with('Z'));
         assert!(alerts[1]["labels"].get("task").is_none(), "no empty task label");
     }

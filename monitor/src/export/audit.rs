@@ -1,4 +1,4 @@
-//! The audit log: JSON lines (see [`super::schema`]) appended by a thread of its own, so that
+//! The audit log: JSON lines (see [`crate::daemon::schema`]) appended by a thread of its own, so that
 //! `fsync` never holds up the daemon or the other exporters. Lines that queue up while a batch is
 //! being synced go out in the next batch with one `fsync` (group commit). The file is rotated by
 //! size: `audit.jsonl` → `audit.jsonl.1` → … → `audit.jsonl.<max_files - 1>`, the oldest deleted.

@@ -8,14 +8,12 @@ use prometheus::IntCounter;
 use tokio::sync::{mpsc, watch};
 use tracing::warn;
 
-use super::{
-    queue::Outbox,
-    schema::{Body, Stamper},
-};
+use super::queue::Outbox;
 use crate::{
     daemon::{
         outputs::{Record, Revocation},
         respond::Report,
+        schema::{Body, Stamper},
     },
     engine::Severity,
 };
@@ -91,7 +89,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::{daemon::metrics::Metrics, export::schema::tests::report};
+    use crate::{daemon::metrics::Metrics, daemon::schema::tests::report};
 
     #[tokio::test]
     async fn findings_below_the_threshold_are_audited_only() {

@@ -19,6 +19,7 @@ use crate::{
     daemon::{
         metrics::Metrics,
         outputs::{Record, Revocation},
+        schema::Stamper,
     },
     engine::Severity,
 };
@@ -29,10 +30,8 @@ mod backoff;
 mod dispatch;
 pub mod http;
 mod queue;
-mod schema;
 pub mod server;
 mod sink;
-mod wallclock;
 mod webhook;
 
 use self::{
@@ -40,7 +39,6 @@ use self::{
     audit::{AuditConfig, AuditError},
     dispatch::Routes,
     http::Endpoint,
-    schema::Stamper,
     server::MetricsConfig,
     webhook::{FindingWebhook, RevokeWebhook},
 };

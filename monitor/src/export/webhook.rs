@@ -8,10 +8,10 @@ use serde::Serialize;
 
 use super::{
     queue::Outbox,
-    schema::{self, Body, Stamper},
     sink::{Outcome, Payload},
     Revocation,
 };
+use crate::daemon::schema::{self, Body, Stamper};
 
 /// The generic webhook: a finding's audit record per POST.
 pub struct FindingWebhook;

@@ -132,8 +132,8 @@ async fn run(args: ExecArgs) -> Result<ExitCode, CommandError> {
     Ok(exit_code(status.map_err(ExecError::Wait)?))
 }
 
-/// What credwatch killed or refused in task `id`, a line each: rule, process, what it touched and
-/// what was done. Nothing when the daemon cannot be asked (the command's status stands).
+/// What credwatch killed or refused in task `id`, a line each: rule, process, what it touched,
+/// what was done and the finding's id (the same in the audit log and the alert). Nothing when the daemon cannot be asked (the command's status stands).
 async fn acted_on(client: &ApiClient, id: &str) -> Vec<String> {
     let mut lines = Vec::new();
     let Ok(mut findings) = client.findings(false).await else { return lines };
@@ -157,10 +157,11 @@ async fn acted_on(client: &ApiClient, id: &str) -> Vec<String> {
             .or_else(|| finding["secret"]["name"].as_str())
             .unwrap_or("a secret");
         lines.push(format!(
-            "credwatch: task {id}: {} by pid {} on {touched}: {}",
+            "credwatch: task {id}: {} by pid {} on {touched}: {} (finding {})",
             finding["rule"].as_str().unwrap_or("?"),
-            finding["process"]["tgid"],
-            acted.join(", ")
+            finding["process"]["pid"],
+            acted.join(", "),
+            finding["id"].as_str().unwrap_or("?"),
         ));
     }
     lines

@@ -1,6 +1,9 @@
-//! The audit record: one JSON object per finding, task lifecycle change and asynchronous action
-//! result, written to the audit log and POSTed to the generic webhook. The field names are a
-//! stable interface (README, "Audit log"); a change to them raises [`VERSION`]. Each field is
+//! The record of what credwatch found and did: one JSON object per finding, task lifecycle change
+//! and asynchronous action result, written to the audit log and POSTed to the generic webhook. A
+//! finding's record is also what the task API serves (`GET /v1/findings`, `credwatch findings
+//! --json`), without the audit stream's `seq`, and what Alertmanager annotations flatten
+//! (`process.pid` as `process_pid`). The field names are a stable interface (README, "Findings");
+//! a change to them raises [`VERSION`]. Each field is
 //! mapped here from the daemon's types by name, so a field added there does not leak into the
 //! schema unnoticed. No record carries a secret's value: secrets appear by id, name and
 //! fingerprint prefix only.
@@ -24,8 +27,9 @@ use crate::{
     event::ExecId,
 };
 
-/// The schema's version, in every record.
-pub const VERSION: u32 = 1;
+/// The schema's version, in every record. 2: findings gained `id`, and the task API serves the
+/// same record.
+pub const VERSION: u32 = 2;
 
 /// Numbers and stamps records: `seq` counts up from 1 in each run of the daemon, so a gap shows
 /// that records were lost.
@@ -44,23 +48,29 @@ impl Stamper {
         &self.host
     }
 
-    /// The record as one line of JSON, without the newline.
+    /// The record as one line of JSON, without the newline, numbered in the audit stream.
     pub fn line(&self, time: SystemTime, body: &Body<'_>) -> String {
-        let record = AuditRecord {
-            version: VERSION,
-            seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
-            time: wallclock::rfc3339(time),
-            host: &self.host,
-            body,
-        };
-        serde_json::to_string(&record).expect("audit records always serialize")
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        record_line(&self.host, Some(seq), time, body)
     }
+}
+
+/// The record as the task API serves it: the same object without `seq`, which numbers the audit
+/// stream only.
+pub fn unsequenced(host: &str, time: SystemTime, body: &Body<'_>) -> String {
+    record_line(host, None, time, body)
+}
+
+fn record_line(host: &str, seq: Option<u64>, time: SystemTime, body: &Body<'_>) -> String {
+    let record = AuditRecord { version: VERSION, seq, time: wallclock::rfc3339(time), host, body };
+    serde_json::to_string(&record).expect("audit records always serialize")
 }
 
 #[derive(Serialize)]
 struct AuditRecord<'a> {
     version: u32,
-    seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
     time: String,
     host: &'a str,
     #[serde(flatten)]
@@ -79,7 +89,7 @@ pub enum Body<'a> {
 impl<'a> Body<'a> {
     /// A finding and its time.
     pub fn finding(report: &'a Report) -> (SystemTime, Self) {
-        let Report { finding, actions } = report;
+        let Report { finding, actions, time } = report;
         let Finding {
             rule,
             severity,
@@ -96,6 +106,7 @@ impl<'a> Body<'a> {
             sprawl,
         } = finding;
         let record = FindingRecord {
+            id: format!("{at_ns}-{}-{}", process.tgid, rule.name()),
             rule: rule.name(),
             severity: severity.name(),
             task: task.as_ref().map(|task| task.0.as_str()),
@@ -123,7 +134,7 @@ impl<'a> Body<'a> {
                 })
                 .collect(),
         };
-        (wallclock::from_boottime(*at_ns), Self::Finding(record))
+        (*time, Self::Finding(record))
     }
 
     /// A task's lifecycle change and its time.
@@ -173,6 +184,9 @@ impl<'a> Body<'a> {
 
 #[derive(Debug, Serialize)]
 pub struct FindingRecord<'a> {
+    /// The same in every record of this finding (API, audit log, webhook, Alertmanager): its
+    /// kernel time, process and rule.
+    id: String,
     rule: &'static str,
     severity: &'static str,
     task: Option<&'a str>,
@@ -267,7 +281,7 @@ pub struct ActionRecord<'a> {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use serde_json::{json, Value};
@@ -309,6 +323,7 @@ pub(super) mod tests {
                 result: "killed_in_kernel".into(),
                 detail: None,
             }],
+            time: SystemTime::now(),
         }
     }
 
@@ -330,6 +345,7 @@ pub(super) mod tests {
                 "destination",
                 "detail",
                 "host",
+                "id",
                 "kernel_time_ns",
                 "owner_task",
                 "process",
@@ -345,7 +361,12 @@ pub(super) mod tests {
                 "version"
             ]
         );
-        assert_eq!(first["version"], 1);
+        assert_eq!(first["version"], VERSION);
+        assert_eq!(first["id"], format!("{}-4242-cross_task_reuse", first["kernel_time_ns"]));
+        let served: Value = serde_json::from_str(&unsequenced("node-1", time, &body)).unwrap();
+        let mut without_seq = first.clone();
+        without_seq.as_object_mut().unwrap().remove("seq");
+        assert_eq!(served, without_seq, "the API serves the audit record, without the audit stream's seq");
         assert_eq!(first["type"], "finding");
         assert_eq!(first["host"], "node-1");
         assert_eq!(first["process"], json!({ "pid": 4242, "start_time": 99 }));
