@@ -536,7 +536,7 @@ async fn cli_commands_render_the_replies() {
     assert_eq!(stdout(&run(&["status"]).await), "tasks.active  1\ntier          fake\n");
 
     fake.feed.publish(Arc::from(
-        r#"{"rule":"cross_task_reuse","severity":"critical","process":{"tgid":4242,"start_time":1},"task":"b","secret":{"id":1,"name":"/root/.aws/credentials","fingerprint_prefix":"1a2b3c4d"},"detail":"b used a's secret"}"#,
+        r#"{"rule":"cross_task_reuse","severity":"critical","process":{"pid":4242,"start_time":1},"task":"b","secret":{"id":1,"name":"/root/.aws/credentials","fingerprint_prefix":"1a2b3c4d"},"detail":"b used a's secret"}"#,
     ));
     let findings = stdout(&run(&["findings"]).await);
     let row = findings.lines().nth(1).unwrap_or_default();

@@ -11,8 +11,11 @@ use common::{daemon::RunningDaemon, Gated};
 use monitor::{daemon::control::TaskRequest, event::ExecId};
 use serde_json::Value;
 
+/// A finding's process (`pid`, `start_time` in the record) as the sensors identify it.
 fn exec_id(finding: &Value, field: &str) -> ExecId {
-    serde_json::from_value(finding[field].clone()).unwrap()
+    let process = &finding[field];
+    let number = |name: &str| process[name].as_u64().unwrap_or_else(|| panic!("{field}.{name} in {finding:#}"));
+    ExecId { tgid: number("pid") as u32, start_time: number("start_time") }
 }
 
 fn is(rule: &'static str, pid: u32) -> impl Fn(&Value) -> bool {

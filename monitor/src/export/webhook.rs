@@ -108,7 +108,7 @@ mod tests {
         assert_eq!(
             body,
             json!({
-                "version": 1, "host": "node-1", "task": "agent-b", "secret_id": 3, "secret_name": "/root/.vault-token",
+                "version": schema::VERSION, "host": "node-1", "task": "agent-b", "secret_id": 3, "secret_name": "/root/.vault-token",
                 "fingerprint_prefix": "0badc0de", "rule": "cross_task_reuse", "at_unix": 1_700_000_000u64
             })
         );
