@@ -247,7 +247,22 @@ fn json_shows_what_this_kernel_allows() {
     assert_eq!(fmod_ret_unmet, ["fmod_ret_hook"], "{tier:#}");
     // The file guard and the socket hooks work here: what is left of this tier's gaps.
     let gaps: Vec<_> = tier["gaps"].as_array().unwrap().iter().map(|gap| &gap["capability"]).collect();
-    assert_eq!(gaps, ["files:mmap_of_earlier_fd", "harvest:deny", "harvest:pidfd_getfd", "self_protection"], "{tier:#}");
+    assert_eq!(
+        gaps,
+        [
+            "files:mmap_of_earlier_fd",
+            "harvest:deny",
+            "harvest:pidfd_getfd",
+            "self_protection",
+            "tls:http2",
+            "tls:other_libraries",
+            "tls:before_send"
+        ],
+        "{tier:#}"
+    );
+    let tls = report["base_sensors"].as_array().unwrap().iter().find(|check| check["sensor"] == "tls_uprobes").unwrap();
+    assert_eq!(tls["available"], true, "this machine has Debian's libssl3 and libgnutls30: {tls:#}");
+    assert!(tls["detail"].as_str().unwrap().contains("SSL_write, SSL_write_ex in /"), "{tls:#}");
 }
 
 /// The same binary run as `nobody` with no capabilities: a real unprivileged caller, so the

@@ -368,7 +368,14 @@ async fn beside_the_security_hooks_a_holder_needs_no_syscall_program() {
     assert_eq!(opens[0]["path"], secret.display().to_string(), "{opens:#?}");
     let status = daemon.client.status().await.unwrap();
     assert_eq!(status["kernel"]["syscall_hooks_attached"], false, "a holder, and no syscall program: {status:#}");
-    let gaps: Vec<_> = status["kernel"]["gaps"].as_array().unwrap().iter().map(|gap| &gap["capability"]).collect();
+    // The VM's initramfs holds no TLS library: the TLS uprobes have nothing to attach to.
+    let gaps: Vec<_> = status["kernel"]["gaps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|gap| gap["capability"].as_str())
+        .filter(|capability| !capability.starts_with("tls:"))
+        .collect();
     assert!(gaps.is_empty(), "cgroup v2 is mounted in the VM, so datagrams are refused too: {gaps:?}");
     holder.kill();
     daemon.stop().await;

@@ -5,7 +5,8 @@
 //! the socket-address hooks of `sockets.rs` take connects and sends off the syscall path; secret
 //! files are then also guarded from userspace by fanotify (`monitor/src/sensors/file_guard.rs`).
 //! LSM tier: the raw tracepoints plus the BPF LSM hooks of `lsm.rs` (see there for what they
-//! need), attached only where doctor found them working.
+//! need), attached only where doctor found them working. On every tier, the uprobes of `tls.rs`
+//! on TLS libraries' write functions, where the daemon finds the libraries.
 #![no_std]
 #![no_main]
 
@@ -19,6 +20,7 @@ mod network;
 mod process;
 mod sockets;
 mod task;
+mod tls;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -105,6 +105,8 @@ pub struct Config {
     pub decoys: DecoyConfig,
     /// How much of an exec's command line and environment the kernel captures.
     pub capture: CaptureLimits,
+    /// Credentials in HTTP requests sent over TLS.
+    pub tls: TlsConfig,
     /// Metrics, audit log, alert sinks and the revocation webhook.
     pub export: ExportConfig,
 }
@@ -120,6 +122,7 @@ impl Config {
             },
             decoys: self.decoys.clone(),
             capture: self.capture,
+            tls: self.tls.clone(),
             state_dir: self.state_dir.clone(),
             key_file: self.key_file.clone(),
             catalogue: self.catalogue.clone(),
@@ -143,8 +146,23 @@ impl Default for Config {
             baseline: BaselineConfig::default(),
             decoys: DecoyConfig::default(),
             capture: CaptureLimits::MAX,
+            tls: TlsConfig::default(),
             export: ExportConfig::default(),
         }
+    }
+}
+
+/// `[tls]`: the uprobes on TLS libraries' write functions, and what they look for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub enabled: bool,
+    /// Cookies that carry credentials (session cookies of internal APIs), by name.
+    pub cookies: Vec<String>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self { enabled: true, cookies: Vec::new() }
     }
 }
 
@@ -209,6 +227,29 @@ struct RawConfig {
     baseline: Option<RawBaseline>,
     decoys: Option<RawDecoys>,
     exec: Option<RawExec>,
+    tls: Option<RawTls>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawTls {
+    enabled: Option<bool>,
+    cookies: Option<Vec<Spanned<String>>>,
+}
+
+impl RawTls {
+    fn validate(self) -> Result<TlsConfig, Invalid> {
+        let Self { enabled, cookies } = self;
+        // A cookie name is an HTTP token: no separators, no spaces.
+        let cookies = each("tls.cookies", cookies, |name| {
+            let token = !name.is_empty() && name.bytes().all(|byte| byte.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&byte));
+            match token {
+                true => Ok(name.to_owned()),
+                false => Err(format!("{name:?} is not a cookie name")),
+            }
+        })?;
+        Ok(TlsConfig { enabled: enabled.unwrap_or(true), cookies })
+    }
 }
 
 #[derive(Deserialize)]
@@ -356,6 +397,7 @@ impl RawConfig {
             baseline,
             decoys,
             exec,
+            tls,
         } = self;
         let default = Config::default();
         if revoke.is_none() {
@@ -384,6 +426,7 @@ impl RawConfig {
             baseline: baseline.map(RawBaseline::validate).transpose()?.unwrap_or_default(),
             decoys: decoys.map(RawDecoys::validate).transpose()?.unwrap_or_default(),
             capture: exec.map(RawExec::validate).transpose()?.unwrap_or(CaptureLimits::MAX),
+            tls: tls.map(RawTls::validate).transpose()?.unwrap_or_default(),
             export,
         })
     }
@@ -729,6 +772,7 @@ cross_task_reuse = ["kill_process", "revoke"]
             ("[decoys]\nfiles = [\"~/.aws/*\"]\n", "credwatch.toml:2: decoys.files[0]: \"~/.aws/*\": a decoy is one file"),
             ("[decoys]\nignore = [\"tar\"]\n", "credwatch.toml:2: decoys.ignore[0]: \"tar\" must be an executable's absolute path"),
             ("[exec]\nenv_bytes = 100000\n", "credwatch.toml:2: exec.env_bytes: 100000 is not between 256 and 65536"),
+            ("[tls]\ncookies = [\"a=b\"]\n", "credwatch.toml:2: tls.cookies[0]: \"a=b\" is not a cookie name"),
             ("[maps]\nevents = 8\n", "credwatch.toml:2: maps.events: unknown map; one of task_of, holders,"),
         ] {
             let error = parse(text).unwrap_err();
@@ -777,6 +821,9 @@ ignore = ["/usr/bin/tar"]
 
 [exec]
 env_bytes = 8192
+
+[tls]
+cookies = ["session"]
 "#;
         let config = parse(text).unwrap();
         assert_eq!(
@@ -809,6 +856,7 @@ env_bytes = 8192
                     ignore: vec!["/usr/bin/tar".into()],
                 },
                 capture: CaptureLimits { argv: CaptureLimits::MAX.argv, env: 8192 },
+                tls: TlsConfig { enabled: true, cookies: vec!["session".to_owned()] },
                 export: ExportConfig::default(),
             }
         );

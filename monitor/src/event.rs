@@ -50,6 +50,8 @@ pub enum EventKind {
     Harvest(Harvest),
     /// A process holding a secret connected or sent a datagram somewhere.
     Connect(Connect),
+    /// A process handed a TLS library the head of an HTTP/1.x request.
+    TlsWrite(TlsWrite),
 }
 
 impl EventKind {
@@ -59,12 +61,12 @@ impl EventKind {
             Self::SecretOpen(SecretOpen { kernel_action, .. })
             | Self::Harvest(Harvest { kernel_action, .. })
             | Self::Connect(Connect { kernel_action, .. }) => *kernel_action,
-            Self::Exec(_) | Self::Fork(_) | Self::Exit(_) => KernelAction::None,
+            Self::Exec(_) | Self::Fork(_) | Self::Exit(_) | Self::TlsWrite(_) => KernelAction::None,
         }
     }
 
     /// Every kind's name, in `index` order.
-    pub const NAMES: [&'static str; 6] = ["exec", "fork", "exit", "secret_open", "harvest", "connect"];
+    pub const NAMES: [&'static str; 7] = ["exec", "fork", "exit", "secret_open", "harvest", "connect", "tls_write"];
 
     /// The kind's position in [`Self::NAMES`].
     pub const fn index(&self) -> usize {
@@ -75,6 +77,7 @@ impl EventKind {
             Self::SecretOpen(_) => 3,
             Self::Harvest(_) => 4,
             Self::Connect(_) => 5,
+            Self::TlsWrite(_) => 6,
         }
     }
 
@@ -297,6 +300,29 @@ pub struct Connect {
     /// Refused by an LSM hook before any packet (`Denied`) or not.
     #[serde(default)]
     pub kernel_action: KernelAction,
+}
+
+/// An HTTP/1.x request a process wrote to a TLS library, as far as the daemon read its head.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsWrite {
+    /// The request's `Host` header as sent (`api.github.com`, `127.0.0.1:8443`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// Credential-bearing headers of the request, by keyed fingerprint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<CredentialSeen>,
+    /// The plaintext the kernel captured: held only until the daemon has scanned it, wiped when
+    /// dropped, never serialized or printed.
+    #[serde(skip)]
+    pub captured: Option<Zeroizing<Vec<u8>>>,
+}
+
+/// A credential in a request header, by its keyed fingerprint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialSeen {
+    /// The header's name, lower case (`authorization`, `x-api-key`, `cookie`).
+    pub header: String,
+    pub fingerprint: Fingerprint,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -117,7 +117,7 @@ impl RunningDaemon {
         let daemon =
             Self { home, state, client: ApiClient::new(&socket), socket, record, child, log, planted: Vec::new() };
         daemon.wait_for_log("sensors attached");
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + super::patience(10);
         while !daemon.socket.exists() {
             assert!(Instant::now() < deadline, "no API socket; log:\n{}", daemon.log_text());
             std::thread::sleep(Duration::from_millis(10));
@@ -130,7 +130,7 @@ impl RunningDaemon {
     }
 
     pub fn wait_for_log(&self, needle: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + super::patience(20);
         while !self.log.lock().unwrap().iter().any(|line| line.contains(needle)) {
             assert!(self.child_alive(), "daemon died; log:\n{}", self.log_text());
             assert!(Instant::now() < deadline, "no {needle:?} in the log:\n{}", self.log_text());
@@ -228,7 +228,7 @@ impl RunningDaemon {
 
     /// Polls the findings until one matches `wanted` (10 s), returning it.
     pub async fn finding(&self, wanted: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + super::patience(10);
         loop {
             if let Some(found) = self.findings().await.into_iter().find(|finding| wanted(finding)) {
                 return found;

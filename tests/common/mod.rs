@@ -49,6 +49,14 @@ impl Planted {
 }
 
 /// A random token-looking value for planting; unique per call.
+/// How long a test waits for a condition before it gives up: a wait ends as soon as its condition
+/// holds, so this only bounds a failure. Ten times longer in the test VM, whose CPU is emulated
+/// and, on a loaded host, slower still (loading the security hooks alone can take seconds there).
+pub fn patience(seconds: u64) -> std::time::Duration {
+    let factor = if std::env::var_os("CREDWATCH_VM").is_some() { 10 } else { 1 };
+    std::time::Duration::from_secs(seconds * factor)
+}
+
 pub fn planted_value() -> String {
     let mut bytes = [0u8; 16];
     std::fs::File::open("/dev/urandom")
@@ -113,7 +121,7 @@ impl Gated {
     /// that come before the gate.
     pub fn wait_for_fd(&self, fd: u32) {
         let path = format!("/proc/{}/fd/{fd}", self.pid);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + patience(10);
         while std::fs::symlink_metadata(&path).is_err() {
             assert!(std::time::Instant::now() < deadline, "{path} never appeared");
             std::thread::sleep(std::time::Duration::from_millis(5));
@@ -134,7 +142,7 @@ impl Gated {
 
 /// Waits (20 s at most) until process `pid` runs `comm`: it got past what came before an exec.
 pub fn wait_for_comm(pid: u32, comm: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + patience(20);
     while std::fs::read_to_string(format!("/proc/{pid}/comm")).map_or(true, |now| now.trim() != comm) {
         assert!(std::time::Instant::now() < deadline, "process {pid} never ran {comm}");
         std::thread::sleep(std::time::Duration::from_millis(10));

@@ -6,6 +6,7 @@ pub mod exit;
 pub mod fork;
 pub mod harvest;
 pub mod secret_open;
+pub mod tls;
 
 /// Stable numeric ids of event kinds; also the index of each kind's loss counter.
 #[repr(u32)]
@@ -17,12 +18,13 @@ pub enum EventKind {
     SecretOpen = 3,
     Harvest = 4,
     Connect = 5,
+    TlsWrite = 6,
 }
 
 impl EventKind {
     /// Every kind, in id order.
-    pub const ALL: [Self; 6] =
-        [Self::Exec, Self::Fork, Self::Exit, Self::SecretOpen, Self::Harvest, Self::Connect];
+    pub const ALL: [Self; 7] =
+        [Self::Exec, Self::Fork, Self::Exit, Self::SecretOpen, Self::Harvest, Self::Connect, Self::TlsWrite];
 
     pub const fn from_u32(id: u32) -> Option<Self> {
         match id {
@@ -32,6 +34,7 @@ impl EventKind {
             3 => Some(Self::SecretOpen),
             4 => Some(Self::Harvest),
             5 => Some(Self::Connect),
+            6 => Some(Self::TlsWrite),
             _ => None,
         }
     }
@@ -45,6 +48,7 @@ impl EventKind {
             Self::SecretOpen => "secret_open",
             Self::Harvest => "harvest",
             Self::Connect => "connect",
+            Self::TlsWrite => "tls_write",
         }
     }
 }

@@ -302,6 +302,7 @@ impl Stream {
                 Grant::Token { fingerprint: task.token, label: "GITHUB_TOKEN".to_owned() },
             ],
             allowed: Some(vec![allowed]),
+            allowed_hosts: Vec::new(),
             ttl_ns: None,
         };
         let at_ns = self.now();

@@ -37,9 +37,10 @@ fn unix_now() -> u64 {
 }
 
 /// `allow` entries: a CIDR or address (with an optional port), or `HOST:PORT` as the caller
-/// resolved it.
-fn destinations(allow: &[String], hosts: &ResolvedHosts) -> Result<Vec<Destination>, ControlError> {
+/// resolved it; and the `HOST:PORT` entries by name, lower case.
+fn destinations(allow: &[String], hosts: &ResolvedHosts) -> Result<(Vec<Destination>, Vec<String>), ControlError> {
     let mut out = Vec::new();
+    let mut names = Vec::new();
     for (index, text) in allow.iter().enumerate() {
         let field = format!("allow[{index}]");
         match Destination::from_str(text) {
@@ -57,10 +58,11 @@ fn destinations(allow: &[String], hosts: &ResolvedHosts) -> Result<Vec<Destinati
                     let exact = address.to_string();
                     out.push(Destination::from_str(&exact).map_err(|error| invalid(&field, error.to_string()))?);
                 }
+                names.push(text.to_ascii_lowercase());
             }
         }
     }
-    Ok(out)
+    Ok((out, names))
 }
 
 impl Daemon {
@@ -117,6 +119,7 @@ impl Daemon {
         }
         granted.extend(self.env_grants(&request.env, roots.first().copied())?);
         let allowed = request.allow.as_deref().map(|allow| destinations(allow, hosts)).transpose()?;
+        let (allowed, allowed_hosts) = allowed.map_or((None, Vec::new()), |(allowed, hosts)| (Some(allowed), hosts));
         let spec = TaskSpec {
             id: id.clone(),
             owner: request.owner.clone().unwrap_or_else(|| format!("uid:{}", caller.uid)),
@@ -124,6 +127,7 @@ impl Daemon {
             cgroup: request.cgroup.clone(),
             granted,
             allowed,
+            allowed_hosts,
             ttl_ns: request.ttl.map(|ttl| ttl.as_nanos() as u64),
         };
         let started_ns = clock::boottime_ns();

@@ -23,6 +23,8 @@ pub struct Metrics {
     pub decode_errors: IntCounter,
     /// What was cut of execs' captured command lines, environments and words, by part.
     pub exec_cut: IntCounterVec,
+    /// HTTP/1.x requests seen in TLS writes, by what the scan could read of them.
+    pub tls_requests: IntCounterVec,
     pub findings: IntCounterVec,
     pub actions: IntCounterVec,
     pub tasks: IntGaugeVec,
@@ -108,6 +110,13 @@ impl Default for Metrics {
                 "Execs whose captured command line (argv) or environment (env) was cut at its capacity, or whose words \
                  past the most fingerprinted (tokens) were left out",
                 &["part"],
+            ),
+            tls_requests: counter_vec(
+                r,
+                "credwatch_tls_requests_total",
+                "HTTP/1.x requests seen in TLS writes: scanned whole, scanned up to a cut (the head did not end inside \
+                 the capture), or unreadable (not scanned)",
+                &["result"],
             ),
             findings: counter_vec(
                 r,
@@ -205,6 +214,9 @@ impl Metrics {
         for part in ["argv", "env", "tokens"] {
             self.exec_cut.with_label_values(&[part]);
         }
+        for result in ["scanned", "cut", "unreadable"] {
+            self.tls_requests.with_label_values(&[result]);
+        }
         for map in monitor_common::maps::written::NAMES {
             self.map_write_failures.with_label_values(&[map]);
         }
@@ -220,6 +232,7 @@ impl Metrics {
             events_lost,
             decode_errors,
             exec_cut,
+            tls_requests,
             findings,
             actions,
             tasks,
@@ -238,11 +251,12 @@ impl Metrics {
             baselines,
             api_refused,
         } = self;
-        let plain: [&dyn Collector; 20] = [
+        let plain: [&dyn Collector; 21] = [
             events,
             events_lost,
             decode_errors,
             exec_cut,
+            tls_requests,
             findings,
             actions,
             tasks,

@@ -38,6 +38,7 @@ use self::latency::LatencyHistogram;
 use crate::{
     actions::plan::ActionPlan,
     clock,
+    config::TlsConfig,
     catalogue::{
         self,
         pattern::{EnvPatterns, PathPattern},
@@ -45,13 +46,13 @@ use crate::{
     },
     doctor::{self, Tier},
     engine::{Effect, Engine, EngineConfig, Input, Rejection, SecretKind, SecretSpec, TaskState},
-    event::{Captured, EnvScan, Event, EventKind, Exec, ExecId, KernelAction, SecretId},
+    event::{Captured, EnvScan, Event, EventKind, Exec, ExecId, KernelAction, SecretId, TlsWrite},
     fingerprint::{FingerprintKey, KeyError},
     procfs,
     secrets::{
         decoys::{self, DecoyConfig},
         environ::{self, scan_environ_bytes},
-        tokens,
+        http, tokens,
         files::{Change, FilesError, SecretFiles},
     },
     sensors::{
@@ -103,6 +104,8 @@ pub struct DaemonConfig {
     pub decoys: DecoyConfig,
     /// How much of an exec's command line and environment the kernel captures.
     pub capture: CaptureLimits,
+    /// Credentials in HTTP requests sent over TLS.
+    pub tls: TlsConfig,
     /// This machine's name in the findings the API serves, as in the exported records.
     pub host: String,
 }
@@ -130,6 +133,13 @@ pub struct DaemonCounters {
     /// Execs whose captured command line, environment or words were cut (see
     /// `credwatch_exec_cut_total`).
     pub exec_cut: u64,
+    /// HTTP/1.x requests seen in TLS writes and scanned for credentials.
+    pub tls_requests_scanned: u64,
+    /// Of those, requests whose head did not end inside what the kernel captured: scanned up to
+    /// the cut (see `credwatch_tls_requests_total`).
+    pub tls_requests_cut: u64,
+    /// TLS writes that looked like a request but whose head could not be parsed: not scanned.
+    pub tls_requests_unreadable: u64,
     pub findings: u64,
     pub control_requests: u64,
     /// Decoy files that could not be planted (each logged).
@@ -142,6 +152,8 @@ pub struct Daemon {
     engine: Engine,
     secret_files: SecretFiles,
     env_patterns: EnvPatterns,
+    /// Cookies that carry credentials, by name.
+    tls_cookies: Vec<String>,
     key: FingerprintKey,
     /// Decoy files: watched like secrets, announced to the engine as decoys.
     decoy_files: Vec<PathBuf>,
@@ -185,7 +197,8 @@ impl Daemon {
         let plan = config.actions.clone();
         let key = FingerprintKey::for_host(&config.state_dir, config.key_file.as_deref())?;
         let map_sizes = MapSizes::for_host().with(&config.maps);
-        let mut sensors = load_sensors(ring_buffer_bytes, doctor::inspect().tier()?, map_sizes, config.capture)?;
+        let tier = doctor::inspect().tier()?;
+        let mut sensors = load_sensors(ring_buffer_bytes, tier, map_sizes, config.capture, config.tls.enabled)?;
         let tier = sensors.tier();
         kernel_sync::set_enforcement(sensors.maps_mut(), &plan);
         for gap in sensors.gaps() {
@@ -217,6 +230,7 @@ impl Daemon {
             engine,
             secret_files,
             env_patterns: catalogue.env.clone(),
+            tls_cookies: config.tls.cookies.clone(),
             key,
             own_executable: procfs::own_executable().map_err(DaemonError::OwnExecutable)?,
             own_name: std::env::current_exe().ok().and_then(|path| path.file_name().map(ToOwned::to_owned)),
@@ -374,6 +388,30 @@ impl Daemon {
         }
     }
 
+    /// Scans what the kernel captured of a request written to a TLS library for credentials; the
+    /// captured bytes are wiped when this returns.
+    fn scan_request(&mut self, write: &mut TlsWrite) {
+        let captured = write.captured.take().unwrap_or_default();
+        let scan = http::scan(&captured, &self.tls_cookies, &self.key);
+        let result = match (scan.unreadable, scan.cut) {
+            (true, _) => {
+                self.counters.tls_requests_unreadable += 1;
+                "unreadable"
+            }
+            (false, true) => {
+                self.counters.tls_requests_cut += 1;
+                "cut"
+            }
+            (false, false) => "scanned",
+        };
+        if !scan.unreadable {
+            self.counters.tls_requests_scanned += 1;
+        }
+        self.metrics.tls_requests.with_label_values(&[result]).inc();
+        write.server = scan.server;
+        write.credentials = scan.credentials;
+    }
+
     /// Applies every event the kernel has already submitted, before a control input or a tick
     /// stamped now: a use is judged against the state at its own time, so a task's end never
     /// overtakes the open that preceded it.
@@ -393,6 +431,7 @@ impl Daemon {
             let ktime_ns = event.ktime_ns;
             match &mut event.kind {
                 EventKind::Exec(exec) => self.scan_exec(event.process, exec),
+                EventKind::TlsWrite(write) => self.scan_request(write),
                 EventKind::Exit(_) => {
                     if let Err(error) = self.sensors.maps_mut().clear_verdict(event.process.tgid) {
                         warn!(%error, "cannot clear a kill verdict");
@@ -618,7 +657,13 @@ fn raise_open_files_limit() {
 /// kernel older than they need, 5.15), the tracepoint tier's, with a warning: a daemon that
 /// sees less beats no daemon. Likewise without the cgroup socket hooks when the kernel refuses
 /// them.
-fn load_sensors(ring_buffer_bytes: u32, tier: Tier, map_sizes: MapSizes, capture: CaptureLimits) -> Result<Sensors, SensorError> {
+fn load_sensors(
+    ring_buffer_bytes: u32,
+    tier: Tier,
+    map_sizes: MapSizes,
+    capture: CaptureLimits,
+    tls: bool,
+) -> Result<Sensors, SensorError> {
     let options = |tier, socket_hooks| SensorOptions {
         ring_buffer_bytes,
         ignored_tgid: Some(std::process::id()),
@@ -627,12 +672,13 @@ fn load_sensors(ring_buffer_bytes: u32, tier: Tier, map_sizes: MapSizes, capture
         capture,
         file_guard: true,
         socket_hooks,
+        tls,
     };
     let cause = |error: &SensorError| std::error::Error::source(error).map(ToString::to_string).unwrap_or_default();
     match Sensors::load(options(tier, true)) {
         Err(error) if tier.has_security_hooks() => {
             warn!(%error, cause = %cause(&error), %tier, "the tier's security hooks did not load; falling back to the tracepoint tier");
-            load_sensors(ring_buffer_bytes, Tier::Tracepoint, map_sizes, capture)
+            load_sensors(ring_buffer_bytes, Tier::Tracepoint, map_sizes, capture, tls)
         }
         Err(error @ SensorError::SocketHooks { .. }) => {
             warn!(%error, cause = %cause(&error), "connects are watched at sys_enter instead, and not refused");
@@ -665,5 +711,6 @@ fn log_event(event: &Event) {
         EventKind::Connect(connect) => {
             debug!(pid = process.tgid, destination = %connect.destination, "connect")
         }
+        EventKind::TlsWrite(_) => debug!(pid = process.tgid, "tls request"),
     }
 }

@@ -23,7 +23,7 @@ use crate::{
         respond::{ActionResult, Report},
         tasks::TaskEntry,
     },
-    engine::{Ancestor, Finding, SecretLabel, Sprawl, TaskState},
+    engine::{Ancestor, Finding, SecretLabel, Sprawl, TaskState, UseVia},
     event::ExecId,
 };
 
@@ -101,6 +101,8 @@ impl<'a> Body<'a> {
             owner_task,
             secret,
             destination,
+            via,
+            server,
             target,
             detail,
             sprawl,
@@ -121,6 +123,8 @@ impl<'a> Body<'a> {
                 .collect(),
             secret: SecretRecord::from(secret),
             destination: destination.map(|destination| destination.to_string()),
+            via: *via,
+            server: server.as_deref(),
             target: target.map(Process::from),
             detail,
             sprawl: sprawl.map(|Sprawl { processes, tasks }| SprawlRecord { processes, tasks }),
@@ -195,6 +199,10 @@ pub struct FindingRecord<'a> {
     ancestry: Vec<AncestorRecord<'a>>,
     secret: SecretRecord<'a>,
     destination: Option<String>,
+    /// How the secret was used (`open`, `env`, `argv`, `tls`), for the rules about a use.
+    via: Option<UseVia>,
+    /// A TLS request's `Host` header as sent.
+    server: Option<&'a str>,
     target: Option<Process>,
     detail: &'a str,
     sprawl: Option<SprawlRecord>,
@@ -314,6 +322,8 @@ pub(crate) mod tests {
                     fingerprint_prefix: Some("0badc0de".into()),
                 },
                 destination: None,
+                via: Some(UseVia::Open),
+                server: None,
                 target: None,
                 detail: "a process of task agent-b opened /home/agent/.aws/credentials".into(),
                 sprawl: None,
@@ -352,13 +362,15 @@ pub(crate) mod tests {
                 "rule",
                 "secret",
                 "seq",
+                "server",
                 "severity",
                 "sprawl",
                 "target",
                 "task",
                 "time",
                 "type",
-                "version"
+                "version",
+                "via"
             ]
         );
         assert_eq!(first["version"], VERSION);

@@ -1,21 +1,21 @@
 //! The tracepoint tier's sensors off the syscall path: the fanotify file guard and the cgroup
-//! socket hooks, each with the evidence that `run` can use it.
+//! socket hooks; and on every tier the TLS uprobes; each with the evidence that `run` can use it.
 
 use serde::Serialize;
 
-use crate::sensors::{cgroup, file_guard};
+use crate::sensors::{cgroup, file_guard, tls};
 
 /// One of those sensors, as found on this host.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct BaseSensorCheck {
-    /// `file_guard` or `socket_hooks`.
+    /// `file_guard`, `socket_hooks` or `tls_uprobes`.
     pub sensor: &'static str,
     pub available: bool,
     /// What was tried and what came of it.
     pub detail: String,
 }
 
-/// Marks a file with a fanotify permission mark, and finds the cgroup v2 root.
+/// Marks a file with a fanotify permission mark, finds the cgroup v2 root and the TLS libraries.
 pub fn probe() -> Vec<BaseSensorCheck> {
     let guard = match file_guard::probe(&std::env::temp_dir()) {
         Ok(()) => BaseSensorCheck {
@@ -44,5 +44,21 @@ pub fn probe() -> Vec<BaseSensorCheck> {
             detail: "cgroup v2 is not mounted: connects are watched at sys_enter, and not refused".into(),
         },
     };
-    vec![guard, sockets]
+    let libraries: Vec<String> = tls::LIBRARIES
+        .iter()
+        .filter_map(|&(file, _, functions)| {
+            let path = tls::find(file)?;
+            let names: Vec<&str> = functions.iter().map(|&(function, _)| function).collect();
+            Some(format!("{} in {}", names.join(", "), path.display()))
+        })
+        .collect();
+    let tls = BaseSensorCheck {
+        sensor: "tls_uprobes",
+        available: !libraries.is_empty(),
+        detail: match libraries.is_empty() {
+            false => format!("run attaches uprobes to {} (where the uprobe hook above works)", libraries.join("; ")),
+            true => "no OpenSSL 3 or GnuTLS library in the dynamic linker's directories: no credential is seen in TLS requests".into(),
+        },
+    };
+    vec![guard, sockets, tls]
 }

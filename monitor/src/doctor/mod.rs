@@ -40,7 +40,7 @@ pub struct KernelReport {
     pub lsm_list: LsmListCheck,
     pub ring_buffer: RingBufferCheck,
     pub hooks: HookChecks,
-    /// The tracepoint tier's file guard and socket hooks: whether `run` attaches them here.
+    /// The tracepoint tier's file guard and socket hooks, and the TLS uprobes: whether `run` attaches them here.
     pub base_sensors: Vec<BaseSensorCheck>,
     /// Entries of each kernel map `run` loads, on this host's defaults (the config's `[maps]`
     /// section may change them).

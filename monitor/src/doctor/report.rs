@@ -130,6 +130,7 @@ fn gaps(report: &KernelReport, tier: Tier) -> Vec<KnownGap> {
         tier,
         file_guard: available("file_guard"),
         socket_hooks: available("socket_hooks"),
+        tls: available("tls_uprobes") && report.hooks.uprobe.outcome.is_available(),
     })
 }
 

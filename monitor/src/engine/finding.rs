@@ -89,6 +89,20 @@ impl std::fmt::Display for Severity {
     }
 }
 
+/// How a process used the secret a finding is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UseVia {
+    /// It opened (or read, mapped, executed) the file.
+    Open,
+    /// Its environment held the value at exec.
+    Env,
+    /// Its command line held the value at exec.
+    Argv,
+    /// It sent the value in a header of an HTTP request over TLS.
+    Tls,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
     pub rule: Rule,
@@ -108,6 +122,10 @@ pub struct Finding {
     pub owner_task: Option<TaskId>,
     pub secret: SecretLabel,
     pub destination: Option<SocketAddr>,
+    /// How the secret was used, for the rules about a use.
+    pub via: Option<UseVia>,
+    /// A TLS request's `Host` header as sent.
+    pub server: Option<String>,
     /// The process whose environment or memory was reached (`environ_harvest`).
     pub target: Option<ExecId>,
     /// One sentence for a person.

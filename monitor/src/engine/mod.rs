@@ -23,7 +23,7 @@ mod tests;
 pub use baseline::{Baseline, BaselineConfig};
 pub use destinations::{Destination, DestinationError};
 pub use effect::{Effect, Rejection};
-pub use finding::{Ancestor, Finding, Rule, SecretLabel, Severity, Sprawl};
+pub use finding::{Ancestor, Finding, Rule, SecretLabel, Severity, Sprawl, UseVia};
 pub use input::Input;
 pub use secrets::{BindingKind, SecretKind, SecretSpec};
 pub use stats::{InputCounts, Stats};
@@ -44,8 +44,8 @@ use baseline::Baselines;
 use monitor_common::maps::{policy, UNKNOWN_TASK};
 
 use crate::event::{
-    Connect, EnvScan, EnvSecret, Event, EventKind, Exec, ExecId, Exit, Fork, Harvest, KernelAction, SecretId,
-    SecretOpen, TokenSeen,
+    Connect, CredentialSeen, EnvScan, EnvSecret, Event, EventKind, Exec, ExecId, Exit, Fork, Harvest, KernelAction,
+    SecretId, SecretOpen, TlsWrite, TokenSeen,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -230,7 +230,7 @@ impl Engine {
     /// Starts a task, under `handle` when it is restored; `None` if the engine rejected it.
     fn start_task(&mut self, at_ns: u64, spec: &TaskSpec, handle: Option<u32>, out: &mut Outcome) -> Option<TaskRef> {
         // The task API checks the owner; the cgroup is for the kill_task action.
-        let TaskSpec { id, owner, roots, cgroup: _, granted, allowed, ttl_ns } = spec;
+        let TaskSpec { id, owner, roots, cgroup: _, granted, allowed, allowed_hosts, ttl_ns } = spec;
         let env_grants = granted
             .iter()
             .filter_map(|grant| match grant {
@@ -241,7 +241,8 @@ impl Engine {
                 | Grant::Decoy { .. } => None,
             })
             .collect();
-        let new = NewTask { id, owner, at_ns, ttl_ns: *ttl_ns, allowed: allowed.clone(), env_grants };
+        let allowed_hosts = allowed_hosts.clone();
+        let new = NewTask { id, owner, at_ns, ttl_ns: *ttl_ns, allowed: allowed.clone(), allowed_hosts, env_grants };
         let task = match self.state.tasks.start(new, handle) {
             Ok(task) => task,
             Err(rejection) => {
@@ -426,6 +427,20 @@ impl Engine {
                     None => self.learn_destination(at_ns, process, *destination, out),
                 }
             }
+            // `captured` is the daemon's to scan and wipe; the engine gets fingerprints only.
+            EventKind::TlsWrite(TlsWrite { server, credentials, captured: _ }) => {
+                self.see(process, out);
+                for CredentialSeen { header, fingerprint } in credentials {
+                    let Some(key) = self.state.secrets.known(*fingerprint) else { continue };
+                    let via = Via::Tls { header, server: server.as_deref() };
+                    self.use_secret(at_ns, process, Used { key, via, holds: true, task_unknown: false }, out);
+                    if let Some(server) = server {
+                        let key = self.state.secrets.canonical(key);
+                        let draft = rules::request(&self.state, process, key, server);
+                        self.emit(at_ns, process, draft, out);
+                    }
+                }
+            }
         }
     }
 
@@ -473,6 +488,7 @@ impl Engine {
             Via::Open { path } => path,
             Via::Env { name } => name,
             Via::Argv => "a command-line argument",
+            Via::Tls { .. } => "a TLS request",
         };
         self.state.secrets.ensure(key, name);
         let key = self.state.secrets.canonical(key);
@@ -548,8 +564,19 @@ impl Engine {
 
     /// Completes a rule's draft into a finding, unless the same one fired before for the process.
     fn emit(&mut self, at_ns: u64, process: ExecId, draft: Option<rules::Draft>, out: &mut Outcome) {
-        let Some(rules::Draft { rule, severity, secret, owner_task, subject, destination, target, detail, sprawl }) =
-            draft
+        let Some(rules::Draft {
+            rule,
+            severity,
+            secret,
+            owner_task,
+            subject,
+            destination,
+            via,
+            server,
+            target,
+            detail,
+            sprawl,
+        }) = draft
         else {
             return;
         };
@@ -568,6 +595,8 @@ impl Engine {
             owner_task: owner_task.map(|task| self.task_id(task)),
             secret: self.state.secrets.label(secret),
             destination,
+            via,
+            server,
             target,
             detail,
             sprawl: sprawl.then(|| self.state.secrets.sprawl(secret)).flatten(),
@@ -595,6 +624,8 @@ impl Engine {
             owner_task: None,
             secret: SecretLabel { id: None, name: format!("kernel map {map}"), fingerprint_prefix: None },
             destination: None,
+            via: None,
+            server: None,
             target: None,
             detail: rules::monitor_blind::detail(map, failures),
             sprawl: None,

@@ -7,8 +7,8 @@ use super::{
     TaskState,
 };
 use crate::event::{
-    Connect, ConnectSyscall, EnvScan, EnvSecret, Event, EventKind, Exec, ExecId, Exit, ExitStatus, Fingerprint, Fork,
-    Harvest, HarvestKind, InodeId, KernelAction, OpenSyscall, SecretId, SecretOpen,
+    Connect, ConnectSyscall, CredentialSeen, EnvScan, EnvSecret, Event, EventKind, Exec, ExecId, Exit, ExitStatus,
+    Fingerprint, Fork, Harvest, HarvestKind, InodeId, KernelAction, OpenSyscall, SecretId, SecretOpen, TlsWrite,
 };
 
 /// Secret ids used across the tests.
@@ -159,6 +159,12 @@ impl Scenario {
         self.event(pid, EventKind::Connect(Connect { syscall: ConnectSyscall::Connect, destination, kernel_action: KernelAction::None }))
     }
 
+    /// `pid` sends `value` in the Authorization header of a TLS request with `Host: server`.
+    pub(super) fn tls(&mut self, pid: u32, server: &str, value: Fingerprint) -> &mut Self {
+        let credentials = vec![CredentialSeen { header: "authorization".to_owned(), fingerprint: value }];
+        self.event(pid, EventKind::TlsWrite(TlsWrite { server: Some(server.to_owned()), credentials, captured: None }))
+    }
+
     /// `pid` reaches the environment or memory of `target`.
     pub(super) fn harvest(&mut self, pid: u32, kind: HarvestKind, target: u32) -> &mut Self {
         self.event(pid, EventKind::Harvest(Harvest { kind, target, kernel_action: KernelAction::None }))
@@ -234,6 +240,7 @@ pub(super) fn task(id: &str) -> TaskBuilder {
         cgroup: None,
         granted: Vec::new(),
         allowed: None,
+        allowed_hosts: Vec::new(),
         ttl_ns: None,
     })
 }
@@ -265,9 +272,12 @@ impl TaskBuilder {
     }
 
     /// Restricts where its processes may connect while holding a secret; `&[]` is nowhere.
+    /// `HOST:PORT` entries are kept by name, as the task API does once it has resolved them.
     pub(super) fn allow(mut self, destinations: &[&str]) -> Self {
-        let parsed = destinations.iter().map(|text| text.parse().expect("a destination")).collect();
-        self.0.allowed = Some(parsed);
+        let (addresses, hosts): (Vec<&str>, Vec<&str>) =
+            destinations.iter().partition(|text| text.parse::<crate::engine::Destination>().is_ok());
+        self.0.allowed = Some(addresses.iter().map(|text| text.parse().expect("a destination")).collect());
+        self.0.allowed_hosts = hosts.iter().map(|host| host.to_owned().to_owned()).collect();
         self
     }
 

@@ -34,6 +34,7 @@ pub struct InputCounts {
     pub secret_open: u64,
     pub harvest: u64,
     pub connect: u64,
+    pub tls_write: u64,
     pub task_started: u64,
     pub task_ended: u64,
     pub task_restored: u64,
@@ -57,6 +58,7 @@ impl InputCounts {
                 EventKind::SecretOpen(_) => &mut self.secret_open,
                 EventKind::Harvest(_) => &mut self.harvest,
                 EventKind::Connect(_) => &mut self.connect,
+                EventKind::TlsWrite(_) => &mut self.tls_write,
             },
             Input::TaskStarted { .. } => &mut self.task_started,
             Input::TaskEnded { .. } => &mut self.task_ended,
@@ -80,6 +82,7 @@ impl InputCounts {
             secret_open,
             harvest,
             connect,
+            tls_write,
             task_started,
             task_ended,
             task_restored,
@@ -96,6 +99,7 @@ impl InputCounts {
             + secret_open
             + harvest
             + connect
+            + tls_write
             + task_started
             + task_ended
             + task_restored

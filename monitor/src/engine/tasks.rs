@@ -35,6 +35,10 @@ pub struct TaskSpec {
     /// `None`: processes holding a secret may connect anywhere. `Some(empty)`: nowhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed: Option<Vec<Destination>>,
+    /// The `HOST:PORT` entries of the allow list as named (lower case): a TLS request's `Host`
+    /// is compared with them, its addresses being unknown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_hosts: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_ns: Option<u64>,
 }
@@ -75,6 +79,7 @@ pub(super) struct NewTask<'a> {
     pub(super) at_ns: u64,
     pub(super) ttl_ns: Option<u64>,
     pub(super) allowed: Option<Vec<Destination>>,
+    pub(super) allowed_hosts: Vec<String>,
     /// Names of `Grant::Env` without a fingerprint.
     pub(super) env_grants: Vec<String>,
 }
@@ -106,6 +111,8 @@ pub(super) struct Task {
     pub(super) owner: String,
     pub(super) state: TaskState,
     pub(super) allowed: Option<Vec<Destination>>,
+    /// See [`TaskSpec::allowed_hosts`].
+    pub(super) allowed_hosts: Vec<String>,
     deadline_ns: Option<u64>,
     /// Names of `Grant::Env` without a fingerprint, not yet seen in a member's environment.
     env_grants: Vec<String>,
@@ -153,7 +160,7 @@ impl Tasks {
     /// Starts a lifetime of task `id` under a new handle, or under `handle` when it is restored
     /// from an earlier run of the daemon.
     pub(super) fn start(&mut self, new: NewTask<'_>, handle: Option<u32>) -> Result<TaskRef, Rejection> {
-        let NewTask { id, owner, at_ns, ttl_ns, allowed, env_grants } = new;
+        let NewTask { id, owner, at_ns, ttl_ns, allowed, allowed_hosts, env_grants } = new;
         if self.find(id).is_some_and(|task| self.is_active(task)) {
             return Err(Rejection::TaskAlreadyActive { task: id.clone() });
         }
@@ -172,7 +179,8 @@ impl Tasks {
             self.deadlines.insert((deadline, task));
         }
         let owner = owner.to_owned();
-        self.all.push(Task { id: id.clone(), handle, owner, state: TaskState::Active, allowed, deadline_ns, env_grants });
+        let state = TaskState::Active;
+        self.all.push(Task { id: id.clone(), handle, owner, state, allowed, allowed_hosts, deadline_ns, env_grants });
         self.by_id.insert(id.clone(), task);
         self.by_handle.insert(handle, task);
         Ok(task)

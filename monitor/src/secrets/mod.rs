@@ -4,5 +4,6 @@
 pub mod decoys;
 pub mod environ;
 pub mod files;
+pub mod http;
 pub mod tokens;
 mod walk;

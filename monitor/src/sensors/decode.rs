@@ -10,6 +10,7 @@ use monitor_common::{
         harvest::{kind as harvest_kind, HarvestBody},
         kernel_action,
         secret_open::SecretOpenBody,
+        tls::TlsBody,
         Event as Record, EventHeader, EventKind as RecordKind,
     },
     syscalls,
@@ -20,7 +21,7 @@ use zeroize::Zeroizing;
 use crate::procfs::start_time_ns;
 use crate::event::{
     Captured, Connect, ConnectSyscall, EnvScan, Event, EventKind, Exec, ExecId, Exit, ExitStatus, Fork, Harvest,
-    HarvestKind, InodeId, KernelAction, OpenSyscall, SecretId, SecretOpen,
+    HarvestKind, InodeId, KernelAction, OpenSyscall, SecretId, SecretOpen, TlsWrite,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -75,6 +76,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             EventKind::Harvest(Harvest { kind, target, kernel_action: kernel_action(record_kind, action)? })
         }
         RecordKind::Connect => EventKind::Connect(connect(body(record_kind, bytes)?)?),
+        RecordKind::TlsWrite => EventKind::TlsWrite(tls_write(bytes)?),
     };
     let EventHeader { kind: _, pid, tgid, flags: header_flags, ktime_ns, start_time } = header;
     Ok(Event {
@@ -200,6 +202,15 @@ fn captured(bytes: &[u8]) -> Result<Captured, DecodeError> {
     })
 }
 
+/// The plaintext that follows a TLS write record's body.
+fn tls_write(bytes: &[u8]) -> Result<TlsWrite, DecodeError> {
+    let TlsBody { len, _pad } = body::<TlsBody>(RecordKind::TlsWrite, bytes)?;
+    let head = std::mem::size_of::<Record<TlsBody>>();
+    let end = head + len as usize;
+    let data = bytes.get(head..end).ok_or(DecodeError::Short { kind: RecordKind::TlsWrite.name(), len: bytes.len(), expected: end })?;
+    Ok(TlsWrite { server: None, credentials: Vec::new(), captured: Some(Zeroizing::new(data.to_vec())) })
+}
+
 const CAPTURE_LEN: usize = std::mem::size_of::<ExecCapture>();
 
 fn lossy(field: &[u8]) -> String {
@@ -268,6 +279,17 @@ mod tests {
                 }),
             })
         );
+    }
+
+    #[test]
+    fn a_tls_write_record_carries_its_captured_plaintext() {
+        let record = Record { header: header(RecordKind::TlsWrite, 0), body: TlsBody { len: 5, _pad: 0 } };
+        let mut bytes = bytes_of(&record);
+        bytes.extend_from_slice(b"GET /");
+        assert!(decode(&bytes[..bytes.len() - 1]).is_err(), "the plaintext announced is missing");
+        let EventKind::TlsWrite(write) = decode(&bytes).unwrap().kind else { panic!("not a TLS write") };
+        assert_eq!(write.captured.as_deref().map(Vec::as_slice), Some(&b"GET /"[..]));
+        assert!(write.server.is_none() && write.credentials.is_empty(), "filled in by the daemon's scan");
     }
 
     #[test]

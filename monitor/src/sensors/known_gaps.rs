@@ -11,6 +11,8 @@ pub struct Sensors {
     pub file_guard: bool,
     /// The cgroup socket-address hooks are attached (beside the security hooks, the `sendmsg` pair).
     pub socket_hooks: bool,
+    /// At least one TLS library's write functions carry the TLS uprobes.
+    pub tls: bool,
 }
 
 /// A route the sensors miss or cannot refuse, and why.
@@ -66,6 +68,21 @@ const GAPS: &[(&str, &str, Applies)] = &[
         |sensors| sensors.tier == Tier::Tracepoint,
     ),
     (
+        "tls:http2",
+        "HTTP/2 requests over TLS are not read: their headers are HPACK-compressed against the connection's state",
+        |sensors| sensors.tls,
+    ),
+    (
+        "tls:other_libraries",
+        "only the host's OpenSSL 3 and GnuTLS are probed: Go's crypto/tls, rustls, NSS, BoringSSL and statically linked or container-private copies are not seen",
+        |sensors| sensors.tls,
+    ),
+    (
+        "tls:before_send",
+        "a credential seen in a TLS request is judged by the daemon once the write has begun: the request is not refused, the kill comes after it",
+        |sensors| sensors.tls,
+    ),
+    (
         "network:unconnected_datagram",
         "a datagram sent with an address on an unconnected socket is reported, not refused: needs cgroup v2 for the sendmsg hooks",
         |sensors| sensors.tier.has_security_hooks() && !sensors.socket_hooks,
@@ -90,7 +107,7 @@ mod tests {
 
     #[test]
     fn the_guard_and_the_hooks_close_their_gaps_and_the_security_hooks_most() {
-        let bare = Sensors { tier: Tier::Tracepoint, file_guard: false, socket_hooks: false };
+        let bare = Sensors { tier: Tier::Tracepoint, file_guard: false, socket_hooks: false, tls: false };
         let guarded = Sensors { file_guard: true, socket_hooks: true, ..bare };
         let lsm = Sensors { tier: Tier::Lsm, ..bare };
         let fmod_ret = Sensors { tier: Tier::FmodRet, ..bare };
@@ -104,5 +121,11 @@ mod tests {
         assert_eq!(capabilities(lsm), ["network:unconnected_datagram"]);
         assert_eq!(capabilities(fmod_ret), capabilities(lsm), "the same hooks");
         assert_eq!(capabilities(Sensors { socket_hooks: true, ..lsm }), [] as [&str; 0], "the sendmsg hooks refuse datagrams");
+    }
+
+    #[test]
+    fn the_tls_uprobes_state_what_they_do_not_read() {
+        let bare = Sensors { tier: Tier::Lsm, file_guard: false, socket_hooks: true, tls: true };
+        assert_eq!(capabilities(bare), ["tls:http2", "tls:other_libraries", "tls:before_send"]);
     }
 }

@@ -21,6 +21,7 @@ use super::{
     fmod_ret::{self, FmodRetError, Linked},
     known_gaps,
     syscall_hooks::{self, SyscallHooks},
+    tls,
     loss::LossCounts,
     kallsyms,
     maps::KernelMaps,
@@ -149,6 +150,8 @@ pub struct SensorOptions {
     /// On the base tier, attach the cgroup socket hooks where cgroup v2 is mounted. A caller whose
     /// load failed with [`SensorError::SocketHooks`] loads again without them.
     pub socket_hooks: bool,
+    /// Attach the uprobes on TLS libraries' write functions (`sensors::tls`).
+    pub tls: bool,
 }
 
 impl Default for SensorOptions {
@@ -161,6 +164,7 @@ impl Default for SensorOptions {
             capture: CaptureLimits::MAX,
             file_guard: false,
             socket_hooks: true,
+            tls: true,
         }
     }
 }
@@ -196,6 +200,8 @@ pub struct Sensors {
     guard: Option<FileGuard>,
     /// Whether the cgroup socket-address hooks are attached.
     socket_hooks: bool,
+    /// The TLS uprobes attached, by label.
+    tls_hooks: Vec<&'static str>,
     /// The fmod_ret tier's programs, which aya does not own.
     _fmod_ret: Vec<fmod_ret::Attached>,
     /// Records the decoder rejected; a layout mismatch shows up here, not as silence.
@@ -217,7 +223,7 @@ impl Sensors {
             gaps.push(SensorGap { capability: "harvest:proc_open", reason: error.to_string() });
             Default::default()
         });
-        let SensorOptions { ring_buffer_bytes, ignored_tgid, tier, map_sizes, capture, file_guard, socket_hooks } =
+        let SensorOptions { ring_buffer_bytes, ignored_tgid, tier, map_sizes, capture, file_guard, socket_hooks, tls } =
             options;
         let ignored_tgid = ignored_tgid.unwrap_or(0);
         let security_hooks = u32::from(tier.has_security_hooks());
@@ -285,6 +291,13 @@ impl Sensors {
                 program.attach(&cgroup, CgroupAttachMode::Single).map_err(|error| refused(error.into()))?;
             }
         }
+        let tls_hooks = if tls {
+            let (hooks, tls_gaps) = tls::attach(&mut ebpf);
+            gaps.extend(tls_gaps);
+            hooks
+        } else {
+            Vec::new()
+        };
         let guard_maps = if file_guard && !tier.has_security_hooks() {
             Some(GuardMaps {
                 watched: second_handle(&ebpf, "WATCHED", HashMap::try_from)?,
@@ -330,7 +343,12 @@ impl Sensors {
             }
         });
         let (guard, marks) = guard.map_or((None, None), |(guard, marks)| (Some(guard), Some(marks)));
-        let running = known_gaps::Sensors { tier, file_guard: guard.is_some(), socket_hooks: cgroup_root.is_some() };
+        let running = known_gaps::Sensors {
+            tier,
+            file_guard: guard.is_some(),
+            socket_hooks: cgroup_root.is_some(),
+            tls: !tls_hooks.is_empty(),
+        };
         gaps.extend(known_gaps::of(running).into_iter().map(|gap| SensorGap { capability: gap.capability, reason: gap.reason.into() }));
         // Attached for good: on the base tier without the guard, where they watch secret files;
         // beside the security hooks without the `sendmsg` hooks, where `sys_enter` sees holders'
@@ -356,6 +374,7 @@ impl Sensors {
             lost,
             guard,
             socket_hooks: cgroup_root.is_some(),
+            tls_hooks,
             _fmod_ret: fmod_ret,
             decode_errors: 0,
             tier,
@@ -468,10 +487,10 @@ impl Sensors {
         self.tier
     }
 
-    /// The attached hooks, as `raw_tracepoint/<name>`, `cgroup/<attach point>`, `fanotify/perm`
-    /// and the security hooks: `lsm/<hook>` on the LSM tier, `fmod_ret/<function>` on the
-    /// fmod_ret tier.
-    pub fn hooks(&self) -> impl Iterator<Item = &'static str> {
+    /// The attached hooks, as `raw_tracepoint/<name>`, `cgroup/<attach point>`, `fanotify/perm`,
+    /// `uprobe/<function>` and the security hooks: `lsm/<hook>` on the LSM tier,
+    /// `fmod_ret/<function>` on the fmod_ret tier.
+    pub fn hooks(&self) -> impl Iterator<Item = &'static str> + '_ {
         let lsm: &[(&str, &str)] = if self.tier == Tier::Lsm { &LSM_HOOKS } else { &[] };
         let fmod_ret: &[(&str, &str, &str)] = if self.tier == Tier::FmodRet { &FMOD_RET_HOOKS } else { &[] };
         let sockets: &[(&str, &str)] = match (self.socket_hooks, self.tier.has_security_hooks()) {
@@ -487,6 +506,7 @@ impl Sensors {
             .map(|&(_, label)| label)
             .chain(fmod_ret.iter().map(|&(_, _, label)| label))
             .chain(guard)
+            .chain(self.tls_hooks.iter().copied())
     }
 
     /// Detaches the syscall programs if nothing needs them any more (see `syscall_hooks`);

@@ -15,5 +15,6 @@ mod named_path;
 pub mod offsets;
 pub mod sizes;
 pub mod syscall_hooks;
+pub mod tls;
 
 pub use loader::{MapWriteFailures, SensorError, SensorGap, SensorOptions, Sensors};

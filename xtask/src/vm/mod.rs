@@ -27,8 +27,9 @@ use crate::{cmd, error::Error, setup, workspace};
 
 /// The integration test target that runs in the guest.
 const TEST_TARGET: &str = "refusals";
-/// Hard limit on one boot, tests included; `CREDWATCH_VM_TIMEOUT_SECS` overrides it.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// Hard limit on one boot, tests included (about 160 s on an idle host, several times that under
+/// load: the guest CPU is emulated); `CREDWATCH_VM_TIMEOUT_SECS` overrides it.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1200);
 /// Guest memory: the initramfs (about 40 MB once unpacked) lives in it, next to the daemons.
 const MEMORY_MB: u32 = 1024;
 

@@ -43,6 +43,8 @@ pub(in crate::engine) fn check(
         owner_task: owner,
         subject,
         destination,
+        via: None,
+        server: None,
         target: None,
         detail,
         sprawl: false,

@@ -68,17 +68,22 @@ mod tests {
         scenario.assert_silent();
     }
 
-    #[test]
-    fn a_granted_token_in_another_tasks_environment_is_cross_task_reuse() {
-        let token = fingerprint(0x5e);
+    /// Tasks a (pid 100, registered `token`) and b (pid 200) side by side.
+    fn token_and_two_tasks(token: crate::event::Fingerprint) -> Scenario {
         let mut scenario = Scenario::new();
         scenario
             .spawn(1, 100)
             .spawn(1, 200)
             .start(task("a").root(100).token(token, "github deploy token"))
-            .start(task("b").root(200))
-            .spawn(200, 201)
-            .exec(201, "/usr/bin/git", &[("GH_TOKEN", token)]);
+            .start(task("b").root(200));
+        scenario
+    }
+
+    #[test]
+    fn a_granted_token_in_another_tasks_environment_is_cross_task_reuse() {
+        let token = fingerprint(0x5e);
+        let mut scenario = token_and_two_tasks(token);
+        scenario.spawn(200, 201).exec(201, "/usr/bin/git", &[("GH_TOKEN", token)]);
         let finding = scenario.only_finding();
         assert_eq!(finding.rule, Rule::CrossTaskReuse);
         assert_eq!(finding.process, scenario.id(201));
@@ -87,6 +92,20 @@ mod tests {
         assert_eq!(finding.secret.id, None);
         assert_eq!(finding.secret.name, "github deploy token");
         assert_eq!(finding.secret.fingerprint_prefix.as_deref(), Some("5e5e5e5e"));
+    }
+
+    #[test]
+    fn a_granted_token_sent_over_tls_by_another_task_is_cross_task_reuse_and_by_its_own_task_silent() {
+        let token = fingerprint(0x5e);
+        let mut scenario = token_and_two_tasks(token);
+        scenario.tls(100, "api.github.com", token);
+        scenario.assert_silent();
+        scenario.tls(200, "api.github.com", token);
+        let finding = scenario.only_finding();
+        assert_eq!(finding.rule, Rule::CrossTaskReuse);
+        assert_eq!(finding.via, Some(crate::engine::UseVia::Tls));
+        assert_eq!(finding.server.as_deref(), Some("api.github.com"));
+        assert!(finding.detail.contains("authorization header of a TLS request to api.github.com"), "{}", finding.detail);
     }
 
     #[test]

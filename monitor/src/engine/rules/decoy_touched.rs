@@ -31,6 +31,8 @@ pub(in crate::engine) fn check(state: &State, process: ExecId, observed: &Secret
         owner_task: decoy.planted_in,
         subject: Subject::Secret(observed.key),
         destination: None,
+        via: Some(observed.via.kind()),
+        server: observed.via.server().map(str::to_owned),
         target: None,
         detail,
         sprawl: false,

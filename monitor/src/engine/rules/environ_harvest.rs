@@ -42,6 +42,8 @@ pub(super) fn check(state: &State, process: ExecId, target: ExecId, kind: Harves
         owner_task: holder.task,
         subject: Subject::Target(target),
         destination: None,
+        via: None,
+        server: None,
         target: Some(target),
         detail,
         sprawl: false,

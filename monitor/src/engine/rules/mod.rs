@@ -15,7 +15,7 @@ mod untasked_access;
 use std::net::SocketAddr;
 
 use super::{
-    finding::{Rule, Severity},
+    finding::{Rule, Severity, UseVia},
     secrets::SecretKey,
     tasks::{Membership, TaskId, TaskRef, TaskState},
     State,
@@ -36,6 +36,29 @@ pub(super) enum Via<'a> {
     Env { name: &'a str },
     /// A word of its command line.
     Argv,
+    /// A header of an HTTP request written to a TLS library (`header` lower case), to `server`
+    /// (the request's `Host`).
+    Tls { header: &'a str, server: Option<&'a str> },
+}
+
+impl Via<'_> {
+    /// How the finding names it.
+    pub(super) fn kind(&self) -> UseVia {
+        match self {
+            Self::Open { .. } => UseVia::Open,
+            Self::Env { .. } => UseVia::Env,
+            Self::Argv => UseVia::Argv,
+            Self::Tls { .. } => UseVia::Tls,
+        }
+    }
+
+    /// The request's `Host`, for a use in a TLS request.
+    pub(super) fn server(&self) -> Option<&str> {
+        match self {
+            Self::Tls { server, .. } => *server,
+            Self::Open { .. } | Self::Env { .. } | Self::Argv => None,
+        }
+    }
 }
 
 /// What a finding is about, besides its rule and process: a rule fires once per process and
@@ -45,6 +68,8 @@ pub(super) enum Subject {
     Secret(SecretKey),
     Target(ExecId),
     Destination(SocketAddr),
+    /// A TLS request's `Host`, by a hash of its lower-case text.
+    Server(u64),
 }
 
 /// A finding as a rule sees it; the engine adds time, ancestry and labels.
@@ -56,6 +81,10 @@ pub(super) struct Draft {
     pub(super) owner_task: Option<TaskRef>,
     pub(super) subject: Subject,
     pub(super) destination: Option<SocketAddr>,
+    /// How the secret was used, for the rules about a use.
+    pub(super) via: Option<UseVia>,
+    /// A TLS request's `Host`.
+    pub(super) server: Option<String>,
     pub(super) target: Option<ExecId>,
     pub(super) detail: String,
     /// Attach the secret's sprawl counts.
@@ -77,6 +106,8 @@ impl Draft {
             owner_task: owner,
             subject: Subject::Secret(observed.key),
             destination: None,
+            via: Some(observed.via.kind()),
+            server: observed.via.server().map(str::to_owned),
             target: None,
             detail,
             sprawl: false,
@@ -101,6 +132,11 @@ pub(super) fn connect(state: &State, process: ExecId, destination: SocketAddr) -
     unexpected_destination::check(state, process, destination)
 }
 
+/// A process sent `secret` in a TLS request whose `Host` is `server`.
+pub(super) fn request(state: &State, process: ExecId, secret: SecretKey, server: &str) -> Option<Draft> {
+    unexpected_destination::check_request(state, process, secret, server)
+}
+
 /// `process` reached the environment or memory of `target`.
 pub(super) fn harvest(state: &State, process: ExecId, target: ExecId, kind: HarvestKind) -> Option<Draft> {
     environ_harvest::check(state, process, target, kind)
@@ -123,6 +159,10 @@ fn action(state: &State, observed: &SecretUse<'_>) -> String {
         Via::Env { name } if name == secret => format!("started with {name} in its environment"),
         Via::Env { name } => format!("started with {name} in its environment, holding the value of {secret}"),
         Via::Argv => format!("started with the value of {secret} on its command line"),
+        Via::Tls { header, server: Some(server) } => {
+            format!("sent the value of {secret} in the {header} header of a TLS request to {server}")
+        }
+        Via::Tls { header, server: None } => format!("sent the value of {secret} in the {header} header of a TLS request"),
     }
 }
 

@@ -1,14 +1,23 @@
 //! unexpected_destination (high): a process holding a secret connects, or sends a datagram,
-//! outside its task's allowed destinations.
+//! outside its task's allowed destinations; or sends a secret in a TLS request to a `Host`
+//! outside them.
 
-use std::net::SocketAddr;
+use std::{
+    hash::{DefaultHasher, Hash as _, Hasher as _},
+    net::{IpAddr, SocketAddr},
+};
 
 use super::{actor, secret_name, Draft, Subject};
 use crate::engine::{
-    finding::{Rule, Severity},
+    finding::{Rule, Severity, UseVia},
+    secrets::SecretKey,
+    tasks::TaskRef,
     State,
 };
 use crate::event::ExecId;
+
+/// The port a `Host` without one names: requests seen over TLS are HTTPS.
+const HTTPS_PORT: u16 = 443;
 
 pub(super) fn check(state: &State, process: ExecId, destination: SocketAddr) -> Option<Draft> {
     let holder = state.processes.get(process)?;
@@ -18,32 +27,81 @@ pub(super) fn check(state: &State, process: ExecId, destination: SocketAddr) -> 
     if allowed.iter().any(|allowed| allowed.matches(destination)) {
         return None;
     }
+    let draft = draft(state, task, secret, Subject::Destination(destination), &format!("connected to {destination}"));
+    Some(Draft { destination: Some(destination), ..draft })
+}
+
+/// A process of a task sent `secret` in a TLS request whose `Host` is `server`: allowed when the
+/// host is an address the allow list covers, or a name its `HOST:PORT` entries name (the
+/// request's peer address is not known here).
+pub(super) fn check_request(state: &State, process: ExecId, secret: SecretKey, server: &str) -> Option<Draft> {
+    let task = state.processes.get(process)?.task?;
+    let record = state.tasks.get(task);
+    let allowed = record.allowed.as_ref()?;
+    let server = server.to_ascii_lowercase();
+    let permitted = match host_port(&server) {
+        (Host::Address(ip), port) => allowed.iter().any(|allowed| allowed.matches(SocketAddr::new(ip, port))),
+        (Host::Name(name), port) => record.allowed_hosts.contains(&format!("{name}:{port}")),
+    };
+    if permitted {
+        return None;
+    }
+    let mut hasher = DefaultHasher::new();
+    server.hash(&mut hasher);
+    let subject = Subject::Server(hasher.finish());
+    let draft = draft(state, task, secret, subject, &format!("sent it in a TLS request to {server}"));
+    Some(Draft { via: Some(UseVia::Tls), server: Some(server), ..draft })
+}
+
+enum Host<'a> {
+    Address(IpAddr),
+    Name(&'a str),
+}
+
+/// A `Host` header's host and port: `name`, `name:8443`, `192.0.2.1:8443`, `[2001:db8::1]:8443`.
+fn host_port(server: &str) -> (Host<'_>, u16) {
+    if let Ok(address) = server.parse::<SocketAddr>() {
+        return (Host::Address(address.ip()), address.port());
+    }
+    let unbracketed = server.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = unbracketed.parse::<IpAddr>() {
+        return (Host::Address(ip), HTTPS_PORT);
+    }
+    match server.rsplit_once(':').map(|(name, port)| (name, port.parse::<u16>())) {
+        Some((name, Ok(port))) => (Host::Name(name), port),
+        Some((_, Err(_))) | None => (Host::Name(server), HTTPS_PORT),
+    }
+}
+
+fn draft(state: &State, task: TaskRef, secret: SecretKey, subject: Subject, what: &str) -> Draft {
     let owner = state
         .secrets
         .binding(secret)
         .and_then(|binding| binding.active_owner(&state.tasks).or_else(|| binding.finished_grantee(&state.tasks)));
     let detail = format!(
-        "{} holding {} connected to {destination}, outside the task's allowed destinations",
+        "{} holding {} {what}, outside the task's allowed destinations",
         actor(state, state.tasks.membership(Some(task))),
         secret_name(state, secret)
     );
-    Some(Draft {
+    Draft {
         rule: Rule::UnexpectedDestination,
         severity: Severity::High,
         secret,
         owner_task: owner,
-        subject: Subject::Destination(destination),
-        destination: Some(destination),
+        subject,
+        destination: None,
+        via: None,
+        server: None,
         target: None,
         detail,
         sprawl: false,
-    })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use crate::engine::{
-        scenario::{task, Scenario, AWS},
+        scenario::{fingerprint, task, Scenario, AWS},
         Rule, Severity, TaskId,
     };
 
@@ -102,6 +160,29 @@ mod tests {
             .open(100, AWS)
             .connect(100, "10.0.0.1:53");
         assert_eq!(scenario.only_finding().rule, Rule::UnexpectedDestination);
+    }
+
+    #[test]
+    fn a_token_sent_over_tls_to_a_host_outside_the_allow_list() {
+        let token = fingerprint(0x77);
+        let mut scenario = Scenario::new();
+        scenario.spawn(1, 100).start(task("a").root(100).token(token, "api key").allow(&["api.example.com:443", "192.0.2.0/24:8443"]));
+        for allowed in ["api.example.com", "API.example.com:443", "192.0.2.9:8443"] {
+            scenario.tls(100, allowed, token);
+        }
+        scenario.assert_silent();
+        scenario.tls(100, "evil.example.net", token);
+        let finding = scenario.only_finding();
+        assert_eq!(finding.rule, Rule::UnexpectedDestination);
+        assert_eq!(finding.server.as_deref(), Some("evil.example.net"));
+        assert_eq!(finding.via, Some(crate::engine::UseVia::Tls));
+        assert_eq!(finding.owner_task, Some(TaskId("a".to_owned())));
+        for outside in ["api.example.com:8443", "192.0.2.9", "[2001:db8::1]:443"] {
+            scenario.tls(100, outside, token);
+            assert_eq!(scenario.only_finding().rule, Rule::UnexpectedDestination, "{outside}");
+        }
+        scenario.tls(100, "evil.example.net", token);
+        scenario.assert_silent();
     }
 
     #[test]
