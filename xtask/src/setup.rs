@@ -16,9 +16,20 @@ use crate::{cmd, error::Error, host, workspace};
 const BUILD_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "libstd-rust-web-dev-bpf", "llvm-22-dev", "clang"];
 /// What only the tests and the benchmark need: bpftool, QEMU and a static busybox for the
 /// LSM-tier test VM, Prometheus and Alertmanager (with promtool and amtool) for the operations
-/// tests, bpftrace for the benchmark's peer.
-const TEST_PACKAGES: &[&str] =
-    &["bpftool", "qemu-system-x86", "busybox-static", "prometheus", "prometheus-alertmanager", "bpftrace"];
+/// tests, bpftrace for the benchmark's peer; Python, curl, wget and openssl for the TLS tests and
+/// the HTTPS loop (real clients on OpenSSL and GnuTLS, a certificate made on the spot).
+const TEST_PACKAGES: &[&str] = &[
+    "bpftool",
+    "qemu-system-x86",
+    "busybox-static",
+    "prometheus",
+    "prometheus-alertmanager",
+    "bpftrace",
+    "python3",
+    "curl",
+    "wget",
+    "openssl",
+];
 
 /// What the package and its image need: `buildah` builds the image; `podman` (with `runc`, which
 /// copes with hybrid cgroup hierarchies) runs it in the test.
@@ -57,11 +68,11 @@ const TOOLCHAIN_STEP: &str = "rustup toolchain debian-bpf";
 
 const MANUAL_STEPS: &str = "  1. Install rustc and cargo 1.96 with a prebuilt `core` for bpfel-unknown-none, LLVM 22 \
 (development files and shared libLLVM), bpftool, clang, QEMU, a static busybox, Prometheus, \
-Alertmanager, bpftrace, buildah, podman and runc. On Debian 12:
+Alertmanager, bpftrace, Python, curl, wget, openssl, buildah, podman and runc. On Debian 12:
        apt-get update
        apt-get install rustc-web cargo-web libstd-rust-web-dev-bpf llvm-22-dev bpftool clang \\
          qemu-system-x86 busybox-static prometheus prometheus-alertmanager bpftrace \\
-         buildah podman runc
+         python3 curl wget openssl buildah podman runc
   2. Build bpf-linker against that LLVM:
        LLVM_PREFIX=/usr/lib/llvm-22 cargo install bpf-linker --version 0.13.0 --locked --no-default-features --features llvm-22
   3. Register that rustc as the toolchain aya-build uses (the directory whose bin/ holds it):

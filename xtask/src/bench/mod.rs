@@ -13,6 +13,7 @@ mod daemon;
 mod engine;
 mod error;
 mod footprint;
+mod https;
 mod latency;
 pub mod load;
 mod monitors;
@@ -35,7 +36,7 @@ use std::{
 };
 
 pub use self::error::BenchError;
-use self::{report::Results, scratch::Scratch};
+use self::{https::HttpsServer, report::Results, scratch::Scratch};
 use crate::{build, cmd, error::Error, setup, workspace};
 
 /// How much to measure.
@@ -49,6 +50,8 @@ pub struct Scale {
     pub connects: u64,
     /// Iterations per run of the fork+exec+exit loop.
     pub execs: u64,
+    /// Requests per run of the HTTPS loop.
+    pub https_requests: u64,
     pub engine_events: u64,
     pub engine_runs: u64,
     /// Secret opens of the latency probe, and the pause between two.
@@ -70,6 +73,7 @@ impl Scale {
         opens: 200_000,
         connects: 10_000,
         execs: 2_000,
+        https_requests: 2_000,
         engine_events: 2_000_000,
         engine_runs: 5,
         trickle_opens: 300,
@@ -87,6 +91,7 @@ impl Scale {
         opens: 20_000,
         connects: 1_000,
         execs: 200,
+        https_requests: 200,
         engine_events: 100_000,
         engine_runs: 1,
         trickle_opens: 50,
@@ -105,6 +110,8 @@ pub struct Bench {
     pub binary: PathBuf,
     pub scratch: Scratch,
     pub scale: Scale,
+    /// The HTTPS loop's server, in no task.
+    pub https: HttpsServer,
     tasks: Cell<u32>,
 }
 
@@ -160,10 +167,13 @@ fn parse_args(args: &[OsString]) -> Result<(Scale, PathBuf), Error> {
 
 fn run(scale: Scale, out: &Path) -> Result<(), BenchError> {
     let started = Instant::now();
+    let scratch = Scratch::create()?;
+    let https = HttpsServer::start(&scratch.run_dir("https")?)?;
     let bench = Bench {
         binary: build_credwatch(scale)?,
-        scratch: Scratch::create()?,
+        scratch,
         scale,
+        https,
         tasks: Cell::new(0),
     };
     let machine = report::Machine::probe();

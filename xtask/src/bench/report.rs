@@ -199,11 +199,16 @@ fn syscalls(out: &mut String, results: &SyscallResults, scale: &Scale) {
          without credwatch it opens the secret all the same. *Beside a holder*: untracked, while another \
          task's root that opened the secret idles (credwatch's syscall programs are then attached). *Its own \
          secret, by its owner*: a task's root opening the secret itself {connects} times (on the tracepoint \
-         tier each open waits for the file guard's answer). The targets are judged on CPU time (the loop \
-         thread's own, which the hooks run on and other processes of this shared machine do not inflate); \
-         elapsed time follows.\n\n",
+         tier each open waits for the file guard's answer). *HTTPS request*: {https} keep-alive GETs over \
+         loopback by a Python client on Debian's OpenSSL, each with an `Authorization` header holding no \
+         known secret, to a local server in no task (credwatch's TLS uprobes send every request head to the \
+         daemon, which scans it); *tracked*, by a task's root holding the secret. The targets are judged on \
+         CPU time (the loop thread's own, which the hooks run on and other processes of this shared machine \
+         do not inflate); elapsed time follows. The bpftrace peer hooks syscalls only: on the HTTPS rows it \
+         shows what syscall hooks cost there, not a TLS sensor.\n\n",
         opens = scale.opens,
         connects = scale.connects,
+        https = scale.https_requests,
     );
     for clock in Clock::BOTH {
         let _ = writeln!(out, "### Ratio to the baseline, {}\n", clock.label());

@@ -30,10 +30,13 @@ pub enum Workload {
     /// open/close of its own secret by a task's root: on the tracepoint tier, the file guard's
     /// permission round trip.
     OpenSecretOwned,
+    /// Keep-alive HTTPS requests over loopback through OpenSSL: the TLS uprobes' cost.
+    HttpsUntracked,
+    HttpsTracked,
 }
 
 impl Workload {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 9] = [
         Self::OpenUntracked,
         Self::OpenBesideHolder,
         Self::OpenTracked,
@@ -41,6 +44,8 @@ impl Workload {
         Self::ConnectTracked,
         Self::ExecUntracked,
         Self::OpenSecretOwned,
+        Self::HttpsUntracked,
+        Self::HttpsTracked,
     ];
 
     pub const fn label(self) -> &'static str {
@@ -52,14 +57,32 @@ impl Workload {
             Self::ConnectTracked => "TCP connect, tracked",
             Self::ExecUntracked => "fork+exec+exit of /bin/true, untracked",
             Self::OpenSecretOwned => "open/close of its own secret, by its owner",
+            Self::HttpsUntracked => "HTTPS request (OpenSSL), untracked",
+            Self::HttpsTracked => "HTTPS request (OpenSSL), tracked",
         }
     }
 
     pub const fn is_tracked(self) -> bool {
         matches!(
             self,
-            Self::OpenTracked | Self::ConnectTracked | Self::OpenSecretOwned
+            Self::OpenTracked | Self::ConnectTracked | Self::OpenSecretOwned | Self::HttpsTracked
         )
+    }
+
+    /// Whether the row measures syscalls (what the bpftrace peer hooks), not a library call.
+    pub const fn is_syscall(self) -> bool {
+        !matches!(self, Self::HttpsUntracked | Self::HttpsTracked)
+    }
+
+    fn spawn(self, bench: &Bench) -> Result<Worker, BenchError> {
+        match self {
+            Self::HttpsUntracked | Self::HttpsTracked => {
+                let hold = self.is_tracked().then(|| bench.scratch.secret());
+                let (program, args) = bench.https.client(bench.scale.https_requests, hold);
+                Worker::spawn_program(&program, &args, "the HTTPS client".to_owned())
+            }
+            _ => Worker::spawn(&self.args(bench)),
+        }
     }
 
     fn args(self, bench: &Bench) -> Vec<OsString> {
@@ -81,6 +104,7 @@ impl Workload {
                 bench.scratch.secret().into(),
                 bench.scale.connects.to_string().into(),
             ],
+            Self::HttpsUntracked | Self::HttpsTracked => unreachable!("run by `spawn` as a Python client"),
         };
         if self.is_tracked() {
             args.push(bench.scratch.secret().into());
@@ -235,7 +259,7 @@ pub fn run(bench: &Bench, running: &Running, workload: Workload) -> Result<[f64;
     if let (false, None, Some(daemon)) = (workload.is_tracked(), &holder, running.daemon()) {
         daemon.wait_for_no_holder()?;
     }
-    let mut worker = Worker::spawn(&workload.args(bench))?;
+    let mut worker = workload.spawn(bench)?;
     if let (true, Some(daemon)) = (workload.is_tracked(), running.daemon()) {
         daemon.start_task(&bench.next_task_id(), worker.pid(), &bench.scratch.secret())?;
     }

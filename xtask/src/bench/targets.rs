@@ -39,9 +39,10 @@ pub fn evaluate(results: &Results) -> Vec<Target> {
     let untracked = ratio(Workload::OpenUntracked, Monitor::Credwatch);
     let floor = ratio(Workload::OpenUntracked, Monitor::Floor);
     let beside_holder = ratio(Workload::OpenBesideHolder, Monitor::Credwatch);
-    // Rows where credwatch costs more than the bpftrace peer.
+    // Syscall rows where credwatch costs more than the bpftrace peer.
     let above_peer: Vec<&str> = Workload::ALL
         .iter()
+        .filter(|workload| workload.is_syscall())
         .filter(|&&workload| ratio(workload, Monitor::Credwatch) >= ratio(workload, Monitor::Bpftrace))
         .map(|workload| workload.label())
         .collect();

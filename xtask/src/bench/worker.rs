@@ -25,8 +25,14 @@ impl Worker {
                 .unwrap_or_default()
         );
         let exe = std::env::current_exe().map_err(BenchError::io("finding the xtask binary"))?;
-        let mut child = Command::new(exe)
-            .arg("bench-load")
+        let mut args = args.to_vec();
+        args.insert(0, "bench-load".into());
+        Self::spawn_program(&exe, &args, what)
+    }
+
+    /// Starts `program ARGS…`, which speaks the `bench-load` protocol, and waits for its `ready`.
+    pub fn spawn_program(program: &std::path::Path, args: &[OsString], what: String) -> Result<Self, BenchError> {
+        let mut child = Command::new(program)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
