@@ -16,53 +16,19 @@ use common::{daemon::RunningDaemon, Gated};
 use monitor::daemon::control::{TaskRequest, TokenRequest};
 use serde_json::Value;
 
-/// An HTTPS server on loopback answering 200 to every GET, with a self-signed certificate.
+/// An HTTPS server on loopback answering 200 to every GET, with a self-signed certificate
+/// (`tests/data/https_server.py`, which the benchmark's HTTPS loop runs too).
 struct TlsServer {
     child: Child,
     port: u16,
 }
 
-const SERVER: &str = r#"
-import http.server, ssl, sys
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # The response goes out in several writes: without this, each waits for a delayed ACK (40 ms).
-    disable_nagle_algorithm = True
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-    def log_message(self, *args):
-        pass
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-context.load_cert_chain(sys.argv[1], sys.argv[2])
-server.socket = context.wrap_socket(server.socket, server_side=True)
-print(server.server_address[1], flush=True)
-server.serve_forever()
-"#;
-
 impl TlsServer {
     fn start(dir: &Path) -> Self {
-        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-        if !cert.exists() {
-            let made = Command::new("openssl")
-                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
-                .arg("-keyout")
-                .arg(&key)
-                .arg("-out")
-                .arg(&cert)
-                .stderr(Stdio::null())
-                .status()
-                .expect("openssl");
-            assert!(made.success(), "openssl req failed");
-        }
         let mut child = Command::new("/usr/bin/python3")
             .arg("-c")
-            .arg(SERVER)
-            .arg(&cert)
-            .arg(&key)
+            .arg(include_str!("data/https_server.py"))
+            .arg(dir)
             .stdout(Stdio::piped())
             .spawn()
             .expect("python3");
@@ -145,11 +111,12 @@ async fn a_token_sent_over_tls_by_another_task_is_reuse_and_by_its_owner_silent(
     let findings = daemon.findings().await;
     let about_owner: Vec<_> = findings.iter().filter(|finding| finding["task"] == "owner").collect();
     assert!(about_owner.is_empty(), "the owner's own requests are silent: {about_owner:#?}");
+    // The uprobes see every process on the host: at least these six requests were scanned.
     let status = daemon.client.status().await.unwrap();
     assert!(status["daemon"]["tls_requests_scanned"].as_u64().unwrap() >= 6, "{status:#}");
-    assert_eq!(status["daemon"]["tls_requests_unreadable"], 0, "{status:#}");
+    let tier = status["tier"].as_str().unwrap();
     for hook in ["uprobe/SSL_write", "uprobe/gnutls_record_send"] {
-        assert_eq!(daemon.scrape(&format!("credwatch_sensor_info{{hook=\"{hook}\",tier=\"tracepoint\"}}")), 1, "{hook}");
+        assert_eq!(daemon.scrape(&format!("credwatch_sensor_info{{hook=\"{hook}\",tier=\"{tier}\"}}")), 1, "{hook}");
     }
     drop(server);
     daemon.stop().await;

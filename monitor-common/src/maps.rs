@@ -84,14 +84,20 @@ pub mod policy {
         fn membership_failed(&self) -> bool;
     }
 
+    /// The task handle of process `tgid` (0: none, `UNKNOWN_TASK`: not recorded).
+    #[inline(always)]
+    pub fn caller_task(maps: &impl Lookups, tgid: u32) -> u32 {
+        // Once a membership could not be recorded, a process the kernel knows in no task may be
+        // that one: it is judged as a member of another task, never as a process in no task.
+        let not_member = if maps.membership_failed() { super::UNKNOWN_TASK } else { 0 };
+        maps.task_of(tgid).unwrap_or(not_member)
+    }
+
     /// The caller's task handle (0: none, `UNKNOWN_TASK`: not recorded) and what it is to a bound
     /// secret `watched` (`None` for an unbound one, which is never enforced).
     #[inline(always)]
     pub fn caller(maps: &impl Lookups, tgid: u32, watched: super::WatchedInode) -> (u32, Option<Caller>) {
-        // Once a membership could not be recorded, a process the kernel knows in no task may be
-        // that one: it is judged as a member of another task, never as a process in no task.
-        let not_member = if maps.membership_failed() { super::UNKNOWN_TASK } else { 0 };
-        let caller_task = maps.task_of(tgid).unwrap_or(not_member);
+        let caller_task = caller_task(maps, tgid);
         if watched.binding == UNBOUND {
             return (caller_task, None);
         }

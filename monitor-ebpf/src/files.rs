@@ -127,6 +127,12 @@ pub fn secret_use_refused(tgid: u32, watched: WatchedInode) -> (u32, bool) {
     policy::secret_use_refused(&InKernel, tgid, watched)
 }
 
+/// The task handle of process `tgid` as the kernel counts it (see `policy::caller_task`).
+#[inline(always)]
+pub fn caller_task(tgid: u32) -> u32 {
+    policy::caller_task(&InKernel, tgid)
+}
+
 /// The policy's lookups in the kernel's maps.
 struct InKernel;
 

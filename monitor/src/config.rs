@@ -57,7 +57,7 @@ use crate::{
         CatalogueConfig,
     },
     daemon::DaemonConfig,
-    secrets::decoys::DecoyConfig,
+    secrets::{decoys::DecoyConfig, http::TlsConfig},
     sensors::sizes::MapSizeOverrides,
     daemon::control::duration_text,
     engine::{BaselineConfig, EngineConfig, Rule, Severity},
@@ -152,19 +152,6 @@ impl Default for Config {
     }
 }
 
-/// `[tls]`: the uprobes on TLS libraries' write functions, and what they look for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TlsConfig {
-    pub enabled: bool,
-    /// Cookies that carry credentials (session cookies of internal APIs), by name.
-    pub cookies: Vec<String>,
-}
-
-impl Default for TlsConfig {
-    fn default() -> Self {
-        Self { enabled: true, cookies: Vec::new() }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -311,6 +311,9 @@ pub struct TlsWrite {
     /// Credential-bearing headers of the request, by keyed fingerprint.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub credentials: Vec<CredentialSeen>,
+    /// The kernel handle of the writer's task at the write (0: none), as in [`SecretOpen`].
+    #[serde(default)]
+    pub caller_task: u32,
     /// The plaintext the kernel captured: held only until the daemon has scanned it, wiped when
     /// dropped, never serialized or printed.
     #[serde(skip)]

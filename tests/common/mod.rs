@@ -48,7 +48,6 @@ impl Planted {
     }
 }
 
-/// A random token-looking value for planting; unique per call.
 /// How long a test waits for a condition before it gives up: a wait ends as soon as its condition
 /// holds, so this only bounds a failure. Ten times longer in the test VM, whose CPU is emulated
 /// and, on a loaded host, slower still (loading the security hooks alone can take seconds there).
@@ -57,6 +56,7 @@ pub fn patience(seconds: u64) -> std::time::Duration {
     std::time::Duration::from_secs(seconds * factor)
 }
 
+/// A random token-looking value for planting; unique per call.
 pub fn planted_value() -> String {
     let mut bytes = [0u8; 16];
     std::fs::File::open("/dev/urandom")

@@ -14,7 +14,9 @@ pub const REQUEST_HEAD: usize = 8;
 pub struct TlsBody {
     /// Bytes captured in `TlsRecord::data`.
     pub len: u32,
-    pub _pad: u32,
+    /// The kernel handle of the writer's task (0: none, `UNKNOWN_TASK`: not recorded), as for
+    /// secret opens: membership as the kernel judged it, for a process whose fork the engine missed.
+    pub caller_task: u32,
 }
 
 /// A TLS write record: header, body, then `len` bytes of the plaintext.
@@ -31,6 +33,8 @@ pub fn begins_request(head: &[u8; REQUEST_HEAD]) -> bool {
     let word = [head[0], head[1], head[2], head[3]];
     match &word {
         b"GET " | b"PUT " => true,
+        // A proxy's CONNECT carries Proxy-Authorization.
+        b"CONN" => head[4] == b'E' && head[5] == b'C' && head[6] == b'T' && head[7] == b' ',
         b"POST" | b"HEAD" => head[4] == b' ',
         b"PATC" => head[4] == b'H' && head[5] == b' ',
         b"DELE" => head[4] == b'T' && head[5] == b'E' && head[6] == b' ',
@@ -51,10 +55,10 @@ mod tests {
 
     #[test]
     fn requests_are_told_from_other_writes() {
-        for request in ["GET / HTTP/1.1", "POST /v1 HTTP", "PUT /x HTTP", "HEAD / HT", "PATCH /a", "DELETE /a", "OPTIONS * "] {
+        for request in ["GET / HTTP/1.1", "POST /v1 HTTP", "PUT /x HTTP", "HEAD / HT", "PATCH /a", "DELETE /a", "OPTIONS * ", "CONNECT h:443"] {
             assert!(begins_request(&head(request.as_bytes())), "{request}");
         }
-        for other in ["PRI * HTTP/2.0", "POSTAL c", "GETX", "get / HTTP", "\x16\x03\x01\x02\x00\x01\x00\x01", "DELETED ", "HEAD"] {
+        for other in ["PRI * HTTP/2.0", "POSTAL c", "GETX", "get / HTTP", "\x16\x03\x01\x02\x00\x01\x00\x01", "DELETED ", "HEAD", "CONNECTX"] {
             assert!(!begins_request(&head(other.as_bytes())), "{other:?}");
         }
     }

@@ -115,7 +115,8 @@ impl Default for Metrics {
                 r,
                 "credwatch_tls_requests_total",
                 "HTTP/1.x requests seen in TLS writes: scanned whole, scanned up to a cut (the head did not end inside \
-                 the capture), or unreadable (not scanned)",
+                 the capture), unreadable (not parsed) or read_failed (the kernel could not copy it); the last two \
+                 are not scanned",
                 &["result"],
             ),
             findings: counter_vec(
@@ -214,7 +215,7 @@ impl Metrics {
         for part in ["argv", "env", "tokens"] {
             self.exec_cut.with_label_values(&[part]);
         }
-        for result in ["scanned", "cut", "unreadable"] {
+        for result in ["scanned", "cut", "unreadable", "read_failed"] {
             self.tls_requests.with_label_values(&[result]);
         }
         for map in monitor_common::maps::written::NAMES {

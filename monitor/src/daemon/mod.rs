@@ -38,7 +38,6 @@ use self::latency::LatencyHistogram;
 use crate::{
     actions::plan::ActionPlan,
     clock,
-    config::TlsConfig,
     catalogue::{
         self,
         pattern::{EnvPatterns, PathPattern},
@@ -52,7 +51,8 @@ use crate::{
     secrets::{
         decoys::{self, DecoyConfig},
         environ::{self, scan_environ_bytes},
-        http, tokens,
+        http::{self, TlsConfig},
+        tokens,
         files::{Change, FilesError, SecretFiles},
     },
     sensors::{
@@ -138,7 +138,7 @@ pub struct DaemonCounters {
     /// Of those, requests whose head did not end inside what the kernel captured: scanned up to
     /// the cut (see `credwatch_tls_requests_total`).
     pub tls_requests_cut: u64,
-    /// TLS writes that looked like a request but whose head could not be parsed: not scanned.
+    /// TLS writes that looked like a request but could not be copied or parsed: not scanned.
     pub tls_requests_unreadable: u64,
     pub findings: u64,
     pub control_requests: u64,
@@ -197,8 +197,9 @@ impl Daemon {
         let plan = config.actions.clone();
         let key = FingerprintKey::for_host(&config.state_dir, config.key_file.as_deref())?;
         let map_sizes = MapSizes::for_host().with(&config.maps);
-        let tier = doctor::inspect().tier()?;
-        let mut sensors = load_sensors(ring_buffer_bytes, tier, map_sizes, config.capture, config.tls.enabled)?;
+        let probed = doctor::inspect().tier()?;
+        let mut sensors = load_sensors(ring_buffer_bytes, probed, map_sizes, config.capture, config.tls.enabled)?;
+        // What loaded: a tier whose security hooks failed to load falls back to the tracepoint tier.
         let tier = sensors.tier();
         kernel_sync::set_enforcement(sensors.maps_mut(), &plan);
         for gap in sensors.gaps() {
@@ -389,20 +390,24 @@ impl Daemon {
     }
 
     /// Scans what the kernel captured of a request written to a TLS library for credentials; the
-    /// captured bytes are wiped when this returns.
-    fn scan_request(&mut self, write: &mut TlsWrite) {
+    /// captured bytes are wiped when this returns. `read_failed`: the kernel could not copy it.
+    fn scan_request(&mut self, write: &mut TlsWrite, read_failed: bool) {
         let captured = write.captured.take().unwrap_or_default();
         let scan = http::scan(&captured, &self.tls_cookies, &self.key);
-        let result = match (scan.unreadable, scan.cut) {
-            (true, _) => {
+        let result = match (read_failed, scan.unreadable, scan.cut) {
+            (true, _, _) => {
+                self.counters.tls_requests_unreadable += 1;
+                "read_failed"
+            }
+            (false, true, _) => {
                 self.counters.tls_requests_unreadable += 1;
                 "unreadable"
             }
-            (false, true) => {
+            (false, false, true) => {
                 self.counters.tls_requests_cut += 1;
                 "cut"
             }
-            (false, false) => "scanned",
+            (false, false, false) => "scanned",
         };
         if !scan.unreadable {
             self.counters.tls_requests_scanned += 1;
@@ -431,7 +436,7 @@ impl Daemon {
             let ktime_ns = event.ktime_ns;
             match &mut event.kind {
                 EventKind::Exec(exec) => self.scan_exec(event.process, exec),
-                EventKind::TlsWrite(write) => self.scan_request(write),
+                EventKind::TlsWrite(write) => self.scan_request(write, event.read_failed),
                 EventKind::Exit(_) => {
                     if let Err(error) = self.sensors.maps_mut().clear_verdict(event.process.tgid) {
                         warn!(%error, "cannot clear a kill verdict");

@@ -48,7 +48,7 @@ pub fn probe() -> Vec<BaseSensorCheck> {
         .iter()
         .filter_map(|&(file, _, functions)| {
             let path = tls::find(file)?;
-            let names: Vec<&str> = functions.iter().map(|&(function, _)| function).collect();
+            let names: Vec<&str> = functions.iter().map(|&(function, _, _)| function).collect();
             Some(format!("{} in {}", names.join(", "), path.display()))
         })
         .collect();

@@ -428,14 +428,15 @@ impl Engine {
                 }
             }
             // `captured` is the daemon's to scan and wipe; the engine gets fingerprints only.
-            EventKind::TlsWrite(TlsWrite { server, credentials, captured: _ }) => {
+            EventKind::TlsWrite(TlsWrite { server, credentials, caller_task, captured: _ }) => {
                 self.see(process, out);
+                let task_unknown = self.adopt_kernel_membership(process, *caller_task);
                 for CredentialSeen { header, fingerprint } in credentials {
                     let Some(key) = self.state.secrets.known(*fingerprint) else { continue };
                     let via = Via::Tls { header, server: server.as_deref() };
-                    self.use_secret(at_ns, process, Used { key, via, holds: true, task_unknown: false }, out);
-                    if let Some(server) = server {
-                        let key = self.state.secrets.canonical(key);
+                    self.use_secret(at_ns, process, Used { key, via, holds: true, task_unknown }, out);
+                    // A decoy's use is decoy_touched whatever the destination.
+                    if let (Some(server), None) = (server, self.state.secrets.decoy(key)) {
                         let draft = rules::request(&self.state, process, key, server);
                         self.emit(at_ns, process, draft, out);
                     }

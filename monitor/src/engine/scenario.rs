@@ -162,7 +162,8 @@ impl Scenario {
     /// `pid` sends `value` in the Authorization header of a TLS request with `Host: server`.
     pub(super) fn tls(&mut self, pid: u32, server: &str, value: Fingerprint) -> &mut Self {
         let credentials = vec![CredentialSeen { header: "authorization".to_owned(), fingerprint: value }];
-        self.event(pid, EventKind::TlsWrite(TlsWrite { server: Some(server.to_owned()), credentials, captured: None }))
+        let write = TlsWrite { server: Some(server.to_owned()), credentials, caller_task: 0, captured: None };
+        self.event(pid, EventKind::TlsWrite(write))
     }
 
     /// `pid` reaches the environment or memory of `target`.
@@ -277,7 +278,7 @@ impl TaskBuilder {
         let (addresses, hosts): (Vec<&str>, Vec<&str>) =
             destinations.iter().partition(|text| text.parse::<crate::engine::Destination>().is_ok());
         self.0.allowed = Some(addresses.iter().map(|text| text.parse().expect("a destination")).collect());
-        self.0.allowed_hosts = hosts.iter().map(|host| host.to_owned().to_owned()).collect();
+        self.0.allowed_hosts = hosts.iter().map(|&host| host.to_owned()).collect();
         self
     }
 

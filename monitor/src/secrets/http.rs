@@ -15,6 +15,20 @@ const KEY_HEADERS: [&str; 2] = ["x-api-key", "x-auth-token"];
 /// Most header lines read; a request with more is scanned as unreadable.
 const MAX_HEADERS: usize = 128;
 
+/// `[tls]`: the uprobes on TLS libraries' write functions, and what is looked for in requests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub enabled: bool,
+    /// Cookies that carry credentials (session cookies of internal APIs), by name.
+    pub cookies: Vec<String>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self { enabled: true, cookies: Vec::new() }
+    }
+}
+
 /// What a request head gave.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct RequestScan {
@@ -35,12 +49,12 @@ pub fn scan(captured: &[u8], cookies: &[String], key: &FingerprintKey) -> Reques
     let (parsed, cut) = match request.parse(captured) {
         Ok(httparse::Status::Complete(_)) => (Ok(()), false),
         Ok(httparse::Status::Partial) => {
-            // Cut inside the head: end it after its last whole line, so that the headers before
-            // the cut are read.
-            let Some(end) = captured.windows(2).rposition(|pair| pair == b"\r\n") else {
+            // Cut inside the head: end it after its last whole line (CRLF or a bare LF, which
+            // httparse takes too), so that the headers before the cut are read.
+            let Some(end) = captured.iter().rposition(|&byte| byte == b'\n') else {
                 return RequestScan { cut: true, unreadable: true, ..RequestScan::default() };
             };
-            completed = Zeroizing::new([&captured[..end + 2], b"\r\n"].concat());
+            completed = Zeroizing::new([&captured[..=end], b"\r\n"].concat());
             request = httparse::Request::new(&mut headers);
             let parsed = match request.parse(&completed) {
                 Ok(httparse::Status::Complete(_)) => Ok(()),
@@ -127,7 +141,7 @@ mod tests {
         let key = random_key();
         let head = format!(
             "POST /v1/x HTTP/1.1\r\nHost: api.example.com:8443\r\nAuthorization: Bearer {TOKEN}\r\n\
-             X-Api-Key: k3y\r\nCookie: theme=dark; session={TOKEN}\r\nContent-Length: 2\r\n\r\n{{}}"
+             X-Api-Key: k3y\r\nCookie: theme=dark; session=s3ssion\r\nContent-Length: 2\r\n\r\n{{}}"
         );
         let scan = scan(head.as_bytes(), &["session".to_owned()], &key);
         assert_eq!(scan.server.as_deref(), Some("api.example.com:8443"));
@@ -136,7 +150,7 @@ mod tests {
         let token = key.fingerprint(TOKEN.as_bytes());
         assert!(found.contains(&("authorization", token)), "{found:?}");
         assert!(found.contains(&("x-api-key", key.fingerprint(b"k3y"))));
-        assert!(!found.iter().any(|&(header, _)| header == "cookie"), "the same value is listed once");
+        assert!(found.contains(&("cookie", key.fingerprint(b"s3ssion"))), "{found:?}");
         assert!(!found.iter().any(|&(_, fingerprint)| fingerprint == key.fingerprint(b"dark")), "an unnamed cookie");
     }
 
@@ -156,6 +170,12 @@ mod tests {
         let scan = scan(head.as_bytes(), &[], &key);
         assert!(scan.cut && !scan.unreadable);
         assert!(fingerprints(&scan).contains(&("authorization", key.fingerprint(TOKEN.as_bytes()))));
+        let bare_lf = format!("GET / HTTP/1.1\nAuthorization: token {TOKEN}\nUser-Agent: cur");
+        let scan = super::scan(bare_lf.as_bytes(), &[], &key);
+        assert!(scan.cut && !scan.unreadable, "{scan:?}");
+        assert!(fingerprints(&scan).contains(&("authorization", key.fingerprint(TOKEN.as_bytes()))));
+        let twice = format!("GET / HTTP/1.1\r\nX-Auth-Token: {TOKEN}\r\nX-Api-Key: {TOKEN}\r\n\r\n");
+        assert_eq!(super::scan(twice.as_bytes(), &[], &key).credentials.len(), 1, "the same value is listed once");
         let cut_in_request_line = super::scan(b"GET /very/long/pa", &[], &key);
         assert!(cut_in_request_line.cut && cut_in_request_line.unreadable);
     }

@@ -204,11 +204,11 @@ fn captured(bytes: &[u8]) -> Result<Captured, DecodeError> {
 
 /// The plaintext that follows a TLS write record's body.
 fn tls_write(bytes: &[u8]) -> Result<TlsWrite, DecodeError> {
-    let TlsBody { len, _pad } = body::<TlsBody>(RecordKind::TlsWrite, bytes)?;
+    let TlsBody { len, caller_task } = body::<TlsBody>(RecordKind::TlsWrite, bytes)?;
     let head = std::mem::size_of::<Record<TlsBody>>();
     let end = head + len as usize;
     let data = bytes.get(head..end).ok_or(DecodeError::Short { kind: RecordKind::TlsWrite.name(), len: bytes.len(), expected: end })?;
-    Ok(TlsWrite { server: None, credentials: Vec::new(), captured: Some(Zeroizing::new(data.to_vec())) })
+    Ok(TlsWrite { server: None, credentials: Vec::new(), caller_task, captured: Some(Zeroizing::new(data.to_vec())) })
 }
 
 const CAPTURE_LEN: usize = std::mem::size_of::<ExecCapture>();
@@ -283,13 +283,14 @@ mod tests {
 
     #[test]
     fn a_tls_write_record_carries_its_captured_plaintext() {
-        let record = Record { header: header(RecordKind::TlsWrite, 0), body: TlsBody { len: 5, _pad: 0 } };
+        let record = Record { header: header(RecordKind::TlsWrite, 0), body: TlsBody { len: 5, caller_task: 3 } };
         let mut bytes = bytes_of(&record);
         bytes.extend_from_slice(b"GET /");
         assert!(decode(&bytes[..bytes.len() - 1]).is_err(), "the plaintext announced is missing");
         let EventKind::TlsWrite(write) = decode(&bytes).unwrap().kind else { panic!("not a TLS write") };
         assert_eq!(write.captured.as_deref().map(Vec::as_slice), Some(&b"GET /"[..]));
         assert!(write.server.is_none() && write.credentials.is_empty(), "filled in by the daemon's scan");
+        assert_eq!(write.caller_task, 3);
     }
 
     #[test]

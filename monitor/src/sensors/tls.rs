@@ -12,18 +12,26 @@ use aya::{
 
 use super::loader::SensorGap;
 
-/// The program every write function gets: they all take `(session, buf, len, ...)`.
-pub const PROGRAM: &str = "tls_write";
+/// The programs: every write function takes `(session, buf, len, ...)`, `SSL_write`'s `len` an
+/// `int`, the others' a `size_t`.
+const PROGRAMS: [&str; 2] = ["tls_write_int", "tls_write"];
 
-/// A library and its write functions: (file name, gap capability, [(function, hook label)]).
-type Library = (&'static str, &'static str, &'static [(&'static str, &'static str)]);
+/// A write function: (symbol, program, hook label).
+type Function = (&'static str, &'static str, &'static str);
+
+/// A library and its write functions: (file name, gap capability, functions).
+type Library = (&'static str, &'static str, &'static [Function]);
 
 /// OpenSSL 3 (Python, curl, git, most of Debian) and GnuTLS (wget, libcurl3-gnutls users).
 /// `SSL_write` does not call `SSL_write_ex` (both call an internal function), so a request is
 /// seen once; `gnutls_record_send2` and `gnutls_record_send_range` are not probed.
 pub const LIBRARIES: [Library; 2] = [
-    ("libssl.so.3", "tls:openssl", &[("SSL_write", "uprobe/SSL_write"), ("SSL_write_ex", "uprobe/SSL_write_ex")]),
-    ("libgnutls.so.30", "tls:gnutls", &[("gnutls_record_send", "uprobe/gnutls_record_send")]),
+    (
+        "libssl.so.3",
+        "tls:openssl",
+        &[("SSL_write", "tls_write_int", "uprobe/SSL_write"), ("SSL_write_ex", "tls_write", "uprobe/SSL_write_ex")],
+    ),
+    ("libgnutls.so.30", "tls:gnutls", &[("gnutls_record_send", "tls_write", "uprobe/gnutls_record_send")]),
 ];
 
 /// The dynamic linker's directories, multiarch first.
@@ -42,21 +50,21 @@ pub fn find(name: &str) -> Option<PathBuf> {
     library_dirs().into_iter().find_map(|dir| std::fs::canonicalize(dir.join(name)).ok())
 }
 
-/// Loads the program and attaches it to every library found; returns the attached hooks' labels
-/// and a gap for each library that is missing or refused the probe.
+/// Loads the programs and attaches them to every library found; returns the attached hooks'
+/// labels and a gap for each library that is missing or refused the probe.
 pub fn attach(ebpf: &mut Ebpf) -> (Vec<&'static str>, Vec<SensorGap>) {
     let mut hooks = Vec::new();
     let mut gaps = Vec::new();
-    let program: Option<&mut UProbe> = ebpf.program_mut(PROGRAM).and_then(|program| program.try_into().ok());
-    let Some(program) = program else {
-        let reason = format!("the sensors' object has no uprobe program {PROGRAM}");
-        gaps.extend(LIBRARIES.iter().map(|&(_, capability, _)| SensorGap { capability, reason: reason.clone() }));
-        return (hooks, gaps);
-    };
-    if let Err(error) = program.load() {
-        let reason = format!("the uprobe program does not load: {error}");
-        gaps.extend(LIBRARIES.iter().map(|&(_, capability, _)| SensorGap { capability, reason: reason.clone() }));
-        return (hooks, gaps);
+    for name in PROGRAMS {
+        let program: Option<&mut UProbe> = ebpf.program_mut(name).and_then(|program| program.try_into().ok());
+        let loaded = match program {
+            Some(program) => program.load().map_err(|error| format!("the uprobe program {name} does not load: {error}")),
+            None => Err(format!("the sensors' object has no uprobe program {name}")),
+        };
+        if let Err(reason) = loaded {
+            gaps.extend(LIBRARIES.iter().map(|&(_, capability, _)| SensorGap { capability, reason: reason.clone() }));
+            return (hooks, gaps);
+        }
     }
     for (file, capability, functions) in LIBRARIES {
         let Some(path) = find(file) else {
@@ -64,7 +72,11 @@ pub fn attach(ebpf: &mut Ebpf) -> (Vec<&'static str>, Vec<SensorGap>) {
             gaps.push(SensorGap { capability, reason: format!("{file} is not in {}", searched.join(", ")) });
             continue;
         };
-        for &(function, label) in functions {
+        for &(function, name, label) in functions {
+            let program: &mut UProbe = ebpf
+                .program_mut(name)
+                .and_then(|program| program.try_into().ok())
+                .expect("loaded above");
             match program.attach(function, &path, UProbeScope::AllProcesses) {
                 Ok(_) => hooks.push(label),
                 Err(error) => gaps.push(SensorGap {

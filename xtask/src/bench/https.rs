@@ -1,5 +1,5 @@
 //! The HTTPS request loop, in Python over Debian's OpenSSL (the library credwatch's TLS uprobes
-//! sit on): a local server with a certificate made here, and a client that speaks the
+//! sit on): the TLS tests' local server, and a client that speaks the
 //! `bench-load` protocol (`ready`, a line on stdin, `ns_per_op WALL cpu_ns_per_op CPU`) and sends
 //! keep-alive GET requests carrying an `Authorization` header with a made-up value (no known
 //! secret: the daemon scans every request and finds nothing).
@@ -15,26 +15,8 @@ use super::error::BenchError;
 
 const PYTHON: &str = "/usr/bin/python3";
 
-const SERVER: &str = r#"
-import http.server, ssl, sys
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # The response goes out in several writes: without this, each waits for a delayed ACK (40 ms).
-    disable_nagle_algorithm = True
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-    def log_message(self, *args):
-        pass
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-context.load_cert_chain(sys.argv[1], sys.argv[2])
-server.socket = context.wrap_socket(server.socket, server_side=True)
-print(server.server_address[1], flush=True)
-server.serve_forever()
-"#;
+/// The same server as the TLS tests'.
+const SERVER: &str = include_str!("../../../tests/data/https_server.py");
 
 /// argv: port, requests, [a file to open first, making the process a holder].
 const CLIENT: &str = r#"
@@ -65,32 +47,19 @@ pub struct HttpsServer {
 }
 
 impl HttpsServer {
-    /// Makes a self-signed certificate in `dir` and starts the server on a loopback port.
+    /// Starts the server on a loopback port, with a self-signed certificate it makes in `dir`.
     pub fn start(dir: &Path) -> Result<Self, BenchError> {
-        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-        let made = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .stderr(Stdio::null())
-            .status()
-            .map_err(BenchError::io("running openssl req"))?;
-        if !made.success() {
-            return Err(BenchError::Helper { what: format!("openssl req {made}"), log: String::new() });
-        }
         let mut child = Command::new(PYTHON)
             .arg("-c")
             .arg(SERVER)
-            .arg(&cert)
-            .arg(&key)
+            .arg(dir)
             .stdout(Stdio::piped())
             .spawn()
             .map_err(BenchError::io(format!("starting the HTTPS server ({PYTHON})")))?;
         let mut line = String::new();
         let read = BufReader::new(child.stdout.take().expect("stdout was piped")).read_line(&mut line);
         let port = read.ok().and_then(|_| line.trim().parse().ok());
+        // Owned before the port is known, so that an error below still kills the child.
         let mut server = Self { child, port: 0 };
         match port {
             Some(port) => {

@@ -32,33 +32,39 @@ pub(super) fn check(state: &State, process: ExecId, destination: SocketAddr) -> 
 }
 
 /// A process of a task sent `secret` in a TLS request whose `Host` is `server`: allowed when the
-/// host is an address the allow list covers, or a name its `HOST:PORT` entries name (the
-/// request's peer address is not known here).
+/// host is an address the allow list covers, or a name its `HOST:PORT` entries name. The `Host`
+/// is what the client wrote, not the socket's peer: a holder's connect elsewhere is judged at the
+/// connect.
 pub(super) fn check_request(state: &State, process: ExecId, secret: SecretKey, server: &str) -> Option<Draft> {
     let task = state.processes.get(process)?.task?;
     let record = state.tasks.get(task);
     let allowed = record.allowed.as_ref()?;
-    let server = server.to_ascii_lowercase();
-    let permitted = match host_port(&server) {
-        (Host::Address(ip), port) => allowed.iter().any(|allowed| allowed.matches(SocketAddr::new(ip, port))),
-        (Host::Name(name), port) => record.allowed_hosts.contains(&format!("{name}:{port}")),
+    let lower = server.to_ascii_lowercase();
+    let (host, port) = host_port(&lower);
+    let permitted = match host {
+        Host::Address(ip) => allowed.iter().any(|allowed| allowed.matches(SocketAddr::new(ip, port))),
+        Host::Name(_) => record.allowed_hosts.iter().any(|entry| host_port(entry) == (host, port)),
     };
     if permitted {
         return None;
     }
+    // `Subject` is `Copy`: the secret and the normalised host as a hash.
     let mut hasher = DefaultHasher::new();
-    server.hash(&mut hasher);
+    (secret, host, port).hash(&mut hasher);
     let subject = Subject::Server(hasher.finish());
     let draft = draft(state, task, secret, subject, &format!("sent it in a TLS request to {server}"));
-    Some(Draft { via: Some(UseVia::Tls), server: Some(server), ..draft })
+    Some(Draft { via: Some(UseVia::Tls), server: Some(server.to_owned()), ..draft })
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Host<'a> {
     Address(IpAddr),
+    /// Without the root's trailing dot.
     Name(&'a str),
 }
 
-/// A `Host` header's host and port: `name`, `name:8443`, `192.0.2.1:8443`, `[2001:db8::1]:8443`.
+/// A lower-case `Host` header's (or `HOST:PORT` entry's) host and port: `name`, `name.:8443`,
+/// `192.0.2.1:8443`, `[2001:db8::1]`; without a port, HTTPS's.
 fn host_port(server: &str) -> (Host<'_>, u16) {
     if let Ok(address) = server.parse::<SocketAddr>() {
         return (Host::Address(address.ip()), address.port());
@@ -67,10 +73,11 @@ fn host_port(server: &str) -> (Host<'_>, u16) {
     if let Ok(ip) = unbracketed.parse::<IpAddr>() {
         return (Host::Address(ip), HTTPS_PORT);
     }
-    match server.rsplit_once(':').map(|(name, port)| (name, port.parse::<u16>())) {
-        Some((name, Ok(port))) => (Host::Name(name), port),
-        Some((_, Err(_))) | None => (Host::Name(server), HTTPS_PORT),
-    }
+    let (name, port) = match server.rsplit_once(':').map(|(name, port)| (name, port.parse::<u16>())) {
+        Some((name, Ok(port))) => (name, port),
+        Some((_, Err(_))) | None => (server, HTTPS_PORT),
+    };
+    (Host::Name(name.trim_end_matches('.')), port)
 }
 
 fn draft(state: &State, task: TaskRef, secret: SecretKey, subject: Subject, what: &str) -> Draft {
@@ -181,7 +188,19 @@ mod tests {
             scenario.tls(100, outside, token);
             assert_eq!(scenario.only_finding().rule, Rule::UnexpectedDestination, "{outside}");
         }
-        scenario.tls(100, "evil.example.net", token);
+        scenario.tls(100, "evil.example.net:443", token);
+        scenario.tls(100, "Evil.Example.Net.", token);
+        scenario.assert_silent();
+    }
+
+    #[test]
+    fn hosts_are_compared_without_case_trailing_dot_or_the_default_port() {
+        let token = fingerprint(0x77);
+        let mut scenario = Scenario::new();
+        scenario.spawn(1, 100).start(task("a").root(100).token(token, "api key").allow(&["api.example.com.:443", "[2001:db8::1]:443"]));
+        for allowed in ["api.example.com", "API.EXAMPLE.COM.", "api.example.com:443", "[2001:db8::1]", "[2001:DB8::1]:443"] {
+            scenario.tls(100, allowed, token);
+        }
         scenario.assert_silent();
     }
 
