@@ -62,9 +62,9 @@ fn every_client(url: &str) -> String {
                   urllib.request.urlopen(urllib.request.Request(sys.argv[1], headers={name: value}), \
                   context=ssl._create_unverified_context()).read()";
     format!(
-        "curl --http1.1 -sk -o /dev/null -H @auth.txt {url}; \
-         /usr/bin/python3 -c \"{python}\" {url}; \
-         WGETRC=wgetrc wget -q -O /dev/null --no-check-certificate {url}; exit 0"
+        "{}; /usr/bin/python3 -c \"{python}\" {url}; \
+         WGETRC=wgetrc wget -q -O /dev/null --no-check-certificate {url}; exit 0",
+        curl(url)
     )
 }
 

@@ -10,7 +10,8 @@ use aya::{
     Ebpf,
 };
 
-use super::loader::SensorGap;
+use super::loader::{program_mut, SensorError, SensorGap};
+use crate::error_chain::ErrorChain;
 
 /// The programs: every write function takes `(session, buf, len, ...)`, `SSL_write`'s `len` an
 /// `int`, the others' a `size_t`.
@@ -56,12 +57,10 @@ pub fn attach(ebpf: &mut Ebpf) -> (Vec<&'static str>, Vec<SensorGap>) {
     let mut hooks = Vec::new();
     let mut gaps = Vec::new();
     for name in PROGRAMS {
-        let program: Option<&mut UProbe> = ebpf.program_mut(name).and_then(|program| program.try_into().ok());
-        let loaded = match program {
-            Some(program) => program.load().map_err(|error| format!("the uprobe program {name} does not load: {error}")),
-            None => Err(format!("the sensors' object has no uprobe program {name}")),
-        };
-        if let Err(reason) = loaded {
+        let loaded = program_mut::<UProbe>(ebpf, name)
+            .and_then(|program| program.load().map_err(|source| SensorError::Attach { name, source }));
+        if let Err(error) = loaded {
+            let reason = ErrorChain(&error).to_string();
             gaps.extend(LIBRARIES.iter().map(|&(_, capability, _)| SensorGap { capability, reason: reason.clone() }));
             return (hooks, gaps);
         }
@@ -73,15 +72,13 @@ pub fn attach(ebpf: &mut Ebpf) -> (Vec<&'static str>, Vec<SensorGap>) {
             continue;
         };
         for &(function, name, label) in functions {
-            let program: &mut UProbe = ebpf
-                .program_mut(name)
-                .and_then(|program| program.try_into().ok())
-                .expect("loaded above");
-            match program.attach(function, &path, UProbeScope::AllProcesses) {
+            let attached = program_mut::<UProbe>(ebpf, name)
+                .and_then(|program| program.attach(function, &path, UProbeScope::AllProcesses).map_err(|source| SensorError::Attach { name, source }));
+            match attached {
                 Ok(_) => hooks.push(label),
                 Err(error) => gaps.push(SensorGap {
                     capability,
-                    reason: format!("cannot attach a uprobe to {function} in {}: {error}", path.display()),
+                    reason: format!("{function} in {}: {}", path.display(), ErrorChain(&error)),
                 }),
             }
         }
