@@ -161,9 +161,12 @@ async fn an_fd_opened_before_the_watch_is_a_documented_gap() {
     assert_eq!(opens, [], "a dup is not an open");
 }
 
+/// The syscall programs' fallback, where the memory hooks cannot run: any process's environ, mem,
+/// ptrace attach and process_vm_readv, at the syscall.
 #[tokio::test]
 async fn harvest_of_another_process_is_seen_and_of_oneself_is_not() {
-    let mut sensors = Sensors::load(SensorOptions::default()).expect("loading the sensors (run as root)");
+    let options = SensorOptions { memory_hooks: false, ..SensorOptions::default() };
+    let mut sensors = Sensors::load(options).expect("loading the sensors (run as root)");
     let mut target = std::process::Command::new("/bin/sleep").arg("30").spawn().unwrap();
     let victim = target.id();
     let dir = std::env::temp_dir();
@@ -203,6 +206,72 @@ libc.process_vm_readv({victim}, local, 1, remote, 1, 0)
     );
     target.kill().unwrap();
     target.wait().unwrap();
+}
+
+/// A process reaching into a secret holder, by each route that copies its memory, takes the
+/// holder's mmap lock from outside it.
+const REACHES: &str = r#"
+import ctypes, os, sys
+holder, other = int(sys.argv[1]), int(sys.argv[2])
+libc = ctypes.CDLL(None, use_errno=True)
+libc.ptrace.restype = ctypes.c_long
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+env_start = int(open(f"/proc/{holder}/stat").read().rsplit(")", 1)[1].split()[47])
+def read(path, offset=0):
+    fd = os.open(path, os.O_RDONLY)
+    os.pread(fd, 16, offset)
+    os.close(fd)
+# Not harvests: the holder's command line and maps, another process's environ, one's own.
+read(f"/proc/{holder}/cmdline")
+read(f"/proc/{holder}/maps")
+read(f"/proc/{other}/environ")
+read("/proc/self/environ")
+# Harvests, in this order.
+read(f"/proc/{holder}/environ")
+read(f"/proc/{holder}/task/{holder}/environ")
+read(f"/proc/{holder}/mem", env_start)
+buf = ctypes.create_string_buffer(16)
+local = (ctypes.c_void_p * 2)(ctypes.cast(buf, ctypes.c_void_p), 16)
+remote = (ctypes.c_void_p * 2)(env_start, 16)
+assert libc.process_vm_readv(holder, local, 1, remote, 1, 0) == 16, ctypes.get_errno()
+# PTRACE_SEIZE, then PTRACE_INTERRUPT: the holder stops for its tracer; PTRACE_PEEKDATA.
+assert libc.ptrace(0x4206, holder, None, None) == 0, ctypes.get_errno()
+assert libc.ptrace(0x4207, holder, None, None) == 0, ctypes.get_errno()
+status = ctypes.c_int()
+assert libc.waitpid(holder, ctypes.byref(status), 0x40000000) == holder, ctypes.get_errno()
+libc.ptrace(2, holder, ctypes.c_void_p(env_start), None)
+assert libc.ptrace(17, holder, None, None) == 0, ctypes.get_errno()
+"#;
+
+/// The memory hooks (tp_btf, off the syscall path) see every route into a secret holder, with
+/// the process that reaches as the actor (the tracer for a ptrace stop, seen from the holder), and
+/// nothing else: reads of its command line or maps, of a process that holds nothing, of oneself.
+#[tokio::test]
+async fn the_memory_hooks_see_every_route_into_a_holder_and_nothing_else() {
+    let mut sensors = Sensors::load(SensorOptions::default()).expect("loading the sensors (run as root)");
+    assert!(sensors.hooks().any(|hook| hook == "tp_btf/mmap_lock_start_locking"), "{:?}", sensors.hooks().collect::<Vec<_>>());
+    let sleeper = || std::process::Command::new("/bin/sleep").arg("30").spawn().unwrap();
+    let (holder, other) = (sleeper(), sleeper());
+    let (holder_pid, other_pid) = (holder.id(), other.id());
+    sensors.maps_mut().hold(holder_pid).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("reach.py"), REACHES).unwrap();
+    let pid = sh(&format!("exec python3 reach.py {holder_pid} {other_pid}"), dir.path());
+    let reaches: Vec<_> = events_of(&mut sensors, pid)
+        .await
+        .into_iter()
+        .filter_map(|event| match event.kind {
+            EventKind::Harvest(harvest) => Some((harvest.kind, harvest.target)),
+            _ => None,
+        })
+        .collect();
+    use HarvestKind::*;
+    let expected = [Environ, Environ, Mem, VmReadv, Ptrace, Ptrace].map(|kind| (kind, holder_pid));
+    assert_eq!(reaches, expected, "environ twice, mem, process_vm_readv, the ptrace stop, the peek");
+    for mut child in [holder, other] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! The tracepoint tier's raw syscall programs are attached only while something needs them
-//! (`monitor/src/sensors/syscall_hooks.rs`): the real daemon, real processes, and the daemon's own
+//! (`monitor/src/sensors/syscall_hooks.rs`): with the file guard, the cgroup hooks and the memory
+//! hooks, not even a secret holder does. The real daemon, real processes, and the daemon's own
 //! account of its hooks in `status`.
 
 mod common;
@@ -29,7 +30,7 @@ async fn until_attached(daemon: &RunningDaemon, wanted: bool) {
 }
 
 #[tokio::test]
-async fn the_syscall_programs_follow_the_holders_and_a_holders_harvest_is_seen() {
+async fn a_holder_needs_no_syscall_program_and_its_harvest_is_seen_off_the_syscall_path() {
     let mut daemon = RunningDaemon::start(OWN_CATALOGUE);
     let (secret, _) = daemon.plant(".aws/credentials");
     daemon.wait_watched(&secret);
@@ -43,28 +44,31 @@ async fn the_syscall_programs_follow_the_holders_and_a_holders_harvest_is_seen()
     assert!(!has("files:io_uring_open"), "the file guard sees io_uring opens: {gaps:?}");
     assert_eq!(daemon.scrape("credwatch_sensor_gaps{capability=\"files:mmap_of_earlier_fd\"}"), 1);
 
-    // A task's root reads its secret and stays. The guard attached the programs before it let
-    // the open through, so they are attached as soon as the holder runs on.
+    // The memory hooks run instead, on tracepoints off the syscall path.
+    assert_eq!(daemon.scrape("credwatch_sensor_info{hook=\"tp_btf/mmap_lock_start_locking\","), 1);
+    assert_eq!(daemon.scrape("credwatch_sensor_info{hook=\"tp_btf/sched_switch\","), 1);
+
+    // A task's root reads its secret and stays: a holder, and still no syscall program.
     let holder = Gated::spawn("exec 3<.aws/credentials; exec sleep 60", &home, &[]);
     let holder_pid = holder.pid;
     let request = TaskRequest { secrets: vec![secret.display().to_string()], ..TaskRequest::new("holder", holder_pid) };
     daemon.client.start_task(&request).await.unwrap();
     let holding = std::thread::spawn(move || holder.release());
     wait_for_comm(holder_pid, "sleep");
-    assert!(attached(&daemon).await, "attached before the holder's open returned");
+    daemon.settle().await;
+    assert!(!attached(&daemon).await, "a holder, and no syscall program");
 
-    // A process in no task reaches into the holder's environment: seen by `sys_exit`.
+    // A process in no task reaches into the holder's environment: seen by the memory hooks.
     let harvester = Gated::spawn(&format!("exec cat /proc/{holder_pid}/environ >/dev/null"), &home, &[]);
     let harvester_pid = harvester.pid;
     assert!(harvester.release().0.success());
     daemon
         .finding(|finding| finding["rule"] == "environ_harvest" && finding["process"]["pid"] == harvester_pid)
         .await;
+    assert!(!attached(&daemon).await, "seen without a syscall program");
 
-    // The holder is gone: no holder, no verdict, every inode guarded: detached again.
     // SAFETY: signalling the test's own child.
     unsafe { libc::kill(holder_pid as i32, libc::SIGKILL) };
     holding.join().unwrap();
-    until_attached(&daemon, false).await;
     daemon.stop().await;
 }

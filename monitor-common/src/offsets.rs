@@ -26,6 +26,10 @@ pub struct KernelOffsets {
     pub task_files: u32,
     /// `task_struct::flags` (unsigned int, `PF_*`): tells kernel threads and io_uring workers.
     pub task_flags: u32,
+    /// `task_struct::ptrace` (unsigned int): nonzero while the task is traced.
+    pub task_ptrace: u32,
+    /// `task_struct::parent` (pointer): the tracer while traced, else the real parent.
+    pub task_parent: u32,
     /// `signal_struct::live` (atomic_t): live threads; 0 once the last one is exiting.
     pub signal_live: u32,
     /// `mm_struct::arg_start` (user address of argv[0]).
@@ -35,6 +39,9 @@ pub struct KernelOffsets {
     pub mm_arg_end: u32,
     pub mm_env_start: u32,
     pub mm_env_end: u32,
+    /// `mm_struct::owner` (pointer, `CONFIG_MEMCG`): the task an address space belongs to; 0 when
+    /// the kernel has none, and the memory hooks are then not loaded.
+    pub mm_owner: u32,
     /// `linux_binprm::filename` (pointer to the path being executed).
     pub binprm_filename: u32,
     /// `files_struct::fdt` (pointer).
@@ -71,15 +78,34 @@ pub struct KernelOffsets {
 // SAFETY: a repr(C) struct of u32s: no padding, every bit pattern valid.
 unsafe impl aya::Pod for KernelOffsets {}
 
-/// Addresses of kernel functions, from /proc/kallsyms, that identify special files: an open
-/// `struct file` whose `f_op->open` is one of these is `/proc/PID/environ` or `/proc/PID/mem`.
+/// Addresses of kernel functions, from /proc/kallsyms: an open `struct file` whose
+/// `f_op->open` is `environ_open` or `mem_open` is `/proc/PID/environ` or `/proc/PID/mem`; a
+/// kernel stack that returns into one of `reach_code` is copying another process's memory for
+/// that route.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelSymbols {
     pub environ_open: u64,
     pub mem_open: u64,
+    /// Unused slots are all zero (an empty range).
+    pub reach_code: [CodeRange; REACH_CODE_RANGES],
+}
+
+/// Slots of [`KernelSymbols::reach_code`].
+pub const REACH_CODE_RANGES: usize = 8;
+
+/// The text of one kernel function, `start..end`, and the harvest route it serves
+/// (`crate::event::harvest::kind`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CodeRange {
+    pub start: u64,
+    pub end: u64,
+    pub kind: u32,
+    pub _pad: u32,
 }
 
 #[cfg(feature = "user")]
-// SAFETY: a repr(C) struct of u64s: no padding, every bit pattern valid.
+// SAFETY: a repr(C) struct of u64s and `CodeRange`s (two u64s, two u32s): no padding, every bit
+// pattern valid.
 unsafe impl aya::Pod for KernelSymbols {}

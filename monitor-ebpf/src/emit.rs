@@ -29,6 +29,25 @@ pub fn reserve_decided<T: 'static>(kind: EventKind, action: u32) -> Option<RingB
     }
 }
 
+/// Like [`reserve`], for an event whose actor is `actor`, not the current task (a tracer seen
+/// from its tracee's context).
+#[inline(always)]
+pub fn reserve_about<T: 'static>(actor: Task, kind: EventKind) -> Option<RingBufEntry<Event<T>>> {
+    let mut entry = reserve(kind)?;
+    let identity = (actor.pid(), actor.tgid(), actor.process_start_time());
+    // SAFETY: the header was written by `reserve`.
+    let header = unsafe { &mut (*entry.as_mut_ptr()).header };
+    match identity {
+        (Ok(pid), Ok(tgid), Ok(start_time)) => {
+            header.pid = pid;
+            header.tgid = tgid;
+            header.start_time = start_time;
+        }
+        _ => header.flags |= flags::READ_FAILED,
+    }
+    Some(entry)
+}
+
 #[inline(always)]
 fn reserve_in<T: 'static>(ring: &RingBuf, kind: EventKind) -> Option<RingBufEntry<Event<T>>> {
     let Some(mut entry) = ring.reserve::<Event<T>>(0) else {

@@ -6,6 +6,8 @@
 //! unrelated open costs the fd → inode reads and one `WATCHED` lookup (and, on an anonymous
 //! device such as /proc's, three reads more to tell an O_PATH handle and environ or mem files).
 //!
+//! Where the memory hooks run (`harvest.rs`), `/proc` opens are left to them.
+//!
 //! Never attached on the LSM and fmod_ret tiers, whose `file_open` hook reports every open of a
 //! watched inode or of a harvested `/proc` file, by any route (`lsm.rs`).
 
@@ -17,17 +19,18 @@ use aya_ebpf::{
 };
 use monitor_common::{
     event::{
-        harvest::{kind, HarvestBody},
+        harvest::kind,
         kernel_action,
         secret_open::{SecretOpenBody, PATH_LEN},
         EventKind,
     },
     maps::{enforce, fail_closed, policy, GranteeKey, InodeKey, WatchedInode},
-    offsets::KernelSymbols,
+    offsets::{CodeRange, KernelSymbols, REACH_CODE_RANGES},
     syscalls,
 };
 
 use crate::{
+    harvest::{self, report_harvest},
     kill::kill_current,
     emit::{reserve_decided, set_flag, str_read_flag},
     maps::{enforced, failed_closed, hold, FINISHED_TASKS, GRANTEES, TASK_OF, WATCHED},
@@ -36,7 +39,10 @@ use crate::{
 
 /// Filled in by the daemon from /proc/kallsyms before load.
 #[unsafe(no_mangle)]
-static SYMBOLS: KernelSymbols = KernelSymbols { environ_open: 0, mem_open: 0 };
+static SYMBOLS: KernelSymbols = KernelSymbols {
+    // SAFETY: all-zero is a valid KernelSymbols (plain integers).
+    ..unsafe { core::mem::zeroed() }
+};
 
 /// The daemon's own tgid, set before load: it reads every new process's environ and keeps
 /// O_PATH handles on secret files, none of which is a use of a secret.
@@ -84,7 +90,7 @@ fn on_open(ctx: &RawTracePointContext, regs: u64, nr: u32, fd: u32) {
     }
     // /proc sits on an anonymous device (major 0, the top 12 bits of the kernel's `dev_t`): a
     // file on any other device is no harvest, without reading its file operations.
-    if key.dev >> 20 != 0 || is_path_only() {
+    if key.dev >> 20 != 0 || harvest::active() || is_path_only() {
         return;
     }
     let Some(harvest_kind) = file_open_op(file).ok().and_then(proc_harvest_kind) else {
@@ -226,6 +232,13 @@ pub fn daemon_tgid() -> u32 {
     unsafe { core::ptr::read_volatile(&raw const IGNORED_TGID) }
 }
 
+/// The kernel functions that copy another process's memory, by harvest route.
+#[inline(always)]
+pub fn reach_code() -> [CodeRange; REACH_CODE_RANGES] {
+    // SAFETY: reading a plain static set before load.
+    unsafe { core::ptr::read_volatile(&raw const SYMBOLS.reach_code) }
+}
+
 /// The `f_op->open` functions of `/proc/PID/environ` and `/proc/PID/mem`.
 #[inline(always)]
 pub fn proc_harvest_kind(open_op: u64) -> Option<u32> {
@@ -240,18 +253,4 @@ pub fn proc_harvest_kind(open_op: u64) -> Option<u32> {
     } else {
         None
     }
-}
-
-/// Reports that the current process reached into process `target`; `action` is one of
-/// `kernel_action`.
-#[inline(always)]
-pub fn report_harvest(harvest_kind: u32, target: u32, action: u32) {
-    let Some(mut entry) = reserve_decided::<HarvestBody>(EventKind::Harvest, action) else {
-        return;
-    };
-    // SAFETY: reserved record of the right size.
-    unsafe {
-        (&raw mut (*entry.as_mut_ptr()).body).write(HarvestBody { kind: harvest_kind, target, action, _pad: 0 });
-    }
-    entry.submit(0);
 }

@@ -31,15 +31,14 @@ use monitor_common::{
         harvest::kind,
         kernel_action,
     },
-    maps::{enforce, policy, InodeKey, WatchedInode},
+    maps::{enforce, InodeKey, WatchedInode},
     syscalls,
 };
 
 use crate::{
     destinations::{allowed_destination, report_connect, AF_INET, AF_INET6},
-    files::{
-        daemon_tgid, path_argument, proc_harvest_kind, report_harvest, report_secret_use, secret_use_refused, SecretUse,
-    },
+    files::{daemon_tgid, path_argument, proc_harvest_kind, report_secret_use, secret_use_refused, SecretUse},
+    harvest::{refuses_harvest, report_harvest},
     maps::{enforced, hold, is_holder, TASK_OF, WATCHED},
     task::{file_inode, file_open_op, proc_inode_pid, read_kernel, syscall_nr, Task},
 };
@@ -330,21 +329,6 @@ pub fn task_kill(ctx: LsmContext) -> i32 {
     } else {
         -EPERM
     }
-}
-
-/// Whether reaching into `target` from `caller` is refused: the target holds a secret and
-/// `policy::refuses_harvest` says so for the two processes' tasks under the `ENFORCE` harvest bits.
-#[inline(always)]
-fn refuses_harvest(caller: u32, target: u32) -> bool {
-    let bits = enforced(enforce::HARVEST);
-    if bits == 0 || !is_holder(target) {
-        return false;
-    }
-    // SAFETY: plain values copied out.
-    let (target_task, caller_task) = unsafe {
-        (TASK_OF.get(&target).copied().unwrap_or(0), TASK_OF.get(&caller).copied().unwrap_or(0))
-    };
-    policy::refuses_harvest(bits, target_task, caller_task)
 }
 
 #[inline(always)]

@@ -13,6 +13,7 @@
 mod destinations;
 mod emit;
 mod files;
+mod harvest;
 mod kill;
 mod lsm;
 mod maps;

@@ -1,5 +1,6 @@
 //! Syscall-entry sensors: pending kill verdicts, connects and datagram sends by secret holders,
-//! and ptrace / process_vm_readv against other processes.
+//! and ptrace / process_vm_readv against other processes (where the memory hooks of
+//! `harvest.rs` do not run).
 //!
 //! Raw tracepoint `sys_enter` (Linux 4.17+). A process that holds no secret pays one array read
 //! per syscall, plus one `HOLDERS` lookup on connect/sendto/sendmsg (left to `sockets.rs` where
@@ -27,7 +28,8 @@ use monitor_common::{
 use crate::{
     kill::kill_current,
     emit::{reserve, set_flag},
-    files::{daemon_tgid, report_harvest},
+    files::daemon_tgid,
+    harvest::{self, report_harvest},
     destinations::{AF_INET, AF_INET6},
     lsm,
     maps::{self, VERDICTS, VERDICT_COUNT},
@@ -66,15 +68,16 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
                 }
             }
         }
-        // On the LSM tier `ptrace_access_check` reports (and may refuse) these.
-        syscalls::PTRACE if !lsm::active() => {
+        // On the LSM tier `ptrace_access_check` reports (and may refuse) these; on this tier the
+        // memory hooks report them, where they run.
+        syscalls::PTRACE if !lsm::active() && !harvest::active() => {
             if let (Ok(request), Ok(target)) = (syscall_arg(regs, 0), syscall_arg(regs, 1)) {
                 if matches!(request, syscalls::PTRACE_ATTACH | syscalls::PTRACE_SEIZE) {
                     report_other(&ctx, kind::PTRACE, target as u32);
                 }
             }
         }
-        syscalls::PROCESS_VM_READV if !lsm::active() => {
+        syscalls::PROCESS_VM_READV if !lsm::active() && !harvest::active() => {
             if let Ok(target) = syscall_arg(regs, 0) {
                 report_other(&ctx, kind::VM_READV, target as u32);
             }

@@ -55,6 +55,30 @@ impl Task {
         read_kernel(self.0, offset!(task_tgid))
     }
 
+    /// The tracer while traced, else the real parent.
+    #[inline(always)]
+    pub fn parent(self) -> Result<Self, i32> {
+        read_kernel::<u64>(self.0, offset!(task_parent)).map(Self::from_arg)
+    }
+
+    /// Whether a tracer is attached.
+    #[inline(always)]
+    pub fn traced(self) -> bool {
+        read_kernel::<u32>(self.0, offset!(task_ptrace)).is_ok_and(|ptrace| ptrace != 0)
+    }
+
+    /// The `struct mm_struct *` of this task's address space (0 for a kernel thread).
+    #[inline(always)]
+    pub fn mm(self) -> Result<u64, i32> {
+        read_kernel(self.0, offset!(task_mm))
+    }
+
+    /// The task address space `mm` belongs to (`mm_struct::owner`).
+    #[inline(always)]
+    pub fn owner_of(mm: u64) -> Result<Self, i32> {
+        read_kernel::<u64>(mm as *const u8, offset!(mm_owner)).map(Self::from_arg)
+    }
+
     #[inline(always)]
     pub fn real_parent(self) -> Result<Self, i32> {
         read_kernel::<u64>(self.0, offset!(task_real_parent)).map(Self::from_arg)
@@ -111,15 +135,14 @@ impl Task {
     /// User address of argv[0] of the current program image.
     #[inline(always)]
     pub fn arg_start(self) -> Result<u64, i32> {
-        let mm = read_kernel::<u64>(self.0, offset!(task_mm))? as *const u8;
-        read_kernel(mm, offset!(mm_arg_start))
+        read_kernel(self.mm()? as *const u8, offset!(mm_arg_start))
     }
 
     /// User addresses of the program image's argument block (`arg_start..arg_end`) and
     /// environment block (`env_start..env_end`).
     #[inline(always)]
     pub fn blocks(self) -> Result<[u64; 4], i32> {
-        let mm = read_kernel::<u64>(self.0, offset!(task_mm))? as *const u8;
+        let mm = self.mm()? as *const u8;
         Ok([
             read_kernel(mm, offset!(mm_arg_start))?,
             read_kernel(mm, offset!(mm_arg_end))?,

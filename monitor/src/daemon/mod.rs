@@ -669,27 +669,34 @@ fn load_sensors(
     capture: CaptureLimits,
     tls: bool,
 ) -> Result<Sensors, SensorError> {
-    let options = |tier, socket_hooks| SensorOptions {
+    let mut options = SensorOptions {
         ring_buffer_bytes,
         ignored_tgid: Some(std::process::id()),
         tier,
         map_sizes,
         capture,
         file_guard: true,
-        socket_hooks,
+        socket_hooks: true,
         tls,
+        memory_hooks: true,
     };
     let cause = |error: &SensorError| std::error::Error::source(error).map(ToString::to_string).unwrap_or_default();
-    match Sensors::load(options(tier, true)) {
-        Err(error) if tier.has_security_hooks() => {
-            warn!(%error, cause = %cause(&error), %tier, "the tier's security hooks did not load; falling back to the tracepoint tier");
-            load_sensors(ring_buffer_bytes, Tier::Tracepoint, map_sizes, capture, tls)
+    loop {
+        match Sensors::load(options) {
+            Err(error) if tier.has_security_hooks() => {
+                warn!(%error, cause = %cause(&error), %tier, "the tier's security hooks did not load; falling back to the tracepoint tier");
+                return load_sensors(ring_buffer_bytes, Tier::Tracepoint, map_sizes, capture, tls);
+            }
+            Err(error @ SensorError::SocketHooks { .. }) if options.socket_hooks => {
+                warn!(%error, cause = %cause(&error), "connects are watched at sys_enter instead, and not refused");
+                options.socket_hooks = false;
+            }
+            Err(error @ SensorError::MemoryHooks { .. }) if options.memory_hooks => {
+                warn!(%error, cause = %cause(&error), "reaches into secret holders are watched at the syscalls instead");
+                options.memory_hooks = false;
+            }
+            result => return result,
         }
-        Err(error @ SensorError::SocketHooks { .. }) => {
-            warn!(%error, cause = %cause(&error), "connects are watched at sys_enter instead, and not refused");
-            Sensors::load(options(tier, false))
-        }
-        result => result,
     }
 }
 

@@ -209,7 +209,7 @@ pub struct FileGuard {
 impl FileGuard {
     /// Starts the guard, or says why this kernel cannot have one. `daemon` is the daemon's own
     /// tgid, whose uses are allowed unjudged.
-    /// `syscall_hooks` are attached before the guard records a holding.
+    /// `syscall_hooks` are attached before the guard records a holding, where holders need them.
     pub fn start(maps: GuardMaps, daemon: u32, syscall_hooks: SyscallHooks) -> io::Result<(Self, Marks)> {
         let fanotify = Arc::new(fanotify_init()?);
         // SAFETY: plain syscall; the fd is owned below.
@@ -370,8 +370,8 @@ impl Decider {
         };
         let event = report.then(|| self.event(&request, inode, watched, caller_task, action, opened));
         if !refused {
-            // A holder's harvest is seen by the syscall programs: attached before it holds.
-            if let Err((program, error)) = self.syscall_hooks.ensure() {
+            // Where the syscall programs see a holder's harvest, they are attached before it holds.
+            if let Err((program, error)) = self.syscall_hooks.before_holding() {
                 tracing::warn!(program, %error, "cannot attach a syscall program");
             }
             if self.maps.holders.insert(request.tgid, 1, 0).is_err() {

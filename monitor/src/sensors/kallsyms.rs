@@ -5,9 +5,25 @@ use std::{
     io::BufReader,
 };
 
-use monitor_common::offsets::KernelSymbols;
+use monitor_common::{
+    event::harvest::kind,
+    offsets::{CodeRange, KernelSymbols, REACH_CODE_RANGES},
+};
 
 const KALLSYMS: &str = "/proc/kallsyms";
+
+/// The functions that copy another process's memory for each harvest route, as the memory hooks
+/// find them on the kernel stack. Several per route where the compiler may inline one into the
+/// next (`mem_rw` into `mem_read`); a name matches with or without a `.constprop.0`-like suffix.
+const REACH_FUNCTIONS: [(&str, u32); 7] = [
+    ("environ_read", kind::ENVIRON),
+    ("mem_rw", kind::MEM),
+    ("mem_read", kind::MEM),
+    ("mem_write", kind::MEM),
+    ("process_vm_rw_core", kind::VM_READV),
+    ("process_vm_rw", kind::VM_READV),
+    ("ptrace_access_vm", kind::PTRACE),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum KallsymsError {
@@ -19,7 +35,7 @@ pub enum KallsymsError {
     Missing(&'static str),
 }
 
-/// The addresses the harvest sensor compares `f_op->open` with.
+/// The addresses the harvest sensors compare `f_op->open` and kernel stacks with.
 pub fn resolve() -> Result<KernelSymbols, KallsymsError> {
     let file = File::open(KALLSYMS).map_err(KallsymsError::Read)?;
     parse(BufReader::new(file))
@@ -27,26 +43,52 @@ pub fn resolve() -> Result<KernelSymbols, KallsymsError> {
 
 fn parse(reader: impl std::io::BufRead) -> Result<KernelSymbols, KallsymsError> {
     let mut symbols = KernelSymbols::default();
+    // Every function's start: the next one after a function's start is where it ends.
+    let mut text = Vec::new();
+    let mut reach = Vec::new();
     for (index, line) in reader.lines().enumerate() {
         let line = line.map_err(KallsymsError::Read)?;
         // "ffffffff8177de00 t environ_open" with an optional "\t[module]" suffix.
         let mut fields = line.split_whitespace();
-        let (Some(address), Some(_kind), Some(name)) = (fields.next(), fields.next(), fields.next()) else {
+        let (Some(address), Some(symbol_type), Some(name)) = (fields.next(), fields.next(), fields.next()) else {
             continue;
         };
-        let slot = match name {
-            "environ_open" => &mut symbols.environ_open,
-            "mem_open" => &mut symbols.mem_open,
-            _ => continue,
+        if !matches!(symbol_type, "t" | "T") {
+            continue;
+        }
+        let address = || {
+            u64::from_str_radix(address, 16)
+                .map_err(|_| KallsymsError::Address { line: index + 1, address: address.to_owned() })
         };
-        *slot = u64::from_str_radix(address, 16)
-            .map_err(|_| KallsymsError::Address { line: index + 1, address: address.to_owned() })?;
+        let start = address()?;
+        text.push(start);
+        match name {
+            "environ_open" => symbols.environ_open = start,
+            "mem_open" => symbols.mem_open = start,
+            _ => {
+                let base = name.split('.').next().unwrap_or(name);
+                if let Some(&(_, route)) = REACH_FUNCTIONS.iter().find(|(function, _)| *function == base) {
+                    reach.push((start, route));
+                }
+            }
+        }
     }
-    let KernelSymbols { environ_open, mem_open } = symbols;
+    let KernelSymbols { environ_open, mem_open, .. } = symbols;
     for (name, address) in [("environ_open", environ_open), ("mem_open", mem_open)] {
         if address == 0 {
             return Err(KallsymsError::Missing(name));
         }
+    }
+    for (function, route) in REACH_FUNCTIONS {
+        if !reach.iter().any(|&(start, found)| found == route && start != 0) {
+            return Err(KallsymsError::Missing(function));
+        }
+    }
+    text.sort_unstable();
+    for (slot, (start, route)) in symbols.reach_code.iter_mut().zip(reach.into_iter().take(REACH_CODE_RANGES)) {
+        let next = text.partition_point(|&address| address <= start);
+        let end = text.get(next).copied().unwrap_or(start);
+        *slot = CodeRange { start, end, kind: route, _pad: 0 };
     }
     Ok(symbols)
 }
@@ -55,19 +97,54 @@ fn parse(reader: impl std::io::BufRead) -> Result<KernelSymbols, KallsymsError> 
 mod tests {
     use super::*;
 
+    const TEXT: &str = "ffffffff81000000 T _text
+ffffffff81371750 T ptrace_access_vm
+ffffffff81371800 T ptrace_readdata
+ffffffff816324d0 t process_vm_rw_core.constprop.0
+ffffffff81632a00 t process_vm_rw
+ffffffff81632b00 T __x64_sys_process_vm_readv
+ffffffff8177dd40 t mem_open
+ffffffff8177de00 t environ_open
+ffffffff817a6b80 t environ_read
+ffffffff817a6d00 d environ_data
+ffffffff817a6e00 t environ_lseek
+ffffffff817a72b0 t mem_rw
+ffffffff817a7590 t mem_write
+ffffffff817a75b0 t mem_read
+ffffffff817a7600 t mem_lseek
+";
+
     #[test]
-    fn finds_both_functions() {
-        let text = "ffffffff81000000 T _text\nffffffff8177dd40 t mem_open\nffffffff8177de00 t environ_open\n";
+    fn finds_the_open_functions_and_the_routes_code() {
+        let symbols = parse(TEXT.as_bytes()).unwrap();
+        assert_eq!((symbols.environ_open, symbols.mem_open), (0xffffffff8177de00, 0xffffffff8177dd40));
+        let ranges: Vec<_> =
+            symbols.reach_code.iter().filter(|range| range.start != 0).map(|r| (r.start, r.end, r.kind)).collect();
         assert_eq!(
-            parse(text.as_bytes()).unwrap(),
-            KernelSymbols { environ_open: 0xffffffff8177de00, mem_open: 0xffffffff8177dd40 }
+            ranges,
+            [
+                (0xffffffff81371750, 0xffffffff81371800, kind::PTRACE),
+                (0xffffffff816324d0, 0xffffffff81632a00, kind::VM_READV),
+                (0xffffffff81632a00, 0xffffffff81632b00, kind::VM_READV),
+                // A data symbol does not end a function.
+                (0xffffffff817a6b80, 0xffffffff817a6e00, kind::ENVIRON),
+                (0xffffffff817a72b0, 0xffffffff817a7590, kind::MEM),
+                (0xffffffff817a7590, 0xffffffff817a75b0, kind::MEM),
+                (0xffffffff817a75b0, 0xffffffff817a7600, kind::MEM),
+            ]
         );
     }
 
     #[test]
     fn hidden_addresses_are_an_error() {
-        let text = "0000000000000000 t mem_open\n0000000000000000 t environ_open\n";
-        assert!(matches!(parse(text.as_bytes()), Err(KallsymsError::Missing("environ_open"))));
+        let hidden = TEXT.lines().map(|line| format!("0000000000000000{}\n", &line[16..])).collect::<String>();
+        assert!(matches!(parse(hidden.as_bytes()), Err(KallsymsError::Missing("environ_open"))));
+    }
+
+    #[test]
+    fn a_route_without_its_code_is_an_error() {
+        let text = TEXT.lines().filter(|line| !line.contains("ptrace_access_vm")).collect::<Vec<_>>().join("\n");
+        assert!(matches!(parse(text.as_bytes()), Err(KallsymsError::Missing("ptrace_access_vm"))));
     }
 
     #[test]
@@ -78,6 +155,7 @@ mod tests {
 
     #[test]
     fn this_kernel_has_them() {
-        resolve().expect("root reads /proc/kallsyms");
+        let symbols = resolve().expect("root reads /proc/kallsyms");
+        assert!(symbols.reach_code.iter().filter(|range| range.start != 0).all(|range| range.start < range.end));
     }
 }

@@ -2,7 +2,7 @@
 
 use aya::{
     maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{CgroupAttachMode, CgroupSockAddr, Lsm, ProgramError, RawTracePoint},
+    programs::{BtfTracePoint, CgroupAttachMode, CgroupSockAddr, Lsm, ProgramError, RawTracePoint},
     BtfError as AyaBtfError, Ebpf, EbpfError, EbpfLoader,
 };
 use monitor_common::{
@@ -43,6 +43,14 @@ const RAW_TRACEPOINTS: [(&str, &str); 5] = [
     ("sched_process_exit", "raw_tracepoint/sched_process_exit"),
     ("sys_enter", "raw_tracepoint/sys_enter"),
     ("sys_exit", "raw_tracepoint/sys_exit"),
+];
+
+/// tp_btf programs of the tracepoint tier that see reaches into secret holders off the syscall
+/// path (`monitor-ebpf/src/harvest.rs`): each is named after its tracepoint; the second name
+/// labels it in metrics.
+const MEMORY_HOOKS: [(&str, &str); 2] = [
+    ("mmap_lock_start_locking", "tp_btf/mmap_lock_start_locking"),
+    ("sched_switch", "tp_btf/sched_switch"),
 ];
 
 /// LSM hooks of the LSM tier (`monitor-ebpf/src/lsm.rs`): each program is named after its hook;
@@ -121,6 +129,12 @@ pub enum SensorError {
     },
     #[error("cannot poll the ring buffer")]
     Poll(#[source] std::io::Error),
+    #[error("cannot load or attach the memory hook {name}")]
+    MemoryHooks {
+        name: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("cannot load or attach the cgroup socket hooks at {path} (CAP_SYS_ADMIN or CAP_NET_ADMIN is needed)")]
     SocketHooks {
         path: std::path::PathBuf,
@@ -152,6 +166,9 @@ pub struct SensorOptions {
     pub socket_hooks: bool,
     /// Attach the uprobes on TLS libraries' write functions (`sensors::tls`).
     pub tls: bool,
+    /// On the base tier, attach the memory hooks where the kernel has what they read. A caller
+    /// whose load failed with [`SensorError::MemoryHooks`] loads again without them.
+    pub memory_hooks: bool,
 }
 
 impl Default for SensorOptions {
@@ -165,6 +182,7 @@ impl Default for SensorOptions {
             file_guard: false,
             socket_hooks: true,
             tls: true,
+            memory_hooks: true,
         }
     }
 }
@@ -200,6 +218,8 @@ pub struct Sensors {
     guard: Option<FileGuard>,
     /// Whether the cgroup socket-address hooks are attached.
     socket_hooks: bool,
+    /// Whether the memory hooks are attached.
+    memory_hooks: bool,
     /// The TLS uprobes attached, by label.
     tls_hooks: Vec<&'static str>,
     /// The fmod_ret tier's programs, which aya does not own.
@@ -217,14 +237,44 @@ impl Sensors {
     /// Requires Linux 5.8+ with BTF at /sys/kernel/btf/vmlinux and root (CAP_BPF + CAP_PERFMON).
     /// Must be called inside a tokio runtime (the ring buffer is polled through epoll).
     pub fn load(options: SensorOptions) -> Result<Self, SensorError> {
+        let SensorOptions {
+            ring_buffer_bytes,
+            ignored_tgid,
+            tier,
+            map_sizes,
+            capture,
+            file_guard,
+            socket_hooks,
+            tls,
+            memory_hooks,
+        } = options;
         let offsets = resolve(&Btf::from_sys_fs()?)?;
         let mut gaps = Vec::new();
-        let symbols = kallsyms::resolve().unwrap_or_else(|error| {
+        let symbols = kallsyms::resolve();
+        if let Err(error) = &symbols {
             gaps.push(SensorGap { capability: "harvest:proc_open", reason: error.to_string() });
-            Default::default()
-        });
-        let SensorOptions { ring_buffer_bytes, ignored_tgid, tier, map_sizes, capture, file_guard, socket_hooks, tls } =
-            options;
+        }
+        // Off the syscall path where the kernel has what they read; else the syscall programs
+        // see reaches into holders, attached while any process holds a secret.
+        let memory_hooks = match (&symbols, memory_hooks) {
+            _ if tier.has_security_hooks() => false,
+            (_, false) => {
+                let reason = "refused at load or attach (see the log)".into();
+                gaps.push(SensorGap { capability: "harvest:memory_hooks", reason });
+                false
+            }
+            (Err(error), true) => {
+                gaps.push(SensorGap { capability: "harvest:memory_hooks", reason: error.to_string() });
+                false
+            }
+            (Ok(_), true) if offsets.mm_owner == 0 => {
+                let reason = "kernel BTF has no mm_struct.owner (CONFIG_MEMCG)".into();
+                gaps.push(SensorGap { capability: "harvest:memory_hooks", reason });
+                false
+            }
+            (Ok(_), true) => true,
+        };
+        let symbols = symbols.unwrap_or_default();
         let ignored_tgid = ignored_tgid.unwrap_or(0);
         let security_hooks = u32::from(tier.has_security_hooks());
         // The cgroup hooks take connects and datagram sends off the syscall path where cgroup v2
@@ -237,6 +287,7 @@ impl Sensors {
             gaps.push(SensorGap { capability: "network:cgroup_hooks", reason: reason.into() });
         }
         let socket_hooks = u32::from(cgroup_root.is_some());
+        let memory_hooks_flag = u32::from(memory_hooks);
         let mut loader = EbpfLoader::new();
         loader
             .override_global("OFFSETS", &offsets, true)
@@ -244,6 +295,7 @@ impl Sensors {
             .override_global("IGNORED_TGID", &ignored_tgid, true)
             .override_global("SECURITY_HOOKS", &security_hooks, true)
             .override_global("SOCKET_HOOKS", &socket_hooks, true)
+            .override_global("MEMORY_HOOKS", &memory_hooks_flag, true)
             .override_global("CAPTURE_LIMITS", &capture, true)
             .map_max_entries("EVENTS", ring_buffer_bytes);
         for (map, entries) in map_sizes.by_map() {
@@ -277,6 +329,15 @@ impl Sensors {
             // The syscall programs are attached by `SyscallHooks`, when needed.
             if !syscall_hooks::PROGRAMS.contains(&name) {
                 program.attach(name).map_err(|source| SensorError::Attach { name, source })?;
+            }
+        }
+        if memory_hooks {
+            let btf = aya::Btf::from_sys_fs().map_err(|error| SensorError::MemoryHooks { name: "btf", source: error.into() })?;
+            for (name, _) in MEMORY_HOOKS {
+                let program: &mut BtfTracePoint = program_mut(&mut ebpf, name)?;
+                let refused = |source: ProgramError| SensorError::MemoryHooks { name, source: source.into() };
+                program.load(name, &btf).map_err(refused)?;
+                program.attach().map_err(refused)?;
             }
         }
         if let Some(root) = &cgroup_root {
@@ -334,7 +395,11 @@ impl Sensors {
         };
         let syscall_programs: &[&str] =
             if tier.has_security_hooks() { &syscall_hooks::BESIDE_SECURITY_HOOKS } else { &syscall_hooks::PROGRAMS };
-        let syscall_hooks = SyscallHooks::new(ebpf, syscall_programs, !tier.has_security_hooks());
+        // On the base tier, holders need them for their connects without the cgroup hooks and
+        // for reaches into them without the memory hooks.
+        let holders_watched_elsewhere = memory_hooks && cgroup_root.is_some();
+        let serves_holders = !(tier.has_security_hooks() || holders_watched_elsewhere);
+        let syscall_hooks = SyscallHooks::new(ebpf, syscall_programs, serves_holders);
         let guard = guard_maps.and_then(|maps| match FileGuard::start(maps, ignored_tgid, syscall_hooks.clone()) {
             Ok(started) => Some(started),
             Err(error) => {
@@ -374,6 +439,7 @@ impl Sensors {
             lost,
             guard,
             socket_hooks: cgroup_root.is_some(),
+            memory_hooks,
             tls_hooks,
             _fmod_ret: fmod_ret,
             decode_errors: 0,
@@ -487,7 +553,7 @@ impl Sensors {
         self.tier
     }
 
-    /// The attached hooks, as `raw_tracepoint/<name>`, `cgroup/<attach point>`, `fanotify/perm`,
+    /// The attached hooks, as `raw_tracepoint/<name>`, `tp_btf/<name>`, `cgroup/<attach point>`, `fanotify/perm`,
     /// `uprobe/<function>` and the security hooks: `lsm/<hook>` on the LSM tier,
     /// `fmod_ret/<function>` on the fmod_ret tier.
     pub fn hooks(&self) -> impl Iterator<Item = &'static str> + '_ {
@@ -499,8 +565,10 @@ impl Sensors {
             (true, true) => &SOCKET_HOOKS[SENDMSG_HOOKS],
         };
         let guard = self.guard.as_ref().map(|_| FILE_GUARD);
+        let memory: &[(&str, &str)] = if self.memory_hooks { &MEMORY_HOOKS } else { &[] };
         RAW_TRACEPOINTS
             .iter()
+            .chain(memory)
             .chain(sockets)
             .chain(lsm)
             .map(|&(_, label)| label)

@@ -46,11 +46,15 @@ pub fn resolve(btf: &Btf) -> Result<KernelOffsets, OffsetError> {
         task_mm: field(btf, "task_struct", "mm", POINTER)?,
         task_files: field(btf, "task_struct", "files", POINTER)?,
         task_flags: field(btf, "task_struct", "flags", 4)?,
+        task_ptrace: field(btf, "task_struct", "ptrace", 4)?,
+        task_parent: field(btf, "task_struct", "parent", POINTER)?,
         signal_live: field(btf, "signal_struct", "live", 4)?,
         mm_arg_start: field(btf, "mm_struct", "arg_start", 8)?,
         mm_arg_end: field(btf, "mm_struct", "arg_end", 8)?,
         mm_env_start: field(btf, "mm_struct", "env_start", 8)?,
         mm_env_end: field(btf, "mm_struct", "env_end", 8)?,
+        // Only the memory hooks read it, and they stay unloaded without it (see the loader).
+        mm_owner: field(btf, "mm_struct", "owner", POINTER).unwrap_or(0),
         binprm_filename: field(btf, "linux_binprm", "filename", POINTER)?,
         files_fdt: field(btf, "files_struct", "fdt", POINTER)?,
         fdtable_max_fds: field(btf, "fdtable", "max_fds", 4)?,
@@ -93,6 +97,9 @@ mod tests {
             mm_env_end,
             task_files,
             task_flags,
+            task_ptrace,
+            task_parent,
+            mm_owner,
             binprm_filename: _,
             files_fdt: _,
             fdtable_max_fds: _,
@@ -120,12 +127,16 @@ mod tests {
             task_mm,
             task_files,
             task_flags,
+            task_ptrace,
+            task_parent,
         ];
         task_fields.sort_unstable();
         assert!(task_fields.windows(2).all(|pair| pair[0] < pair[1]), "{task_fields:?}");
         // tgid follows pid in every kernel since 2.6.
         assert_eq!(task_tgid, task_pid + 4);
         assert!(signal_live > 0 && mm_arg_start > 0 && fdtable_fd > 0);
+        // Debian's kernels have CONFIG_MEMCG, so the memory hooks run here.
+        assert!(mm_owner > 0);
         // The blocks' bounds follow each other in mm_struct.
         assert!(mm_arg_start < mm_arg_end && mm_arg_end < mm_env_start && mm_env_start < mm_env_end);
         // The inode is embedded after the pid pointer in proc_inode.

@@ -2,14 +2,16 @@
 //! protect, where the file guard runs or the security hooks are attached.
 //!
 //! They put every syscall of every process on the kernel's slow path. Once the file guard decides
-//! secret files and the cgroup hooks see connects, what they still do matters only for a secret
-//! holder (a harvest of its environment or memory by `/proc`, ptrace or `process_vm_readv`), for a
-//! pending kill verdict, or for a watched inode the guard could not mark. So they are attached
-//! before the first holder is recorded (by the guard before it lets the open through, by the
-//! daemon before its own write, both through [`SyscallHooks::ensure`]) and detached on the daemon's
-//! tick once no process holds a secret, no verdict is pending and every watched inode is guarded.
-//! A holder's children inherit its holding in the kernel, so no holder appears while they are
-//! detached. Without the guard, on the base tier, they stay attached.
+//! secret files, the cgroup hooks see connects and the memory hooks (`harvest.rs`) see reaches
+//! into holders, what they still do matters only for a pending kill verdict or a watched inode the
+//! guard could not mark: they are attached before each verdict and detached on the daemon's tick
+//! once none is pending. Without the memory hooks or the cgroup hooks, secret holders need them
+//! too (a harvest of a holder's environment or memory by `/proc`, ptrace or `process_vm_readv`,
+//! its connects): they are then also attached before the first holder is recorded (by the guard
+//! before it lets the open through, by the daemon before its own write, both through
+//! [`SyscallHooks::before_holding`]) and detached once no process holds a secret. A holder's
+//! children inherit its holding in the kernel, so no holder appears while they are detached.
+//! Without the guard, on the base tier, they stay attached.
 //!
 //! On the LSM and fmod_ret tiers the security hooks report every open themselves, so `sys_exit`
 //! is never attached there; `sys_enter` is kept for pending kill verdicts (attached before each,
@@ -38,7 +40,7 @@ struct Hooks {
     ebpf: Ebpf,
     /// Those of [`PROGRAMS`] this tier attaches.
     programs: &'static [&'static str],
-    /// Whether secret holders need them (not beside the security hooks, see the module doc).
+    /// Whether secret holders need them (see the module doc).
     serves_holders: bool,
     /// The programs' links while attached.
     links: Vec<(&'static str, RawTracePointLinkId)>,
@@ -73,6 +75,15 @@ impl SyscallHooks {
             hooks.links.push((name, link));
         }
         Ok(())
+    }
+
+    /// Attaches the programs before a holding is recorded, if holders need them.
+    pub fn before_holding(&self) -> Result<(), (&'static str, ProgramError)> {
+        if self.serves_holders() {
+            self.ensure()
+        } else {
+            Ok(())
+        }
     }
 
     /// Keeps the programs attached for good (an inode only they watch).

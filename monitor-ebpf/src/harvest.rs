@@ -1,0 +1,198 @@
+//! Reaching into a secret holder from outside it, off the syscall path.
+//!
+//! tp_btf `mmap_lock_start_locking` (Linux 5.10+ for the tracepoint, 5.5+ for tp_btf; needs
+//! `mm_struct::owner`, `CONFIG_MEMCG`, and the kernel's function addresses): every copy from
+//! another process's memory takes that address space's mmap lock first, whatever the route:
+//! a read of `/proc/PID/environ` or `mem` (also under `/proc/PID/task/TID/`, by read, pread,
+//! readv or io_uring), `process_vm_readv`/`writev`, a ptrace peek or poke. The lock's caller is
+//! told from the kernel stack (`SYMBOLS.reach_code`): `ps` reading a holder's `cmdline` also
+//! takes it and is no harvest. A refused reader is killed here, before the copy: the kernel's
+//! page walk stops at a pending SIGKILL, so not a byte reaches it. A process that takes no
+//! other process's mmap lock pays the tracepoint and one read of its own `mm`.
+//!
+//! tp_btf `sched_switch` (Linux 5.5+): a holder stopping for a ptrace tracer, which any use of an
+//! attach (registers, memory, a hijacked resume) must wait for; reported with the tracer as the
+//! actor, once per tracer and tracee, for the daemon to judge. Costs one compare per context
+//! switch.
+//!
+//! Both replace the syscall programs' `/proc` open, ptrace and `process_vm_readv` checks, which
+//! then stay detached while secrets are held. Never attached on the LSM and fmod_ret tiers,
+//! whose `file_open` and `ptrace_access_check` hooks refuse these before they happen.
+
+use aya_ebpf::{
+    helpers::bpf_get_stack,
+    macros::{btf_tracepoint, map},
+    maps::LruHashMap,
+    programs::BtfTracePointContext,
+    EbpfContext as _,
+};
+use monitor_common::{
+    event::{harvest::{kind, HarvestBody}, kernel_action, EventKind},
+    maps::{enforce, policy},
+};
+
+use crate::{
+    emit::{reserve_about, reserve_decided},
+    files::{daemon_tgid, reach_code},
+    kill::kill_current,
+    maps::{enforced, is_holder, TASK_OF},
+    task::Task,
+};
+
+/// Set to 1 by the loader when the programs here are attached.
+#[unsafe(no_mangle)]
+static MEMORY_HOOKS: u32 = 0;
+
+/// Whether the programs here are attached: the syscall programs then leave `/proc` opens,
+/// ptrace and `process_vm_readv` to them.
+#[inline(always)]
+pub fn active() -> bool {
+    // SAFETY: reading a plain static set before load.
+    unsafe { core::ptr::read_volatile(&raw const MEMORY_HOOKS) != 0 }
+}
+
+/// Frames of the kernel stack searched for the lock's caller: the reaching function sits three
+/// to five frames below the tracepoint.
+const FRAMES: usize = 12;
+
+/// `__TASK_TRACED` (include/linux/sched.h): the state of a task stopped for its tracer.
+const TASK_TRACED: u32 = 0x8;
+
+/// The tracer each traced holder thread was last reported with, so that a tracer's every stop
+/// (a syscall-tracing strace stops twice per syscall) is not an event.
+#[map]
+static REPORTED_TRACERS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(1024, 0);
+
+/// `TP_PROTO(struct mm_struct *mm, bool write)`.
+#[btf_tracepoint(function = "mmap_lock_start_locking")]
+pub fn mmap_lock_start_locking(ctx: BtfTracePointContext) -> i32 {
+    let mm: u64 = ctx.arg(0);
+    let write: u64 = ctx.arg(1);
+    // Every route that copies memory out of (or into) a process takes the lock for reading.
+    if write & 0xff != 0 {
+        return 0;
+    }
+    let current = Task::current();
+    // A kernel thread has no mm of its own, and borrowing one makes it its own.
+    match current.mm() {
+        Ok(own) if own != 0 && own != mm => {}
+        _ => return 0,
+    }
+    let Ok(target) = Task::owner_of(mm).and_then(Task::tgid) else {
+        return 0;
+    };
+    let tgid = ctx.tgid();
+    // An exec locks the new image's mm, whose owner is the exec'ing process itself.
+    if target == tgid || tgid == daemon_tgid() || !is_holder(target) {
+        return 0;
+    }
+    let Some(route) = caller_route(&ctx) else {
+        return 0;
+    };
+    if refuses_harvest(tgid, target) {
+        kill_current();
+        report_harvest(route, target, kernel_action::KILLED);
+    } else {
+        report_harvest(route, target, kernel_action::NONE);
+    }
+    0
+}
+
+/// `TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next, unsigned int prev_state)`.
+#[btf_tracepoint(function = "sched_switch")]
+pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
+    let prev_state: u64 = ctx.arg(3);
+    if prev_state as u32 & TASK_TRACED == 0 {
+        return 0;
+    }
+    let tracee = Task::from_arg(ctx.arg(1));
+    let (Ok(thread), Ok(target)) = (tracee.pid(), tracee.tgid()) else {
+        return 0;
+    };
+    if !is_holder(target) || !tracee.traced() {
+        return 0;
+    }
+    let Ok(tracer) = tracee.parent() else {
+        return 0;
+    };
+    let Ok(tracer_tgid) = tracer.tgid() else {
+        return 0;
+    };
+    if tracer_tgid == target || tracer_tgid == daemon_tgid() {
+        return 0;
+    }
+    // SAFETY: the value is copied out at once.
+    if unsafe { REPORTED_TRACERS.get(&thread) }.is_some_and(|&reported| reported == tracer_tgid) {
+        return 0;
+    }
+    let _ = REPORTED_TRACERS.insert(&thread, &tracer_tgid, 0);
+    let Some(mut entry) = reserve_about::<HarvestBody>(tracer, EventKind::Harvest) else {
+        return 0;
+    };
+    // SAFETY: reserved record of the right size.
+    unsafe {
+        (&raw mut (*entry.as_mut_ptr()).body).write(HarvestBody {
+            kind: kind::PTRACE,
+            target,
+            action: kernel_action::NONE,
+            _pad: 0,
+        });
+    }
+    entry.submit(0);
+    0
+}
+
+/// The harvest route of the function that took the lock, from the kernel stack.
+#[inline(always)]
+fn caller_route(ctx: &BtfTracePointContext) -> Option<u32> {
+    let mut frames = [0u64; FRAMES];
+    // SAFETY: the buffer is `FRAMES` u64s long, as passed; flags 0: this kernel stack.
+    let len = unsafe {
+        bpf_get_stack(ctx.as_ptr(), frames.as_mut_ptr().cast(), core::mem::size_of_val(&frames) as u32, 0)
+    };
+    if len <= 0 {
+        return None;
+    }
+    let code = reach_code();
+    let filled = (len as usize / 8).min(FRAMES);
+    for (index, &frame) in frames.iter().enumerate() {
+        if index >= filled {
+            break;
+        }
+        for range in code.iter() {
+            if frame > range.start && frame <= range.end {
+                return Some(range.kind);
+            }
+        }
+    }
+    None
+}
+
+/// Whether reaching into `target` from `caller` is refused: the target holds a secret and
+/// `policy::refuses_harvest` says so for the two processes' tasks under the `ENFORCE` harvest bits.
+#[inline(always)]
+pub fn refuses_harvest(caller: u32, target: u32) -> bool {
+    let bits = enforced(enforce::HARVEST);
+    if bits == 0 || !is_holder(target) {
+        return false;
+    }
+    // SAFETY: plain values copied out.
+    let (target_task, caller_task) = unsafe {
+        (TASK_OF.get(&target).copied().unwrap_or(0), TASK_OF.get(&caller).copied().unwrap_or(0))
+    };
+    policy::refuses_harvest(bits, target_task, caller_task)
+}
+
+/// Reports that the current process reached into process `target`; `action` is one of
+/// `kernel_action`.
+#[inline(always)]
+pub fn report_harvest(harvest_kind: u32, target: u32, action: u32) {
+    let Some(mut entry) = reserve_decided::<HarvestBody>(EventKind::Harvest, action) else {
+        return;
+    };
+    // SAFETY: reserved record of the right size.
+    unsafe {
+        (&raw mut (*entry.as_mut_ptr()).body).write(HarvestBody { kind: harvest_kind, target, action, _pad: 0 });
+    }
+    entry.submit(0);
+}
