@@ -1,21 +1,23 @@
-//! The tracepoint tier's sensors off the syscall path: the fanotify file guard and the cgroup
-//! socket hooks; and on every tier the TLS uprobes; each with the evidence that `run` can use it.
+//! The tracepoint tier's sensors off the syscall path: the fanotify file guard, the cgroup socket
+//! hooks and the memory hooks; and on every tier the TLS uprobes; each with the evidence that
+//! `run` can use it.
 
 use serde::Serialize;
 
-use crate::sensors::{cgroup, file_guard, tls};
+use crate::sensors::{btf::Btf, cgroup, file_guard, kallsyms, tls};
 
 /// One of those sensors, as found on this host.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct BaseSensorCheck {
-    /// `file_guard`, `socket_hooks` or `tls_uprobes`.
+    /// `file_guard`, `socket_hooks`, `memory_hooks` or `tls_uprobes`.
     pub sensor: &'static str,
     pub available: bool,
     /// What was tried and what came of it.
     pub detail: String,
 }
 
-/// Marks a file with a fanotify permission mark, finds the cgroup v2 root and the TLS libraries.
+/// Marks a file with a fanotify permission mark, finds the cgroup v2 root, what the memory hooks
+/// read and the TLS libraries.
 pub fn probe() -> Vec<BaseSensorCheck> {
     let guard = match file_guard::probe(&std::env::temp_dir()) {
         Ok(()) => BaseSensorCheck {
@@ -44,6 +46,25 @@ pub fn probe() -> Vec<BaseSensorCheck> {
             detail: "cgroup v2 is not mounted: connects are watched at sys_enter, and not refused".into(),
         },
     };
+    let owner = Btf::from_sys_fs().map_err(|error| error.to_string()).and_then(|btf| {
+        btf.member_offset("mm_struct", "owner").map_err(|_| "kernel BTF has no mm_struct.owner (CONFIG_MEMCG)".to_owned())
+    });
+    let memory = match (owner, kallsyms::resolve()) {
+        (Ok(_), Ok(_)) => BaseSensorCheck {
+            sensor: "memory_hooks",
+            available: true,
+            detail: "mm_struct.owner in BTF and the functions that copy another process's memory in /proc/kallsyms: run                      attaches tp_btf mmap_lock_start_locking and sched_switch (where the tp_btf hook above works) and                      leaves no syscall program to secret holders"
+                .into(),
+        },
+        (owner, symbols) => BaseSensorCheck {
+            sensor: "memory_hooks",
+            available: false,
+            detail: format!(
+                "{}: reaches into secret holders are watched at the syscalls, attached while any process holds a secret",
+                owner.err().or_else(|| symbols.err().map(|error| error.to_string())).unwrap_or_default()
+            ),
+        },
+    };
     let libraries: Vec<String> = tls::LIBRARIES
         .iter()
         .filter_map(|&(file, _, functions)| {
@@ -60,5 +81,5 @@ pub fn probe() -> Vec<BaseSensorCheck> {
             true => "no OpenSSL 3 or GnuTLS library in the dynamic linker's directories: no credential is seen in TLS requests".into(),
         },
     };
-    vec![guard, sockets, tls]
+    vec![guard, sockets, memory, tls]
 }

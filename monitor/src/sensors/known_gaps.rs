@@ -54,7 +54,7 @@ const GAPS: &[(&str, &str, Applies)] = &[
     ),
     (
         "harvest:deny",
-        "reaching into a holder (environ, mem, ptrace, process_vm_readv) is killed after the fact, not refused: needs the LSM or fmod_ret tier",
+        "reaching into a holder is killed, not refused (needs the LSM or fmod_ret tier): a read of its memory (environ, mem, process_vm_readv, a ptrace peek) in the kernel before the copy where the memory hooks run, else by the daemon after it; a ptrace attach by the daemon once the holder stops for its tracer",
         |sensors| sensors.tier == Tier::Tracepoint,
     ),
     (

@@ -197,7 +197,8 @@ fn syscalls(out: &mut String, results: &SyscallResults, scale: &Scale) {
          its 1 s tick after the previous run's holder exited). *Tracked*: a fresh process registered as a \
          task's root (`credwatch task start`), granted the watched secret, which it opens once before the loop; \
          without credwatch it opens the secret all the same. *Beside a holder*: untracked, while another \
-         task's root that opened the secret idles (credwatch's syscall programs are then attached). *Its own \
+         task's root that opened the secret idles (credwatch's memory hooks watch it; no syscall program is \
+         attached). *Its own \
          secret, by its owner*: a task's root opening the secret itself {connects} times (on the tracepoint \
          tier each open waits for the file guard's answer). *HTTPS request*: {https} keep-alive GETs over \
          loopback by a Python client on Debian's OpenSSL, each with an `Authorization` header holding no \
@@ -290,17 +291,19 @@ fn profiles(out: &mut String, profiles: &[Profile]) {
         else {
             continue;
         };
-        for (hook, ours) in credwatch {
-            let theirs = floor.get(hook).copied().unwrap_or_default();
+        // Beside the file guard, the cgroup hooks and the memory hooks, credwatch attaches no
+        // syscall program for these workloads: the floor's hooks say what that spares.
+        for (hook, theirs) in floor {
+            let ours = match credwatch.get(hook) {
+                Some(ours) => format!("{}, {:.0} | {:+.0}", ours.runs, ours.ns_per_run(), ours.ns_per_run() - theirs.ns_per_run()),
+                None => "not attached | —".to_owned(),
+            };
             let _ = writeln!(
                 out,
-                "| {} | `{hook}` | {}, {:.0} | {}, {:.0} | {:+.0} |",
+                "| {} | `{hook}` | {}, {:.0} | {ours} |",
                 profile.workload.label(),
                 theirs.runs,
                 theirs.ns_per_run(),
-                ours.runs,
-                ours.ns_per_run(),
-                ours.ns_per_run() - theirs.ns_per_run(),
             );
         }
     }
