@@ -153,15 +153,22 @@ async fn a_full_verdict_map_still_kills() {
     let (secret, value) = daemon.plant(".git-credentials");
     daemon.wait_watched(&secret);
     let home = daemon.home.path().to_owned();
-    // The holder's own process opens the secret, then waits as `sleep`.
-    let holder = Gated::spawn("exec 3<.git-credentials; exec sleep 120", &home, &[]);
+    // The holder's own process opens the secret, forks a second holder, then waits as `sleep`.
+    let holder = Gated::spawn("exec 3<.git-credentials; sleep 120 & echo $! >second.pid; exec sleep 120", &home, &[]);
     let holder_pid = holder.pid;
     daemon.client.start_task(&granted("holder", holder.pid, &[&secret])).await.unwrap();
     let holder = std::thread::spawn(move || holder.release());
     wait_for_comm(holder_pid, "sleep");
-    // Each harvester's own process reads the holder's environment, then waits as `sleep`.
-    let harvest = format!("exec 4</proc/{holder_pid}/environ; exec sleep 120");
-    let harvesters = [Gated::spawn(&harvest, &home, &[]), Gated::spawn(&harvest, &home, &[])];
+    let second: u32 = std::fs::read_to_string(home.join("second.pid")).unwrap().trim().parse().unwrap();
+    // Each harvester's own process ptrace-attaches to a holder, which stops for it (the kernel
+    // reports the tracer; the daemon kills it), then waits as `sleep`, still attached.
+    let attach = |target: u32| {
+        format!(
+            "exec python3 -c 'import ctypes, os; libc = ctypes.CDLL(None); assert libc.ptrace(16, {target}, 0, 0) == 0; \
+             os.waitpid({target}, 0x40000000); os.execv(\"/bin/sleep\", [\"sleep\", \"120\"])'"
+        )
+    };
+    let harvesters = [Gated::spawn(&attach(holder_pid), &home, &[]), Gated::spawn(&attach(second), &home, &[])];
     for (index, harvester) in harvesters.iter().enumerate() {
         daemon.client.start_task(&TaskRequest::new(&format!("harvester-{index}"), harvester.pid)).await.unwrap();
     }
@@ -180,8 +187,11 @@ async fn a_full_verdict_map_still_kills() {
     }
     blind(&daemon, "VERDICTS").await;
     reuse_is_still_killed(&daemon, &secret, &value).await;
-    // SAFETY: signalling the test's own child.
-    unsafe { libc::kill(holder_pid as i32, libc::SIGKILL) };
+    // SAFETY: signalling the test's own children.
+    unsafe {
+        libc::kill(second as i32, libc::SIGKILL);
+        libc::kill(holder_pid as i32, libc::SIGKILL);
+    }
     holder.join().unwrap();
     daemon.stop().await;
 }

@@ -42,6 +42,8 @@ pub struct KernelOffsets {
     /// `mm_struct::owner` (pointer, `CONFIG_MEMCG`): the task an address space belongs to; 0 when
     /// the kernel has none, and the memory hooks are then not loaded.
     pub mm_owner: u32,
+    /// `mm_struct::exe_file` (pointer): the executable the address space runs.
+    pub mm_exe_file: u32,
     /// `linux_binprm::filename` (pointer to the path being executed).
     pub binprm_filename: u32,
     /// `files_struct::fdt` (pointer).

@@ -28,7 +28,7 @@ use aya_ebpf::{
 };
 use monitor_common::{
     event::{harvest::{kind, HarvestBody}, kernel_action, EventKind},
-    maps::{enforce, policy},
+    maps::{enforce, policy, InodeKey},
 };
 
 use crate::{
@@ -36,12 +36,18 @@ use crate::{
     files::{daemon_tgid, reach_code},
     kill::kill_current,
     maps::{enforced, is_holder, TASK_OF},
-    task::Task,
+    task::{file_inode, Task},
 };
 
 /// Set to 1 by the loader when the programs here are attached.
 #[unsafe(no_mangle)]
 static MEMORY_HOOKS: u32 = 0;
+
+/// The daemon's executable, set before load: another credwatch (a second daemon, `demo`) reads
+/// environments to scan them. Its reads are reported, never killed here; the daemon does not
+/// count them as harvests.
+#[unsafe(no_mangle)]
+static CREDWATCH_EXE: InodeKey = InodeKey { dev: 0, _pad: 0, ino: 0 };
 
 /// Whether the programs here are attached: the syscall programs then leave `/proc` opens,
 /// ptrace and `process_vm_readv` to them.
@@ -89,7 +95,7 @@ pub fn mmap_lock_start_locking(ctx: BtfTracePointContext) -> i32 {
     let Some(route) = caller_route(&ctx) else {
         return 0;
     };
-    if refuses_harvest(tgid, target) {
+    if refuses_harvest(tgid, target) && !runs_credwatch(current) {
         kill_current();
         report_harvest(route, target, kernel_action::KILLED);
     } else {
@@ -140,6 +146,14 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     }
     entry.submit(0);
     0
+}
+
+/// Whether `task` runs the daemon's executable.
+#[inline(always)]
+fn runs_credwatch(task: Task) -> bool {
+    // SAFETY: reading a plain static set before load.
+    let credwatch = unsafe { core::ptr::read_volatile(&raw const CREDWATCH_EXE) };
+    task.exe_file().and_then(file_inode).is_ok_and(|(_, key)| key == credwatch)
 }
 
 /// The harvest route of the function that took the lock, from the kernel stack.

@@ -73,6 +73,12 @@ impl Task {
         read_kernel(self.0, offset!(task_mm))
     }
 
+    /// The `struct file *` of the executable this task's address space runs.
+    #[inline(always)]
+    pub fn exe_file(self) -> Result<*const u8, i32> {
+        read_kernel::<u64>(self.mm()? as *const u8, offset!(mm_exe_file)).map(|file| file as *const u8)
+    }
+
     /// The task address space `mm` belongs to (`mm_struct::owner`).
     #[inline(always)]
     pub fn owner_of(mm: u64) -> Result<Self, i32> {

@@ -7,7 +7,7 @@ use aya::{
 };
 use monitor_common::{
     event::{exec::CaptureLimits, EventKind},
-    maps::{fail_closed, written, MapFailures},
+    maps::{fail_closed, written, InodeKey, MapFailures},
 };
 use std::{os::fd::AsFd as _, sync::atomic::Ordering};
 
@@ -24,13 +24,13 @@ use super::{
     tls,
     loss::LossCounts,
     kallsyms,
-    maps::KernelMaps,
+    maps::{self, KernelMaps},
     offsets::{resolve, OffsetError},
     sizes::MapSizes,
 };
 use crate::{
     doctor::Tier,
-    event::Event,
+    event::{Event, InodeId},
 };
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/credwatch-sensors"));
@@ -288,6 +288,9 @@ impl Sensors {
         }
         let socket_hooks = u32::from(cgroup_root.is_some());
         let memory_hooks_flag = u32::from(memory_hooks);
+        // Unknown, no credwatch is told apart in the kernel: the daemon still is, by its tgid.
+        let credwatch_exe = crate::procfs::own_executable()
+            .map_or(InodeKey { dev: 0, _pad: 0, ino: 0 }, |(dev, ino)| maps::inode_key(InodeId { dev, ino }));
         let mut loader = EbpfLoader::new();
         loader
             .override_global("OFFSETS", &offsets, true)
@@ -296,6 +299,7 @@ impl Sensors {
             .override_global("SECURITY_HOOKS", &security_hooks, true)
             .override_global("SOCKET_HOOKS", &socket_hooks, true)
             .override_global("MEMORY_HOOKS", &memory_hooks_flag, true)
+            .override_global("CREDWATCH_EXE", &credwatch_exe, true)
             .override_global("CAPTURE_LIMITS", &capture, true)
             .map_max_entries("EVENTS", ring_buffer_bytes);
         for (map, entries) in map_sizes.by_map() {

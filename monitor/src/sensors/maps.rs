@@ -39,7 +39,7 @@ pub struct KernelMaps {
     pub(super) syscall_hooks: Option<SyscallHooks>,
 }
 
-fn inode_key(inode: InodeId) -> InodeKey {
+pub(super) fn inode_key(inode: InodeId) -> InodeKey {
     let InodeId { dev, ino } = inode;
     InodeKey { dev: kernel_dev(dev), _pad: 0, ino }
 }

@@ -55,6 +55,7 @@ pub fn resolve(btf: &Btf) -> Result<KernelOffsets, OffsetError> {
         mm_env_end: field(btf, "mm_struct", "env_end", 8)?,
         // Only the memory hooks read it, and they stay unloaded without it (see the loader).
         mm_owner: field(btf, "mm_struct", "owner", POINTER).unwrap_or(0),
+        mm_exe_file: field(btf, "mm_struct", "exe_file", POINTER)?,
         binprm_filename: field(btf, "linux_binprm", "filename", POINTER)?,
         files_fdt: field(btf, "files_struct", "fdt", POINTER)?,
         fdtable_max_fds: field(btf, "fdtable", "max_fds", 4)?,
@@ -100,6 +101,7 @@ mod tests {
             task_ptrace,
             task_parent,
             mm_owner,
+            mm_exe_file,
             binprm_filename: _,
             files_fdt: _,
             fdtable_max_fds: _,
@@ -136,7 +138,7 @@ mod tests {
         assert_eq!(task_tgid, task_pid + 4);
         assert!(signal_live > 0 && mm_arg_start > 0 && fdtable_fd > 0);
         // Debian's kernels have CONFIG_MEMCG, so the memory hooks run here.
-        assert!(mm_owner > 0);
+        assert!(mm_owner > 0 && mm_exe_file > 0);
         // The blocks' bounds follow each other in mm_struct.
         assert!(mm_arg_start < mm_arg_end && mm_arg_end < mm_env_start && mm_env_start < mm_env_end);
         // The inode is embedded after the pid pointer in proc_inode.
