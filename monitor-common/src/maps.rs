@@ -203,8 +203,8 @@ pub struct GranteeKey {
 /// Slots of the `ENFORCE` array, written by the daemon from the per-rule actions.
 pub mod enforce {
     /// [`super::policy`] bits for reaching into a process that holds a secret (its
-    /// `/proc/PID/environ` or `mem`, ptrace attach, `process_vm_readv`), on the LSM tier:
-    /// [`super::policy::refuses_harvest`] decides.
+    /// `/proc/PID/environ` or `mem`, ptrace, `process_vm_readv`), refused by the security hooks
+    /// and killed by the base tier's memory hooks: [`super::policy::refuses_harvest`] decides.
     pub const HARVEST: u32 = 0;
     /// Nonzero: a connect by a secret holder outside its task's allowed destinations is refused.
     pub const CONNECT: u32 = 1;

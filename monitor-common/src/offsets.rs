@@ -94,7 +94,7 @@ pub struct KernelSymbols {
 }
 
 /// Slots of [`KernelSymbols::reach_code`].
-pub const REACH_CODE_RANGES: usize = 8;
+pub const REACH_CODE_RANGES: usize = 16;
 
 /// The text of one kernel function, `start..end`, and the harvest route it serves
 /// (`crate::event::harvest::kind`).

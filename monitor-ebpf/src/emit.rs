@@ -30,21 +30,18 @@ pub fn reserve_decided<T: 'static>(kind: EventKind, action: u32) -> Option<RingB
 }
 
 /// Like [`reserve`], for an event whose actor is `actor`, not the current task (a tracer seen
-/// from its tracee's context).
+/// from its tracee's context); none when the actor cannot be read.
 #[inline(always)]
 pub fn reserve_about<T: 'static>(actor: Task, kind: EventKind) -> Option<RingBufEntry<Event<T>>> {
+    let (Ok(pid), Ok(tgid), Ok(start_time)) = (actor.pid(), actor.tgid(), actor.process_start_time()) else {
+        return None;
+    };
     let mut entry = reserve(kind)?;
-    let identity = (actor.pid(), actor.tgid(), actor.process_start_time());
     // SAFETY: the header was written by `reserve`.
     let header = unsafe { &mut (*entry.as_mut_ptr()).header };
-    match identity {
-        (Ok(pid), Ok(tgid), Ok(start_time)) => {
-            header.pid = pid;
-            header.tgid = tgid;
-            header.start_time = start_time;
-        }
-        _ => header.flags |= flags::READ_FAILED,
-    }
+    header.pid = pid;
+    header.tgid = tgid;
+    header.start_time = start_time;
     Some(entry)
 }
 

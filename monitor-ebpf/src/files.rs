@@ -25,7 +25,7 @@ use monitor_common::{
         EventKind,
     },
     maps::{enforce, fail_closed, policy, GranteeKey, InodeKey, WatchedInode},
-    offsets::{CodeRange, KernelSymbols, REACH_CODE_RANGES},
+    offsets::{CodeRange, KernelSymbols},
     syscalls,
 };
 
@@ -232,23 +232,25 @@ pub fn daemon_tgid() -> u32 {
     unsafe { core::ptr::read_volatile(&raw const IGNORED_TGID) }
 }
 
-/// The kernel functions that copy another process's memory, by harvest route.
+/// Slot `index` (below `REACH_CODE_RANGES`) of the kernel functions that copy another process's
+/// memory, by harvest route; read one at a time, as the whole table would not fit the stack.
 #[inline(always)]
-pub fn reach_code() -> [CodeRange; REACH_CODE_RANGES] {
-    // SAFETY: reading a plain static set before load.
-    unsafe { core::ptr::read_volatile(&raw const SYMBOLS.reach_code) }
+pub fn reach_code(index: usize) -> CodeRange {
+    // SAFETY: reading a plain static set before load; callers pass an index in bounds.
+    unsafe { core::ptr::read_volatile(&raw const SYMBOLS.reach_code[index]) }
 }
 
 /// The `f_op->open` functions of `/proc/PID/environ` and `/proc/PID/mem`.
 #[inline(always)]
 pub fn proc_harvest_kind(open_op: u64) -> Option<u32> {
     // SAFETY: reading plain statics set before load.
-    let symbols = unsafe { core::ptr::read_volatile(&raw const SYMBOLS) };
+    let (environ_open, mem_open) =
+        unsafe { (core::ptr::read_volatile(&raw const SYMBOLS.environ_open), core::ptr::read_volatile(&raw const SYMBOLS.mem_open)) };
     if open_op == 0 {
         None
-    } else if open_op == symbols.environ_open {
+    } else if open_op == environ_open {
         Some(kind::ENVIRON)
-    } else if open_op == symbols.mem_open {
+    } else if open_op == mem_open {
         Some(kind::MEM)
     } else {
         None

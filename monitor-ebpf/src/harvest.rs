@@ -1,23 +1,25 @@
 //! Reaching into a secret holder from outside it, off the syscall path.
 //!
-//! tp_btf `mmap_lock_start_locking` (Linux 5.10+ for the tracepoint, 5.5+ for tp_btf; needs
-//! `mm_struct::owner`, `CONFIG_MEMCG`, and the kernel's function addresses): every copy from
-//! another process's memory takes that address space's mmap lock first, whatever the route:
-//! a read of `/proc/PID/environ` or `mem` (also under `/proc/PID/task/TID/`, by read, pread,
-//! readv or io_uring), `process_vm_readv`/`writev`, a ptrace peek or poke. The lock's caller is
-//! told from the kernel stack (`SYMBOLS.reach_code`): `ps` reading a holder's `cmdline` also
-//! takes it and is no harvest. A refused reader is killed here, before the copy: the kernel's
-//! page walk stops at a pending SIGKILL, so not a byte reaches it. A process that takes no
-//! other process's mmap lock pays the tracepoint and one read of its own `mm`.
+//! tp_btf `mmap_lock_start_locking` (`TP_PROTO(mm, write)`, Linux 6.13+; the loader checks the
+//! prototype in BTF, and needs `mm_struct::owner`, `CONFIG_MEMCG`, and the kernel's function
+//! addresses): every copy from another process's memory takes that address space's mmap lock
+//! first, whatever the route: a read of `/proc/PID/environ` or `mem` (also under
+//! `/proc/PID/task/TID/`, by read, pread, readv or io_uring), `process_vm_readv`/`writev`, a ptrace
+//! peek or poke. The lock's caller is told from the kernel stack (`SYMBOLS.reach_code`): `ps`
+//! reading a holder's `cmdline` also takes it and is no harvest. A refused reader is killed here,
+//! before the copy: the kernel's page walk stops at a pending SIGKILL, so not a byte reaches it. A
+//! process that takes no other process's mmap lock pays the tracepoint and one read of its own
+//! `mm`.
 //!
-//! tp_btf `sched_switch` (Linux 5.5+): a holder stopping for a ptrace tracer, which any use of an
-//! attach (registers, memory, a hijacked resume) must wait for; reported with the tracer as the
-//! actor, once per tracer and tracee, for the daemon to judge. Costs one compare per context
+//! tp_btf `sched_switch` (`prev_state` argument: Linux 5.18+): a holder stopping for a ptrace
+//! tracer, which any use of an attach (registers, memory, a hijacked resume) must wait for;
+//! reported with the tracer as the actor, for the daemon to judge. Costs one compare per context
 //! switch.
 //!
-//! Both replace the syscall programs' `/proc` open, ptrace and `process_vm_readv` checks, which
-//! then stay detached while secrets are held. Never attached on the LSM and fmod_ret tiers,
-//! whose `file_open` and `ptrace_access_check` hooks refuse these before they happen.
+//! Reports that kill nothing are made once per (process, holder, route): a debugger peeking word
+//! by word would otherwise flood the ring buffer. Both programs replace the syscall programs'
+//! `/proc` open, ptrace and `process_vm_readv` checks. Never attached on the LSM and fmod_ret
+//! tiers, whose `file_open` and `ptrace_access_check` hooks refuse these before they happen.
 
 use aya_ebpf::{
     helpers::bpf_get_stack,
@@ -29,6 +31,7 @@ use aya_ebpf::{
 use monitor_common::{
     event::{harvest::{kind, HarvestBody}, kernel_action, EventKind},
     maps::{enforce, policy, InodeKey},
+    offsets::REACH_CODE_RANGES,
 };
 
 use crate::{
@@ -44,7 +47,7 @@ use crate::{
 static MEMORY_HOOKS: u32 = 0;
 
 /// The daemon's executable, set before load: another credwatch (a second daemon, `demo`) reads
-/// environments to scan them. Its reads are reported, never killed here; the daemon does not
+/// environments to scan them. Those reads are reported, never killed here; the daemon does not
 /// count them as harvests.
 #[unsafe(no_mangle)]
 static CREDWATCH_EXE: InodeKey = InodeKey { dev: 0, _pad: 0, ino: 0 };
@@ -64,10 +67,22 @@ const FRAMES: usize = 12;
 /// `__TASK_TRACED` (include/linux/sched.h): the state of a task stopped for its tracer.
 const TASK_TRACED: u32 = 0x8;
 
-/// The tracer each traced holder thread was last reported with, so that a tracer's every stop
-/// (a syscall-tracing strace stops twice per syscall) is not an event.
+/// A reach already reported: the process (by its start time too: pids are reused), the holder,
+/// the route.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Reach {
+    caller: u32,
+    target: u32,
+    kind: u32,
+    _pad: u32,
+    caller_start: u64,
+}
+
+/// Reaches reported without a kill; the least recently seen are forgotten first (and then
+/// reported again).
 #[map]
-static REPORTED_TRACERS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(1024, 0);
+static REPORTED: LruHashMap<Reach, u8> = LruHashMap::with_max_entries(4096, 0);
 
 /// `TP_PROTO(struct mm_struct *mm, bool write)`.
 #[btf_tracepoint(function = "mmap_lock_start_locking")]
@@ -89,17 +104,23 @@ pub fn mmap_lock_start_locking(ctx: BtfTracePointContext) -> i32 {
     };
     let tgid = ctx.tgid();
     // An exec locks the new image's mm, whose owner is the exec'ing process itself.
-    if target == tgid || tgid == daemon_tgid() || !is_holder(target) {
+    if target == tgid || tgid == daemon_tgid() || !is_holder(target) || same_task(tgid, target) {
         return 0;
     }
     let Some(route) = caller_route(&ctx) else {
         return 0;
     };
-    if refuses_harvest(tgid, target) && !runs_credwatch(current) {
-        kill_current();
+    let scan = route == kind::ENVIRON && runs_credwatch(current);
+    if refuses_harvest(tgid, target) && !scan && kill_current() {
         report_harvest(route, target, kernel_action::KILLED);
-    } else {
-        report_harvest(route, target, kernel_action::NONE);
+        return 0;
+    }
+    let Ok(caller_start) = current.process_start_time() else {
+        return 0;
+    };
+    let reach = Reach { caller: tgid, target, kind: route, _pad: 0, caller_start };
+    if !reported(&reach) {
+        report_once(current, &reach);
     }
     0
 }
@@ -112,7 +133,7 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let tracee = Task::from_arg(ctx.arg(1));
-    let (Ok(thread), Ok(target)) = (tracee.pid(), tracee.tgid()) else {
+    let Ok(target) = tracee.tgid() else {
         return 0;
     };
     if !is_holder(target) || !tracee.traced() {
@@ -121,31 +142,51 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     let Ok(tracer) = tracee.parent() else {
         return 0;
     };
-    let Ok(tracer_tgid) = tracer.tgid() else {
+    let (Ok(caller), Ok(caller_start)) = (tracer.tgid(), tracer.process_start_time()) else {
         return 0;
     };
-    if tracer_tgid == target || tracer_tgid == daemon_tgid() {
+    if caller == target || caller == daemon_tgid() || same_task(caller, target) {
         return 0;
     }
-    // SAFETY: the value is copied out at once.
-    if unsafe { REPORTED_TRACERS.get(&thread) }.is_some_and(|&reported| reported == tracer_tgid) {
-        return 0;
+    let reach = Reach { caller, target, kind: kind::PTRACE, _pad: 0, caller_start };
+    if !reported(&reach) {
+        report_once(tracer, &reach);
     }
-    let _ = REPORTED_TRACERS.insert(&thread, &tracer_tgid, 0);
-    let Some(mut entry) = reserve_about::<HarvestBody>(tracer, EventKind::Harvest) else {
-        return 0;
+    0
+}
+
+/// Whether both processes are members of one task: the engine ignores a reach within a task.
+#[inline(always)]
+fn same_task(caller: u32, target: u32) -> bool {
+    // SAFETY: plain values copied out.
+    let (caller_task, target_task) = unsafe { (TASK_OF.get(&caller).copied(), TASK_OF.get(&target).copied()) };
+    caller_task.is_some_and(|task| task != 0 && Some(task) == target_task)
+}
+
+#[inline(always)]
+fn reported(reach: &Reach) -> bool {
+    // SAFETY: the value is not read.
+    unsafe { REPORTED.get(reach) }.is_some()
+}
+
+/// Reports `reach` by `actor` and remembers it, once the record is reserved: a reach lost to a
+/// full ring buffer (counted) is reported at its next lock.
+#[inline(always)]
+fn report_once(actor: Task, reach: &Reach) {
+    let Some(mut entry) = reserve_about::<HarvestBody>(actor, EventKind::Harvest) else {
+        return;
     };
     // SAFETY: reserved record of the right size.
     unsafe {
         (&raw mut (*entry.as_mut_ptr()).body).write(HarvestBody {
-            kind: kind::PTRACE,
-            target,
+            kind: reach.kind,
+            target: reach.target,
             action: kernel_action::NONE,
             _pad: 0,
         });
     }
     entry.submit(0);
-    0
+    let _ = REPORTED.insert(reach, &1, 0);
 }
 
 /// Whether `task` runs the daemon's executable.
@@ -167,13 +208,16 @@ fn caller_route(ctx: &BtfTracePointContext) -> Option<u32> {
     if len <= 0 {
         return None;
     }
-    let code = reach_code();
     let filled = (len as usize / 8).min(FRAMES);
-    for (index, &frame) in frames.iter().enumerate() {
-        if index >= filled {
+    for slot in 0..REACH_CODE_RANGES {
+        let range = reach_code(slot);
+        if range.start == 0 {
             break;
         }
-        for range in code.iter() {
+        for (index, &frame) in frames.iter().enumerate() {
+            if index >= filled {
+                break;
+            }
             if frame > range.start && frame <= range.end {
                 return Some(range.kind);
             }

@@ -83,7 +83,7 @@ pub mod flags {
 /// What the kernel did about an event before reporting it.
 pub mod kernel_action {
     pub const NONE: u32 = 0;
-    /// SIGKILL sent at syscall exit.
+    /// SIGKILL sent in the kernel: at syscall exit, or before a copy out of a holder's memory.
     pub const KILLED: u32 = 1;
     /// Refused by an LSM hook.
     pub const DENIED: u32 = 2;

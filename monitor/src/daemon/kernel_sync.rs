@@ -130,10 +130,10 @@ pub fn apply(effects: &[Effect], maps: &mut KernelMaps, files: &mut WatchedFiles
     }
 }
 
-/// What the kernel kills or refuses, from the per-rule actions: uses of bound secret files on
-/// every tier; on the LSM and fmod_ret tiers, reaching into a secret holder from outside its task when
-/// environ_harvest kills or denies, and a holder's connect outside its task's allowlist when
-/// unexpected_destination does.
+/// What the kernel kills or refuses, from the per-rule actions: uses of bound secret files;
+/// reaching into a secret holder from outside its task when environ_harvest kills or denies
+/// (refused by the security hooks, killed by the base tier's memory hooks); and a holder's connect
+/// outside its task's allowlist when unexpected_destination does.
 pub fn set_enforcement(maps: &mut KernelMaps, plan: &ActionPlan) {
     let files_bits = |applies: &dyn Fn(Rule) -> bool| {
         let bit = |rule, bit| if applies(rule) { bit } else { policy::REPORT };

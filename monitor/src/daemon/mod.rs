@@ -446,7 +446,8 @@ impl Daemon {
                     open.resolved_path = self.watched.path(open.secret).unwrap_or_default().to_owned();
                 }
                 // Another credwatch (a second daemon, `demo`) reads environments to scan them:
-                // that is never a harvest. The kernel still refuses what the rules deny.
+                // that is never a harvest. The security hooks still refuse what the rules deny;
+                // the memory hooks leave its environment reads alone, but not its other reaches.
                 EventKind::Harvest(_) if procfs::runs_executable(event.process, self.own_executable) => {
                     self.counters.harvests_by_credwatch += 1;
                     continue;

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::sensors::{btf::Btf, cgroup, file_guard, kallsyms, tls};
+use crate::sensors::{btf::Btf, cgroup, file_guard, kallsyms, memory_hooks, offsets, tls};
 
 /// One of those sensors, as found on this host.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -46,23 +46,24 @@ pub fn probe() -> Vec<BaseSensorCheck> {
             detail: "cgroup v2 is not mounted: connects are watched at sys_enter, and not refused".into(),
         },
     };
-    let owner = Btf::from_sys_fs().map_err(|error| error.to_string()).and_then(|btf| {
-        btf.member_offset("mm_struct", "owner").map_err(|_| "kernel BTF has no mm_struct.owner (CONFIG_MEMCG)".to_owned())
+    let unfit = Btf::from_sys_fs().map_err(|error| error.to_string()).and_then(|btf| {
+        let offsets = offsets::resolve(&btf).map_err(|error| error.to_string())?;
+        let symbols = kallsyms::resolve().map_err(|error| error.to_string())?;
+        memory_hooks::unfit(&btf, &offsets, &symbols).map_or(Ok(()), Err)
     });
-    let memory = match (owner, kallsyms::resolve()) {
-        (Ok(_), Ok(_)) => BaseSensorCheck {
+    let memory = match unfit {
+        Ok(()) => BaseSensorCheck {
             sensor: "memory_hooks",
             available: true,
-            detail: "mm_struct.owner in BTF and the functions that copy another process's memory in /proc/kallsyms: run                      attaches tp_btf mmap_lock_start_locking and sched_switch (where the tp_btf hook above works) and                      leaves no syscall program to secret holders"
+            detail: "mm_struct.owner in BTF, the tracepoints' arguments as read, and the functions that copy another \
+                     process's memory in /proc/kallsyms: run attaches tp_btf mmap_lock_start_locking and sched_switch \
+                     (where the tp_btf hook above works); with the socket hooks, no syscall program serves secret holders"
                 .into(),
         },
-        (owner, symbols) => BaseSensorCheck {
+        Err(reason) => BaseSensorCheck {
             sensor: "memory_hooks",
             available: false,
-            detail: format!(
-                "{}: reaches into secret holders are watched at the syscalls, attached while any process holds a secret",
-                owner.err().or_else(|| symbols.err().map(|error| error.to_string())).unwrap_or_default()
-            ),
+            detail: format!("{reason}: reaches into secret holders are watched at the syscalls, attached while any process holds a secret"),
         },
     };
     let libraries: Vec<String> = tls::LIBRARIES

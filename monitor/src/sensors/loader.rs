@@ -25,6 +25,7 @@ use super::{
     loss::LossCounts,
     kallsyms,
     maps::{self, KernelMaps},
+    memory_hooks,
     offsets::{resolve, OffsetError},
     sizes::MapSizes,
 };
@@ -43,14 +44,6 @@ const RAW_TRACEPOINTS: [(&str, &str); 5] = [
     ("sched_process_exit", "raw_tracepoint/sched_process_exit"),
     ("sys_enter", "raw_tracepoint/sys_enter"),
     ("sys_exit", "raw_tracepoint/sys_exit"),
-];
-
-/// tp_btf programs of the tracepoint tier that see reaches into secret holders off the syscall
-/// path (`monitor-ebpf/src/harvest.rs`): each is named after its tracepoint; the second name
-/// labels it in metrics.
-const MEMORY_HOOKS: [(&str, &str); 2] = [
-    ("mmap_lock_start_locking", "tp_btf/mmap_lock_start_locking"),
-    ("sched_switch", "tp_btf/sched_switch"),
 ];
 
 /// LSM hooks of the LSM tier (`monitor-ebpf/src/lsm.rs`): each program is named after its hook;
@@ -248,33 +241,33 @@ impl Sensors {
             tls,
             memory_hooks,
         } = options;
-        let offsets = resolve(&Btf::from_sys_fs()?)?;
+        let btf = Btf::from_sys_fs()?;
+        let offsets = resolve(&btf)?;
         let mut gaps = Vec::new();
-        let symbols = kallsyms::resolve();
-        if let Err(error) = &symbols {
-            gaps.push(SensorGap { capability: "harvest:proc_open", reason: error.to_string() });
-        }
+        let resolved = kallsyms::resolve();
         // Off the syscall path where the kernel has what they read; else the syscall programs
         // see reaches into holders, attached while any process holds a secret.
-        let memory_hooks = match (&symbols, memory_hooks) {
+        let unfit = match &resolved {
+            Err(error) => {
+                gaps.push(SensorGap { capability: "harvest:proc_open", reason: error.to_string() });
+                Some(error.to_string())
+            }
+            Ok(resolved) => memory_hooks::unfit(&btf, &offsets, resolved),
+        };
+        let memory_hooks = match (unfit, memory_hooks) {
             _ if tier.has_security_hooks() => false,
             (_, false) => {
                 let reason = "refused at load or attach (see the log)".into();
                 gaps.push(SensorGap { capability: "harvest:memory_hooks", reason });
                 false
             }
-            (Err(error), true) => {
-                gaps.push(SensorGap { capability: "harvest:memory_hooks", reason: error.to_string() });
-                false
-            }
-            (Ok(_), true) if offsets.mm_owner == 0 => {
-                let reason = "kernel BTF has no mm_struct.owner (CONFIG_MEMCG)".into();
+            (Some(reason), true) => {
                 gaps.push(SensorGap { capability: "harvest:memory_hooks", reason });
                 false
             }
-            (Ok(_), true) => true,
+            (None, true) => true,
         };
-        let symbols = symbols.unwrap_or_default();
+        let symbols = resolved.map(|resolved| resolved.symbols).unwrap_or_default();
         let ignored_tgid = ignored_tgid.unwrap_or(0);
         let security_hooks = u32::from(tier.has_security_hooks());
         // The cgroup hooks take connects and datagram sends off the syscall path where cgroup v2
@@ -337,7 +330,7 @@ impl Sensors {
         }
         if memory_hooks {
             let btf = aya::Btf::from_sys_fs().map_err(|error| SensorError::MemoryHooks { name: "btf", source: error.into() })?;
-            for (name, _) in MEMORY_HOOKS {
+            for (name, _, _) in memory_hooks::PROGRAMS {
                 let program: &mut BtfTracePoint = program_mut(&mut ebpf, name)?;
                 let refused = |source: ProgramError| SensorError::MemoryHooks { name, source: source.into() };
                 program.load(name, &btf).map_err(refused)?;
@@ -569,14 +562,14 @@ impl Sensors {
             (true, true) => &SOCKET_HOOKS[SENDMSG_HOOKS],
         };
         let guard = self.guard.as_ref().map(|_| FILE_GUARD);
-        let memory: &[(&str, &str)] = if self.memory_hooks { &MEMORY_HOOKS } else { &[] };
+        let memory: &[(&str, &str, usize)] = if self.memory_hooks { &memory_hooks::PROGRAMS } else { &[] };
         RAW_TRACEPOINTS
             .iter()
-            .chain(memory)
             .chain(sockets)
             .chain(lsm)
             .map(|&(_, label)| label)
             .chain(fmod_ret.iter().map(|&(_, _, label)| label))
+            .chain(memory.iter().map(|&(_, label, _)| label))
             .chain(guard)
             .chain(self.tls_hooks.iter().copied())
     }

@@ -1,5 +1,6 @@
 //! The maps the daemon writes for the kernel: watched inodes, task membership, secret holders,
-//! kill verdicts, and what the security hooks refuse (harvests, connects outside a task's allowlist).
+//! kill verdicts, and what the kernel refuses or kills (harvests, connects outside a task's
+//! allowlist).
 
 use std::collections::{HashMap as StdHashMap, HashSet};
 
@@ -201,9 +202,10 @@ impl KernelMaps {
     }
 
     /// What the kernel kills or refuses, as `monitor_common::maps::policy` bits: `files_policy`
-    /// for uses of bound secret files (every tier), of which `files_kill` kill (file guard); on the LSM and fmod_ret tiers only, `harvest_policy` for
-    /// reaching into a secret holder of another task, and whether a holder's connect outside its
-    /// task's allowlist is refused.
+    /// for uses of bound secret files (every tier), of which `files_kill` kill (file guard);
+    /// `harvest_policy` for reaching into a secret holder of another task (the security hooks
+    /// refuse it, the memory hooks kill it); and whether a holder's connect outside its task's
+    /// allowlist is refused.
     pub fn set_enforcement(
         &mut self,
         files_policy: u32,

@@ -11,6 +11,7 @@ pub mod known_gaps;
 mod loader;
 pub mod loss;
 pub mod maps;
+pub mod memory_hooks;
 mod named_path;
 pub mod offsets;
 pub mod sizes;
