@@ -44,9 +44,12 @@ async fn a_holder_needs_no_syscall_program_and_its_harvest_is_seen_off_the_sysca
     assert!(!has("files:io_uring_open"), "the file guard sees io_uring opens: {gaps:?}");
     assert_eq!(daemon.scrape("credwatch_sensor_gaps{capability=\"files:mmap_of_earlier_fd\"}"), 1);
 
-    // The memory hooks run instead, on tracepoints off the syscall path.
-    assert_eq!(daemon.scrape("credwatch_sensor_info{hook=\"tp_btf/mmap_lock_start_locking\","), 1);
-    assert_eq!(daemon.scrape("credwatch_sensor_info{hook=\"tp_btf/sched_switch\","), 1);
+    // Nor the memory hooks, which only a holder needs.
+    let memory_hooks = |daemon: &RunningDaemon| {
+        ["tp_btf/mmap_lock_start_locking", "tp_btf/sched_switch"]
+            .map(|hook| daemon.scrape(&format!("credwatch_sensor_info{{hook=\"{hook}\",")))
+    };
+    assert_eq!(memory_hooks(&daemon), [0, 0]);
 
     // A task's root reads its secret and stays: a holder, and still no syscall program.
     let holder = Gated::spawn("exec 3<.aws/credentials; exec sleep 60", &home, &[]);
@@ -57,6 +60,12 @@ async fn a_holder_needs_no_syscall_program_and_its_harvest_is_seen_off_the_sysca
     wait_for_comm(holder_pid, "sleep");
     daemon.settle().await;
     assert!(!attached(&daemon).await, "a holder, and no syscall program");
+    // The memory hooks were attached before the holding; the metrics follow on the daemon's tick.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while memory_hooks(&daemon) != [1, 1] {
+        assert!(Instant::now() < deadline, "the memory hooks are not attached for a holder");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // A process in no task reaches into the holder's environment: seen by the memory hooks.
     let harvester = Gated::spawn(&format!("exec cat /proc/{holder_pid}/environ >/dev/null"), &home, &[]);
@@ -67,8 +76,14 @@ async fn a_holder_needs_no_syscall_program_and_its_harvest_is_seen_off_the_sysca
         .await;
     assert!(!attached(&daemon).await, "seen without a syscall program");
 
+    // The holder is gone: nothing held, everything detached again.
     // SAFETY: signalling the test's own child.
     unsafe { libc::kill(holder_pid as i32, libc::SIGKILL) };
     holding.join().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while memory_hooks(&daemon) != [0, 0] {
+        assert!(Instant::now() < deadline, "the memory hooks stay attached with no holder");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     daemon.stop().await;
 }

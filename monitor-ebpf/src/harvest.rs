@@ -16,6 +16,7 @@
 //! reported with the tracer as the actor, for the daemon to judge. Costs one compare per context
 //! switch.
 //!
+//! Attached only while a process holds a secret (`monitor/src/sensors/syscall_hooks.rs`).
 //! Reports that kill nothing are made once per (process, holder, route): a debugger peeking word
 //! by word would otherwise flood the ring buffer. Both programs replace the syscall programs'
 //! `/proc` open, ptrace and `process_vm_readv` checks. Never attached on the LSM and fmod_ret

@@ -579,8 +579,7 @@ impl Daemon {
     /// Detaches the syscall programs when nothing needs them, and says which way they are.
     fn relax_syscall_hooks(&mut self) {
         let tier = self.tier.to_string();
-        for (program, attached) in self.sensors.relax_syscall_hooks() {
-            let hook = format!("raw_tracepoint/{program}");
+        for (hook, attached) in self.sensors.relax_syscall_hooks() {
             self.metrics.sensor_info.with_label_values(&[&tier, &hook]).set(i64::from(attached));
         }
     }

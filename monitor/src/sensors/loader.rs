@@ -333,8 +333,8 @@ impl Sensors {
             for (name, _, _) in memory_hooks::PROGRAMS {
                 let program: &mut BtfTracePoint = program_mut(&mut ebpf, name)?;
                 let refused = |source: ProgramError| SensorError::MemoryHooks { name, source: source.into() };
+                // Attached by `SyscallHooks` while any process holds a secret.
                 program.load(name, &btf).map_err(refused)?;
-                program.attach().map_err(refused)?;
             }
         }
         if let Some(root) = &cgroup_root {
@@ -396,7 +396,8 @@ impl Sensors {
         // for reaches into them without the memory hooks.
         let holders_watched_elsewhere = memory_hooks && cgroup_root.is_some();
         let serves_holders = !(tier.has_security_hooks() || holders_watched_elsewhere);
-        let syscall_hooks = SyscallHooks::new(ebpf, syscall_programs, serves_holders);
+        let memory_programs: &[&str] = if memory_hooks { &memory_hooks::NAMES } else { &[] };
+        let syscall_hooks = SyscallHooks::new(ebpf, syscall_programs, serves_holders, memory_programs);
         let guard = guard_maps.and_then(|maps| match FileGuard::start(maps, ignored_tgid, syscall_hooks.clone()) {
             Ok(started) => Some(started),
             Err(error) => {
@@ -426,6 +427,14 @@ impl Sensors {
         let (events, decisions) = unsafe { (AsyncFd::register(events), AsyncFd::register(decisions)) };
         let events = events.map_err(|error| SensorError::Poll(error.into()))?;
         let decisions = decisions.map_err(|error| SensorError::Poll(error.into()))?;
+        drop(btf);
+        // The kernel's BTF, parsed twice (offsets; aya's, for the tp_btf and LSM programs), is
+        // freed by now, in holes glibc would keep resident (measured: 26 MiB). Hand them back.
+        #[cfg(target_env = "gnu")]
+        // SAFETY: no preconditions.
+        unsafe {
+            libc::malloc_trim(0)
+        };
         Ok(Self {
             events,
             decisions,
@@ -574,11 +583,16 @@ impl Sensors {
             .chain(self.tls_hooks.iter().copied())
     }
 
-    /// Detaches the syscall programs if nothing needs them any more (see `syscall_hooks`);
-    /// returns whether each is attached.
-    pub fn relax_syscall_hooks(&self) -> [(&'static str, bool); syscall_hooks::PROGRAMS.len()] {
+    /// Detaches the syscall programs and the memory hooks if nothing needs them any more (see
+    /// `syscall_hooks`); returns whether each is attached, by its label in metrics.
+    pub fn relax_syscall_hooks(&self) -> Vec<(String, bool)> {
         let serves_holders = self.syscall_hooks.serves_holders();
-        let idle = || if serves_holders { self.maps.holds_nothing() } else { !self.maps.verdicts_pending() };
+        let idle = || {
+            let holds_no_secret = self.maps.holds_no_secret();
+            let verdicts_pending = self.maps.verdicts_pending();
+            let syscall_idle = !verdicts_pending && (holds_no_secret || !serves_holders);
+            (syscall_idle, holds_no_secret)
+        };
         if let Err((name, error)) = self.syscall_hooks.relax(idle) {
             tracing::warn!(program = name, %error, "cannot detach a syscall program");
         }

@@ -132,8 +132,8 @@ impl KernelMaps {
 
     /// Marks process `tgid` as holding a secret, so its connects are reported.
     pub fn hold(&mut self, tgid: u32) -> Result<(), MapError> {
-        if self.syscall_hooks.as_ref().is_some_and(SyscallHooks::serves_holders) {
-            self.need_syscall_hooks(false);
+        if let Some(Err((program, error))) = self.syscall_hooks.as_ref().map(SyscallHooks::before_holding) {
+            tracing::warn!(program, %error, "cannot attach a program that watches secret holders");
         }
         let result = self.holders.insert(tgid, 1, 0);
         self.counted(written::HOLDERS, result)
@@ -182,10 +182,9 @@ impl KernelMaps {
         }
     }
 
-    /// Whether no process holds a secret and no verdict is pending: the syscall programs have
-    /// nothing to do.
-    pub fn holds_nothing(&self) -> bool {
-        !self.verdicts_pending() && self.holders.keys().next().is_none()
+    /// Whether no process holds a secret.
+    pub fn holds_no_secret(&self) -> bool {
+        self.holders.keys().next().is_none()
     }
 
     /// Whether a kill verdict waits for its process's next syscall.

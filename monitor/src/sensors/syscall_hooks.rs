@@ -1,5 +1,9 @@
-//! The raw `sys_enter`/`sys_exit` programs, attached only while there is something for them to
-//! protect, where the file guard runs or the security hooks are attached.
+//! The raw `sys_enter`/`sys_exit` programs and the memory hooks, attached only while there is
+//! something for them to protect, where the file guard runs or the security hooks are attached.
+//!
+//! The memory hooks (`harvest.rs`) matter only for a secret holder: they are attached before the
+//! first holding is recorded and detached once no process holds a secret (where the syscall
+//! programs are pinned, with them: the kernel then records holdings itself).
 //!
 //! They put every syscall of every process on the kernel's slow path. Once the file guard decides
 //! secret files, the cgroup hooks see connects and the memory hooks (`harvest.rs`) see reaches
@@ -21,7 +25,10 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use aya::{
-    programs::{raw_trace_point::RawTracePointLinkId, ProgramError, RawTracePoint},
+    programs::{
+        raw_trace_point::RawTracePointLinkId, tp_btf::BtfTracePointLinkId, BtfTracePoint, ProgramError,
+        RawTracePoint,
+    },
     Ebpf,
 };
 
@@ -44,18 +51,35 @@ struct Hooks {
     serves_holders: bool,
     /// The programs' links while attached.
     links: Vec<(&'static str, RawTracePointLinkId)>,
+    /// The memory hooks loaded (none where they cannot run), with their links while attached.
+    memory: &'static [&'static str],
+    memory_links: Vec<(&'static str, BtfTracePointLinkId)>,
     /// Never detached: no guard, no socket hooks beside the security hooks, or an inode the guard
     /// could not mark.
     pinned: bool,
 }
 
 impl SyscallHooks {
-    /// Takes the loaded sensors, the syscall programs detached; `programs` are those to attach.
-    pub(super) fn new(ebpf: Ebpf, programs: &'static [&'static str], serves_holders: bool) -> Self {
-        Self(Arc::new(Mutex::new(Hooks { ebpf, programs, serves_holders, links: Vec::new(), pinned: false })))
+    /// Takes the loaded sensors, every program here detached; `programs` are the syscall programs
+    /// to attach, `memory` the memory hooks loaded.
+    pub(super) fn new(
+        ebpf: Ebpf,
+        programs: &'static [&'static str],
+        serves_holders: bool,
+        memory: &'static [&'static str],
+    ) -> Self {
+        Self(Arc::new(Mutex::new(Hooks {
+            ebpf,
+            programs,
+            serves_holders,
+            links: Vec::new(),
+            memory,
+            memory_links: Vec::new(),
+            pinned: false,
+        })))
     }
 
-    /// Whether secret holders need the programs, or only pending verdicts do.
+    /// Whether secret holders need the syscall programs, or only pending verdicts do.
     pub fn serves_holders(&self) -> bool {
         self.lock().serves_holders
     }
@@ -64,62 +88,103 @@ impl SyscallHooks {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Attaches the programs if they are not: call before recording a holder or a verdict.
+    /// Attaches the syscall programs if they are not: call before recording a verdict.
     pub fn ensure(&self) -> Result<(), (&'static str, ProgramError)> {
-        let mut hooks = self.lock();
-        for &name in hooks.programs {
-            if hooks.links.iter().any(|&(attached, _)| attached == name) {
-                continue;
-            }
-            let link = program(&mut hooks.ebpf, name)?.attach(name).map_err(|error| (name, error))?;
-            hooks.links.push((name, link));
-        }
-        Ok(())
+        self.lock().attach_syscall()
     }
 
-    /// Attaches the programs before a holding is recorded, if holders need them.
+    /// Attaches what sees reaches into holders (the memory hooks, the syscall programs where
+    /// holders need them), before a holding is recorded.
     pub fn before_holding(&self) -> Result<(), (&'static str, ProgramError)> {
-        if self.serves_holders() {
-            self.ensure()
-        } else {
-            Ok(())
+        let mut hooks = self.lock();
+        if hooks.serves_holders {
+            hooks.attach_syscall()?;
         }
+        hooks.attach_memory()
     }
 
-    /// Keeps the programs attached for good (an inode only they watch).
+    /// Keeps every program here attached for good (an inode only the syscall programs watch,
+    /// whose holders the kernel records itself).
     pub fn pin(&self) -> Result<(), (&'static str, ProgramError)> {
-        self.ensure()?;
-        self.lock().pinned = true;
+        let mut hooks = self.lock();
+        hooks.attach_syscall()?;
+        hooks.attach_memory()?;
+        hooks.pinned = true;
         Ok(())
     }
 
-    /// Detaches the programs if they may be and `idle` (asked under the lock, so no holding is
-    /// recorded meanwhile) says nothing needs them.
-    pub fn relax(&self, idle: impl FnOnce() -> bool) -> Result<(), (&'static str, ProgramError)> {
+    /// Detaches what nothing needs any more, unless pinned; `idle` (asked under the lock, so no
+    /// holding is recorded meanwhile) says whether the syscall programs and the memory hooks are
+    /// idle.
+    pub fn relax(&self, idle: impl FnOnce() -> (bool, bool)) -> Result<(), (&'static str, ProgramError)> {
         let mut hooks = self.lock();
-        if hooks.links.is_empty() || hooks.pinned || !idle() {
+        if hooks.pinned || (hooks.links.is_empty() && hooks.memory_links.is_empty()) {
             return Ok(());
         }
-        let Hooks { ebpf, links, .. } = &mut *hooks;
-        for (name, link) in links.drain(..) {
-            program(ebpf, name)?.detach(link).map_err(|error| (name, error))?;
+        let (syscall_idle, memory_idle) = idle();
+        let Hooks { ebpf, links, memory_links, .. } = &mut *hooks;
+        if syscall_idle {
+            for (name, link) in links.drain(..) {
+                program::<RawTracePoint>(ebpf, name)?.detach(link).map_err(|error| (name, error))?;
+            }
+        }
+        if memory_idle {
+            for (name, link) in memory_links.drain(..) {
+                program::<BtfTracePoint>(ebpf, name)?.detach(link).map_err(|error| (name, error))?;
+            }
         }
         Ok(())
     }
 
-    /// Each of [`PROGRAMS`], and whether it is attached.
-    pub fn states(&self) -> [(&'static str, bool); PROGRAMS.len()] {
+    /// Each of [`PROGRAMS`] and of the memory hooks, labelled as in metrics, and whether it is
+    /// attached.
+    pub fn states(&self) -> Vec<(String, bool)> {
         let hooks = self.lock();
-        PROGRAMS.map(|name| (name, hooks.links.iter().any(|&(attached, _)| attached == name)))
+        let syscall = PROGRAMS
+            .iter()
+            .map(|&name| (format!("raw_tracepoint/{name}"), hooks.links.iter().any(|&(attached, _)| attached == name)));
+        let memory = hooks
+            .memory
+            .iter()
+            .map(|&name| (format!("tp_btf/{name}"), hooks.memory_links.iter().any(|&(attached, _)| attached == name)));
+        syscall.chain(memory).collect()
     }
 
+    /// Whether the syscall programs are attached.
     pub fn attached(&self) -> bool {
         let hooks = self.lock();
         hooks.links.len() == hooks.programs.len()
     }
 }
 
-fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut RawTracePoint, (&'static str, ProgramError)> {
+impl Hooks {
+    fn attach_syscall(&mut self) -> Result<(), (&'static str, ProgramError)> {
+        for &name in self.programs {
+            if self.links.iter().any(|&(attached, _)| attached == name) {
+                continue;
+            }
+            let link = program::<RawTracePoint>(&mut self.ebpf, name)?.attach(name).map_err(|error| (name, error))?;
+            self.links.push((name, link));
+        }
+        Ok(())
+    }
+
+    fn attach_memory(&mut self) -> Result<(), (&'static str, ProgramError)> {
+        for &name in self.memory {
+            if self.memory_links.iter().any(|&(attached, _)| attached == name) {
+                continue;
+            }
+            let link = program::<BtfTracePoint>(&mut self.ebpf, name)?.attach().map_err(|error| (name, error))?;
+            self.memory_links.push((name, link));
+        }
+        Ok(())
+    }
+}
+
+fn program<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, (&'static str, ProgramError)>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
     ebpf.program_mut(name)
         .ok_or((name, ProgramError::NotLoaded))?
         .try_into()
