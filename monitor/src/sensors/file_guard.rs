@@ -370,11 +370,13 @@ impl Decider {
         };
         let event = report.then(|| self.event(&request, inode, watched, caller_task, action, opened));
         if !refused {
-            // Where the syscall programs see a holder's harvest, they are attached before it holds.
-            if let Err((program, error)) = self.syscall_hooks.before_holding() {
-                tracing::warn!(program, %error, "cannot attach a syscall program");
+            // What sees a holder's harvest is attached before it holds.
+            let holders = &mut self.maps.holders;
+            let (inserted, attached) = self.syscall_hooks.record_holding(|| holders.insert(request.tgid, 1, 0));
+            if let Err((program, error)) = attached {
+                tracing::warn!(program, %error, "cannot attach a program that watches secret holders");
             }
-            if self.maps.holders.insert(request.tgid, 1, 0).is_err() {
+            if inserted.is_err() {
                 self.counters.holder_writes_failed.fetch_add(1, Ordering::Relaxed);
             }
         }

@@ -130,12 +130,20 @@ impl KernelMaps {
         ignore_missing(self.task_of.remove(&tgid))
     }
 
-    /// Marks process `tgid` as holding a secret, so its connects are reported.
+    /// Marks process `tgid` as holding a secret, so that its connects and reaches into it are
+    /// seen.
     pub fn hold(&mut self, tgid: u32) -> Result<(), MapError> {
-        if let Some(Err((program, error))) = self.syscall_hooks.as_ref().map(SyscallHooks::before_holding) {
-            tracing::warn!(program, %error, "cannot attach a program that watches secret holders");
-        }
-        let result = self.holders.insert(tgid, 1, 0);
+        let Self { syscall_hooks, holders, .. } = self;
+        let result = match syscall_hooks {
+            Some(hooks) => {
+                let (result, attached) = hooks.record_holding(|| holders.insert(tgid, 1, 0));
+                if let Err((program, error)) = attached {
+                    tracing::warn!(program, %error, "cannot attach a program that watches secret holders");
+                }
+                result
+            }
+            None => holders.insert(tgid, 1, 0),
+        };
         self.counted(written::HOLDERS, result)
     }
 

@@ -13,7 +13,7 @@
 //! too (a harvest of a holder's environment or memory by `/proc`, ptrace or `process_vm_readv`,
 //! its connects): they are then also attached before the first holder is recorded (by the guard
 //! before it lets the open through, by the daemon before its own write, both through
-//! [`SyscallHooks::before_holding`]) and detached once no process holds a secret. A holder's
+//! [`SyscallHooks::record_holding`]) and detached once no process holds a secret. A holder's
 //! children inherit its holding in the kernel, so no holder appears while they are detached.
 //! Without the guard, on the base tier, they stay attached.
 //!
@@ -93,14 +93,15 @@ impl SyscallHooks {
         self.lock().attach_syscall()
     }
 
-    /// Attaches what sees reaches into holders (the memory hooks, the syscall programs where
-    /// holders need them), before a holding is recorded.
-    pub fn before_holding(&self) -> Result<(), (&'static str, ProgramError)> {
+    /// Records a holding with `record`, after attaching what sees reaches into holders (the
+    /// memory hooks, and the syscall programs where holders need them), under the lock the tick
+    /// detaches under: they cannot be detached between the two. Returns what `record` did, and
+    /// whether attaching worked (a failure leaves the holding recorded all the same).
+    pub fn record_holding<T>(&self, record: impl FnOnce() -> T) -> (T, Result<(), (&'static str, ProgramError)>) {
         let mut hooks = self.lock();
-        if hooks.serves_holders {
-            hooks.attach_syscall()?;
-        }
-        hooks.attach_memory()
+        let attached = if hooks.serves_holders { hooks.attach_syscall() } else { Ok(()) };
+        let attached = attached.and_then(|()| hooks.attach_memory());
+        (record(), attached)
     }
 
     /// Keeps every program here attached for good (an inode only the syscall programs watch,
