@@ -25,12 +25,12 @@
 use aya_ebpf::{
     helpers::bpf_get_stack,
     macros::{btf_tracepoint, map},
-    maps::LruHashMap,
+    maps::{ring_buf::RingBufEntry, LruHashMap},
     programs::BtfTracePointContext,
     EbpfContext as _,
 };
 use monitor_common::{
-    event::{harvest::{kind, HarvestBody}, kernel_action, EventKind},
+    event::{harvest::{kind, HarvestBody}, kernel_action, Event, EventKind},
     maps::{enforce, policy, InodeKey},
     offsets::REACH_CODE_RANGES,
 };
@@ -174,19 +174,10 @@ fn reported(reach: &Reach) -> bool {
 /// full ring buffer (counted) is reported at its next lock.
 #[inline(always)]
 fn report_once(actor: Task, reach: &Reach) {
-    let Some(mut entry) = reserve_about::<HarvestBody>(actor, EventKind::Harvest) else {
+    let Some(entry) = reserve_about::<HarvestBody>(actor, EventKind::Harvest) else {
         return;
     };
-    // SAFETY: reserved record of the right size.
-    unsafe {
-        (&raw mut (*entry.as_mut_ptr()).body).write(HarvestBody {
-            kind: reach.kind,
-            target: reach.target,
-            action: kernel_action::NONE,
-            _pad: 0,
-        });
-    }
-    entry.submit(0);
+    submit(entry, reach.kind, reach.target, kernel_action::NONE);
     let _ = REPORTED.insert(reach, &1, 0);
 }
 
@@ -246,9 +237,15 @@ pub fn refuses_harvest(caller: u32, target: u32) -> bool {
 /// `kernel_action`.
 #[inline(always)]
 pub fn report_harvest(harvest_kind: u32, target: u32, action: u32) {
-    let Some(mut entry) = reserve_decided::<HarvestBody>(EventKind::Harvest, action) else {
+    let Some(entry) = reserve_decided::<HarvestBody>(EventKind::Harvest, action) else {
         return;
     };
+    submit(entry, harvest_kind, target, action);
+}
+
+/// Fills a reserved harvest record's body and submits it.
+#[inline(always)]
+fn submit(mut entry: RingBufEntry<Event<HarvestBody>>, harvest_kind: u32, target: u32, action: u32) {
     // SAFETY: reserved record of the right size.
     unsafe {
         (&raw mut (*entry.as_mut_ptr()).body).write(HarvestBody { kind: harvest_kind, target, action, _pad: 0 });

@@ -211,8 +211,6 @@ pub struct Sensors {
     guard: Option<FileGuard>,
     /// Whether the cgroup socket-address hooks are attached.
     socket_hooks: bool,
-    /// Whether the memory hooks are attached.
-    memory_hooks: bool,
     /// The TLS uprobes attached, by label.
     tls_hooks: Vec<&'static str>,
     /// The fmod_ret tier's programs, which aya does not own.
@@ -396,7 +394,7 @@ impl Sensors {
         // for reaches into them without the memory hooks.
         let holders_watched_elsewhere = memory_hooks && cgroup_root.is_some();
         let serves_holders = !(tier.has_security_hooks() || holders_watched_elsewhere);
-        let memory_programs: &[&str] = if memory_hooks { &memory_hooks::NAMES } else { &[] };
+        let memory_programs: &[(&str, &str, usize)] = if memory_hooks { &memory_hooks::PROGRAMS } else { &[] };
         let syscall_hooks = SyscallHooks::new(ebpf, syscall_programs, serves_holders, memory_programs);
         let guard = guard_maps.and_then(|maps| match FileGuard::start(maps, ignored_tgid, syscall_hooks.clone()) {
             Ok(started) => Some(started),
@@ -445,7 +443,6 @@ impl Sensors {
             lost,
             guard,
             socket_hooks: cgroup_root.is_some(),
-            memory_hooks,
             tls_hooks,
             _fmod_ret: fmod_ret,
             decode_errors: 0,
@@ -571,14 +568,13 @@ impl Sensors {
             (true, true) => &SOCKET_HOOKS[SENDMSG_HOOKS],
         };
         let guard = self.guard.as_ref().map(|_| FILE_GUARD);
-        let memory: &[(&str, &str, usize)] = if self.memory_hooks { &memory_hooks::PROGRAMS } else { &[] };
         RAW_TRACEPOINTS
             .iter()
             .chain(sockets)
             .chain(lsm)
             .map(|&(_, label)| label)
             .chain(fmod_ret.iter().map(|&(_, _, label)| label))
-            .chain(memory.iter().map(|&(_, label, _)| label))
+            .chain(self.syscall_hooks.memory_hooks().iter().map(|&(_, label, _)| label))
             .chain(guard)
             .chain(self.tls_hooks.iter().copied())
     }

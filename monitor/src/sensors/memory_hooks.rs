@@ -14,9 +14,6 @@ pub const PROGRAMS: [(&str, &str, usize); 2] = [
     ("sched_switch", "tp_btf/sched_switch", 4),
 ];
 
-/// The programs' names, as [`super::syscall_hooks::SyscallHooks`] attaches them.
-pub const NAMES: [&str; PROGRAMS.len()] = [PROGRAMS[0].0, PROGRAMS[1].0];
-
 /// Why the memory hooks cannot run on this kernel, if they cannot.
 pub fn unfit(btf: &Btf, offsets: &KernelOffsets, symbols: &Resolved) -> Option<String> {
     if offsets.mm_owner == 0 {

@@ -51,8 +51,9 @@ struct Hooks {
     serves_holders: bool,
     /// The programs' links while attached.
     links: Vec<(&'static str, RawTracePointLinkId)>,
-    /// The memory hooks loaded (none where they cannot run), with their links while attached.
-    memory: &'static [&'static str],
+    /// The memory hooks loaded (none where they cannot run; `memory_hooks::PROGRAMS`), with their
+    /// links while attached.
+    memory: &'static [(&'static str, &'static str, usize)],
     memory_links: Vec<(&'static str, BtfTracePointLinkId)>,
     /// Never detached: no guard, no socket hooks beside the security hooks, or an inode the guard
     /// could not mark.
@@ -66,7 +67,7 @@ impl SyscallHooks {
         ebpf: Ebpf,
         programs: &'static [&'static str],
         serves_holders: bool,
-        memory: &'static [&'static str],
+        memory: &'static [(&'static str, &'static str, usize)],
     ) -> Self {
         Self(Arc::new(Mutex::new(Hooks {
             ebpf,
@@ -147,8 +148,13 @@ impl SyscallHooks {
         let memory = hooks
             .memory
             .iter()
-            .map(|&name| (format!("tp_btf/{name}"), hooks.memory_links.iter().any(|&(attached, _)| attached == name)));
+            .map(|&(name, label, _)| (label.to_owned(), hooks.memory_links.iter().any(|&(attached, _)| attached == name)));
         syscall.chain(memory).collect()
+    }
+
+    /// The memory hooks loaded, as `memory_hooks::PROGRAMS`.
+    pub fn memory_hooks(&self) -> &'static [(&'static str, &'static str, usize)] {
+        self.lock().memory
     }
 
     /// Whether the syscall programs are attached.
@@ -171,7 +177,7 @@ impl Hooks {
     }
 
     fn attach_memory(&mut self) -> Result<(), (&'static str, ProgramError)> {
-        for &name in self.memory {
+        for &(name, _, _) in self.memory {
             if self.memory_links.iter().any(|&(attached, _)| attached == name) {
                 continue;
             }
