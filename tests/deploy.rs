@@ -194,11 +194,27 @@ async fn the_daemon_works_with_only_the_units_capabilities() {
     let mut request = TaskRequest::new("cgroup-rogue", rogue_pid);
     request.cgroup = Some(cgroup.path.display().to_string());
     daemon.client.start_task(&request).await.unwrap();
+    // A process that joined the task's cgroup after the task started, as nobody: no member the
+    // daemon knows of, so only the cgroup's kill can reach it.
+    let mut joined = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "sleep", "60"])
+        .spawn()
+        .unwrap();
+    cgroup.add(joined.id());
     assert_eq!(rogue.release().0.signal(), Some(9));
     let finding = daemon
         .finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["pid"] == rogue_pid)
         .await;
     assert_eq!(finding["actions"][0]["result"], "killed", "cgroup.kill: {finding:#}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let joined_status = loop {
+        if let Some(status) = joined.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "a process of the task's cgroup survived: cgroup.kill was not written");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(joined_status.signal(), Some(9), "{joined_status}");
     drop(owner);
     daemon.stop().await;
 }

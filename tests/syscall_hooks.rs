@@ -1,7 +1,7 @@
 //! The tracepoint tier's raw syscall programs are attached only while something needs them
 //! (`monitor/src/sensors/syscall_hooks.rs`): with the file guard, the cgroup hooks and the memory
-//! hooks, not even a secret holder does. The real daemon, real processes, and the daemon's own
-//! account of its hooks in `status`.
+//! hooks, not even a secret holder does. The real daemon, real processes, and the kernel's own
+//! account of the daemon's links, which the daemon's `status` and metrics must agree with.
 
 mod common;
 
@@ -15,16 +15,58 @@ use monitor::daemon::control::TaskRequest;
 /// these keys in its `[catalogue]` table.)
 const OWN_CATALOGUE: &str = "defaults = false\nfiles = [\"~/.aws/credentials\"]\nenv = [\"CWTEST_*\"]\n";
 
-async fn attached(daemon: &RunningDaemon) -> bool {
-    let status = daemon.client.status().await.unwrap();
-    status["kernel"]["syscall_hooks_attached"].as_bool().expect("status says whether the syscall programs are attached")
+/// The tracepoints the kernel runs the daemon's programs on, from its own account of the daemon's
+/// links (`/proc/PID/fdinfo`): raw tracepoint and tp_btf programs alike are raw tracepoint links.
+fn kernel_links(daemon: &RunningDaemon) -> Vec<String> {
+    let mut links = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{}/fdinfo", daemon.pid())).unwrap() {
+        // An fd closed since the listing has no fdinfo left.
+        let Ok(info) = std::fs::read_to_string(entry.unwrap().path()) else { continue };
+        let field = |name: &str| info.lines().find_map(|line| Some(line.strip_prefix(name)?.strip_prefix(':')?.trim()));
+        if field("link_type") == Some("raw_tracepoint") {
+            links.push(field("tp_name").expect("a raw tracepoint link names its tracepoint").to_owned());
+        }
+    }
+    links.sort();
+    links
 }
 
-/// Polls until the daemon's tick has made the programs `wanted` (10 s at most).
-async fn until_attached(daemon: &RunningDaemon, wanted: bool) {
+/// Whether the kernel runs one of the raw syscall programs for the daemon.
+fn syscall_programs_attached(daemon: &RunningDaemon) -> bool {
+    kernel_links(daemon).iter().any(|link| link == "sys_enter" || link == "sys_exit")
+}
+
+/// Which of the memory hooks the kernel runs for the daemon.
+fn memory_hooks_attached(daemon: &RunningDaemon) -> [bool; 2] {
+    let links = kernel_links(daemon);
+    ["mmap_lock_start_locking", "sched_switch"].map(|hook| links.iter().any(|link| link == hook))
+}
+
+/// What the daemon says of its hooks, in status and in the metrics: whether the syscall programs
+/// are attached, and which memory hooks.
+async fn daemon_account(daemon: &RunningDaemon) -> (bool, [bool; 2]) {
+    let status = daemon.client.status().await.unwrap();
+    let attached = status["kernel"]["syscall_hooks_attached"].as_bool().expect("status says whether the syscall programs are attached");
+    let memory_hooks = ["tp_btf/mmap_lock_start_locking", "tp_btf/sched_switch"]
+        .map(|hook| daemon.scrape(&format!("credwatch_sensor_info{{hook=\"{hook}\",")) == 1);
+    (attached, memory_hooks)
+}
+
+/// Polls (10 s at most) until `state` holds of the kernel's links, then until the daemon's
+/// account of them agrees with the kernel's (it follows on the daemon's 1 s tick).
+async fn until(daemon: &RunningDaemon, what: &str, state: impl Fn(&RunningDaemon) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while attached(daemon).await != wanted {
-        assert!(Instant::now() < deadline, "the syscall programs never became attached={wanted}");
+    while !state(daemon) {
+        assert!(Instant::now() < deadline, "never {what}: {:?}", kernel_links(daemon));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    loop {
+        let kernel = (syscall_programs_attached(daemon), memory_hooks_attached(daemon));
+        let said = daemon_account(daemon).await;
+        if said == kernel {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{what}: the daemon says {said:?}, the kernel {kernel:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -35,21 +77,16 @@ async fn a_holder_needs_no_syscall_program_and_its_harvest_is_seen_off_the_sysca
     let (secret, _) = daemon.plant(".aws/credentials");
     daemon.wait_watched(&secret);
     let home = daemon.home.path().to_owned();
-    // Nobody holds a secret: nothing on the syscall path.
-    until_attached(&daemon, false).await;
+    // Nobody holds a secret: nothing on the syscall path, nor the memory hooks, which only a
+    // holder needs.
+    let none = |daemon: &RunningDaemon| !syscall_programs_attached(daemon) && memory_hooks_attached(daemon) == [false, false];
+    until(&daemon, "detached", none).await;
     // What this tier cannot do is said, in status and in the metrics.
     let gaps = daemon.gaps().await;
     let has = |capability: &str| gaps.iter().any(|gap| gap == capability);
     assert!(has("files:mmap_of_earlier_fd") && has("self_protection"), "{gaps:?}");
     assert!(!has("files:io_uring_open"), "the file guard sees io_uring opens: {gaps:?}");
     assert_eq!(daemon.scrape("credwatch_sensor_gaps{capability=\"files:mmap_of_earlier_fd\"}"), 1);
-
-    // Nor the memory hooks, which only a holder needs.
-    let memory_hooks = |daemon: &RunningDaemon| {
-        ["tp_btf/mmap_lock_start_locking", "tp_btf/sched_switch"]
-            .map(|hook| daemon.scrape(&format!("credwatch_sensor_info{{hook=\"{hook}\",")))
-    };
-    assert_eq!(memory_hooks(&daemon), [0, 0]);
 
     // A task's root reads its secret and stays: a holder, and still no syscall program.
     let holder = Gated::spawn("exec 3<.aws/credentials; exec sleep 60", &home, &[]);
@@ -59,13 +96,10 @@ async fn a_holder_needs_no_syscall_program_and_its_harvest_is_seen_off_the_sysca
     let holding = std::thread::spawn(move || holder.release());
     wait_for_comm(holder_pid, "sleep");
     daemon.settle().await;
-    assert!(!attached(&daemon).await, "a holder, and no syscall program");
-    // The memory hooks were attached before the holding; the metrics follow on the daemon's tick.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while memory_hooks(&daemon) != [1, 1] {
-        assert!(Instant::now() < deadline, "the memory hooks are not attached for a holder");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The memory hooks were attached before the holding was recorded.
+    assert_eq!(memory_hooks_attached(&daemon), [true, true], "{:?}", kernel_links(&daemon));
+    assert!(!syscall_programs_attached(&daemon), "a holder, and no syscall program: {:?}", kernel_links(&daemon));
+    until(&daemon, "attached for the holder", |daemon| memory_hooks_attached(daemon) == [true, true]).await;
 
     // A process in no task reaches into the holder's environment: seen by the memory hooks.
     let harvester = Gated::spawn(&format!("exec cat /proc/{holder_pid}/environ >/dev/null"), &home, &[]);
@@ -74,16 +108,12 @@ async fn a_holder_needs_no_syscall_program_and_its_harvest_is_seen_off_the_sysca
     daemon
         .finding(|finding| finding["rule"] == "environ_harvest" && finding["process"]["pid"] == harvester_pid)
         .await;
-    assert!(!attached(&daemon).await, "seen without a syscall program");
+    assert!(!syscall_programs_attached(&daemon), "seen without a syscall program: {:?}", kernel_links(&daemon));
 
     // The holder is gone: nothing held, everything detached again.
     // SAFETY: signalling the test's own child.
     unsafe { libc::kill(holder_pid as i32, libc::SIGKILL) };
     holding.join().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while memory_hooks(&daemon) != [0, 0] {
-        assert!(Instant::now() < deadline, "the memory hooks stay attached with no holder");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until(&daemon, "detached with no holder", none).await;
     daemon.stop().await;
 }

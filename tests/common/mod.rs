@@ -2,6 +2,7 @@
 #![expect(dead_code, reason = "each test binary uses a different subset of these helpers")]
 
 pub mod daemon;
+pub mod shared_read;
 
 use std::time::Duration;
 

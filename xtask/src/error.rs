@@ -45,6 +45,9 @@ pub enum Error {
     /// The package or the image could not be built, or failed its checks.
     #[error("package: {0}")]
     Package(String),
+    /// A mutation of `cargo xtask mutants` no longer applies to the source, or does not compile.
+    #[error("mutants: {0}")]
+    Mutant(String),
     #[error("{}", .path.display())]
     File {
         path: std::path::PathBuf,

@@ -8,6 +8,7 @@ mod fuzz;
 mod host;
 mod leaks;
 mod libraries;
+mod mutants;
 mod package;
 mod run;
 mod setup;
@@ -62,9 +63,19 @@ Commands:
                      buildah, saved as an OCI archive too, into DIR (default target/package).
                      --check (root): install it with dpkg -i, run doctor from /usr/bin and in
                      the image, purge it; `test` runs this.
-  fuzz [--seconds N] Run each property-based fuzz target of monitor/src/fuzz.rs (ring buffer
-                     records, config files, task API bodies and routes, recordings, catalogue
-                     patterns) for N seconds (default 60); the test suite gives each 2.
+  fuzz [--seconds N] Run each libFuzzer target of fuzz/ (ring buffer records, config files,
+                     task API bodies and routes, recordings, catalogue patterns; properties in
+                     monitor/src/fuzz.rs) for N seconds (default 60), on the stable toolchain
+                     without a sanitizer; installs cargo-fuzz 0.13.2 if missing. Then replays
+                     the corpus and the regressions, as `cargo test` does. New inputs land in
+                     fuzz/corpus/TARGET/: keep them with `cargo fuzz cmin -s none -a TARGET`
+                     and commit, or drop them with `git clean -f fuzz/corpus`. A crash lands in
+                     fuzz/regressions/TARGET/ and fails the replay until it is fixed.
+  mutants [NAME]     Break the product on purpose, one way at a time (the table in
+                     xtask/src/mutants.rs: skip the file guard's kill, allow every open, match
+                     no TLS credential, leave hooks attached, never write cgroup.kill), run the
+                     tests meant to catch each, restore the source; fails if any mutation
+                     survives. NAME picks the mutations whose name contains it. Root.
   help               Print this text.
 ";
 
@@ -83,6 +94,7 @@ fn main() -> ExitCode {
         "test" => test::main(rest),
         "bench" => bench::main(rest),
         "fuzz" => fuzz::main(rest),
+        "mutants" => mutants::main(rest),
         // The benchmark's load processes; not for people, so not in the help.
         "bench-load" => Ok(bench::load::main(rest)),
         "vm-test" => vm::main(rest),

@@ -1,0 +1,147 @@
+//! `cargo xtask mutants`: breaks the product on purpose, one way at a time, and checks that the
+//! suite notices. Each mutation replaces one piece of the source (text found exactly once), runs
+//! the tests named to catch it, and restores the source; at least one of them must fail. A
+//! mutation the suite survives is a hole in the suite. The kernel paths cannot be mutated by a
+//! tool that knows nothing of eBPF, fanotify or cgroups, so the breaks are chosen by hand: those a
+//! careless change could make without a compiler error.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use crate::{cmd, error::Error, setup, workspace};
+
+struct Mutation {
+    /// What the break does, in the product's words.
+    name: &'static str,
+    file: &'static str,
+    /// Text found exactly once in `file`, and what replaces it.
+    from: &'static str,
+    to: &'static str,
+    /// Tests (`--test` target, name filter) of which at least one must fail.
+    catchers: &'static [(&'static str, &'static str)],
+}
+
+const MUTATIONS: &[Mutation] = &[
+    Mutation {
+        name: "the file guard skips the kill",
+        file: "monitor/src/sensors/file_guard.rs",
+        from: "        if killed {\n",
+        to: "        if false && killed {\n",
+        catchers: &[
+            ("ownership", "two_tasks_granted_one_file_share_it_and_a_third_is_killed"),
+            ("exhaustion", "a_full_watch_map_keeps_the_secrets_already_watched"),
+        ],
+    },
+    Mutation {
+        name: "the file guard allows every open",
+        file: "monitor/src/sensors/file_guard.rs",
+        from: "        self.answer(&request, !refused);\n",
+        to: "        self.answer(&request, true);\n",
+        catchers: &[("refusals", "a_bound_secret_opened_by_another_task_is_refused_on_every_path_route")],
+    },
+    Mutation {
+        name: "the TLS sensor matches no credential",
+        file: "monitor/src/secrets/http.rs",
+        from: "        if value.is_empty() {\n            return;\n",
+        to: "        if true {\n            return;\n",
+        catchers: &[("tls", "a_token_sent_over_tls_by_another_task_is_reuse_and_by_its_owner_silent")],
+    },
+    Mutation {
+        name: "the memory hooks stay attached with no holder",
+        file: "monitor/src/sensors/syscall_hooks.rs",
+        from: "        if memory_idle {\n",
+        to: "        if false && memory_idle {\n",
+        catchers: &[("syscall_hooks", "a_holder_needs_no_syscall_program")],
+    },
+    Mutation {
+        name: "the syscall programs stay attached once attached",
+        file: "monitor/src/sensors/syscall_hooks.rs",
+        from: "        if syscall_idle {\n",
+        to: "        if false && syscall_idle {\n",
+        catchers: &[("syscall_hooks", "a_holder_needs_no_syscall_program")],
+    },
+    Mutation {
+        name: "kill_task never writes cgroup.kill",
+        file: "monitor/src/actions/kill.rs",
+        from: "        if let Err(source) = std::fs::write(&path, \"1\") {\n",
+        to: "        if let Err(source) = Ok::<(), std::io::Error>(()) {\n",
+        catchers: &[("deploy", "the_daemon_works_with_only_the_units_capabilities")],
+    },
+];
+
+/// Restores a mutated file when dropped, whatever happened meanwhile.
+struct Restore<'a> {
+    path: &'a Path,
+    original: String,
+}
+
+impl Drop for Restore<'_> {
+    fn drop(&mut self) {
+        if let Err(error) = fs::write(self.path, &self.original) {
+            eprintln!("mutants: could not restore {}: {error}; `git checkout` it", self.path.display());
+        }
+    }
+}
+
+pub fn main(args: &[std::ffi::OsString]) -> Result<ExitCode, Error> {
+    let only = match args {
+        [] => None,
+        [name] => Some(name.to_string_lossy().into_owned()),
+        _ => return Err(Error::Usage("`mutants` takes at most one mutation name".to_owned())),
+    };
+    if !cmd::is_root() {
+        return Err(Error::NotRoot {
+            what: "`cargo xtask mutants`".to_owned(),
+            hint: "the tests that catch the mutations load eBPF programs and run the daemon".to_owned(),
+        });
+    }
+    setup::ensure(setup::Needs::Test)?;
+    let logs = workspace::target_dir().join("mutants");
+    fs::create_dir_all(&logs).map_err(|source| Error::File { path: logs.clone(), source })?;
+    let mut survived = 0;
+    for mutation in MUTATIONS.iter().filter(|mutation| only.as_deref().is_none_or(|name| mutation.name.contains(name))) {
+        let caught = run(mutation, &logs)?;
+        match &caught {
+            Some(test) => eprintln!("mutants: {:50} caught by {test}", mutation.name),
+            None => {
+                survived += 1;
+                eprintln!("mutants: {:50} SURVIVED: no test failed", mutation.name);
+            }
+        }
+    }
+    eprintln!("mutants: {survived} mutation(s) survived; test logs in {}", logs.display());
+    Ok(if survived == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Applies `mutation`, runs its catchers until one fails, restores the source; returns the test
+/// that caught it.
+fn run(mutation: &Mutation, logs: &Path) -> Result<Option<String>, Error> {
+    let path: PathBuf = workspace::root().join(mutation.file);
+    let original = fs::read_to_string(&path).map_err(|source| Error::File { path: path.clone(), source })?;
+    if original.matches(mutation.from).count() != 1 {
+        return Err(Error::Mutant(format!(
+            "{:?}: its text is not found exactly once in {} (the source changed: update xtask/src/mutants.rs)",
+            mutation.name, mutation.file
+        )));
+    }
+    let _restore = Restore { path: &path, original: original.clone() };
+    fs::write(&path, original.replacen(mutation.from, mutation.to, 1)).map_err(|source| Error::File { path: path.clone(), source })?;
+    for (target, filter) in mutation.catchers {
+        let mut cargo = workspace::cargo();
+        cargo.args(["test", "-p", "monitor", "--test", target, "--", filter]);
+        let output = cmd::output(&mut cargo)?;
+        let log = logs.join(format!("{}.log", mutation.name.replace(' ', "-")));
+        let text = [output.stdout, output.stderr].concat();
+        fs::write(&log, &text).map_err(|source| Error::File { path: log.clone(), source })?;
+        if String::from_utf8_lossy(&text).contains("error[E") {
+            return Err(Error::Mutant(format!("{:?} does not compile; see {}", mutation.name, log.display())));
+        }
+        if !output.status.success() {
+            return Ok(Some(format!("{target}::{filter}")));
+        }
+    }
+    Ok(None)
+}
