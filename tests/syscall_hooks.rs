@@ -5,7 +5,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::{
+    os::unix::process::ExitStatusExt as _,
+    time::{Duration, Instant},
+};
 
 use common::{daemon::RunningDaemon, wait_for_comm, Gated};
 use monitor::daemon::control::TaskRequest;
@@ -115,5 +118,74 @@ async fn a_holder_needs_no_syscall_program_and_its_harvest_is_seen_off_the_sysca
     unsafe { libc::kill(holder_pid as i32, libc::SIGKILL) };
     holding.join().unwrap();
     until(&daemon, "detached with no holder", none).await;
+    daemon.stop().await;
+}
+
+/// Keeps the kernel counting each BPF program's runs (`BPF_ENABLE_STATS`) while it lives.
+struct RunStats {
+    _enabled: std::os::fd::OwnedFd,
+}
+
+impl RunStats {
+    fn enable() -> Self {
+        // `union bpf_attr`'s `enable_stats`: the type BPF_STATS_RUN_TIME (0), then zeroes.
+        let attr = [0u32; 2];
+        // SAFETY: the bpf syscall with a zeroed attribute of the size given; returns a new fd.
+        let fd = unsafe { libc::syscall(libc::SYS_bpf, 32 /* BPF_ENABLE_STATS */, attr.as_ptr(), 8u32) };
+        assert!(fd >= 0, "BPF_ENABLE_STATS: {}", std::io::Error::last_os_error());
+        // SAFETY: a fresh fd that nothing else owns.
+        Self { _enabled: unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as i32) } }
+    }
+}
+
+/// How often the kernel ran the daemon's `sys_enter` program: its fd's fdinfo counts the runs
+/// while [`RunStats`] lives; bpftool names the program.
+fn sys_enter_runs(daemon: &RunningDaemon) -> u64 {
+    for entry in std::fs::read_dir(format!("/proc/{}/fdinfo", daemon.pid())).unwrap() {
+        let Ok(info) = std::fs::read_to_string(entry.unwrap().path()) else { continue };
+        let field = |name: &str| info.lines().find_map(|line| Some(line.strip_prefix(name)?.strip_prefix(':')?.trim()));
+        let (Some(id), Some(runs)) = (field("prog_id"), field("run_cnt")) else { continue };
+        if field("link_type").is_some() {
+            continue;
+        }
+        let output = std::process::Command::new("bpftool").args(["prog", "show", "id", id, "--json"]).output().unwrap();
+        let program: serde_json::Value = serde_json::from_slice(&output.stdout).expect("bpftool prints JSON");
+        if program["name"] == "sys_enter" {
+            return runs.parse().unwrap();
+        }
+    }
+    panic!("the daemon has no sys_enter program loaded");
+}
+
+#[tokio::test]
+async fn a_kill_verdict_puts_sys_enter_on_the_syscall_path_until_its_process_is_gone() {
+    // A variable of its own: the other tests' daemons must not take its root for a holder.
+    let config = "defaults = false\nenv = [\"CWKILL_*\"]\n[actions]\nsecret_propagation = [\"kill_process\"]\n";
+    let mut daemon = RunningDaemon::start(config);
+    let _stats = RunStats::enable();
+    let home = daemon.home.path().to_owned();
+    let token = daemon.plant_value();
+    let env = [("CWKILL_TOKEN", token.as_str())];
+    let root = Gated::spawn("exec sleep 60", &home, &env);
+    let request = TaskRequest { env: vec!["CWKILL_TOKEN".to_owned()], ..TaskRequest::new("granted", root.pid) };
+    daemon.client.start_task(&request).await.unwrap();
+    until(&daemon, "without syscall programs", |daemon| !syscall_programs_attached(daemon)).await;
+    let before = sys_enter_runs(&daemon);
+
+    // A process in no task starts with the task's secret in its environment: the daemon kills it,
+    // with a kernel verdict in case it raced, and sys_enter enforces verdicts.
+    let outsider = Gated::spawn("exec env sleep 60", &home, &env);
+    let outsider_pid = outsider.pid;
+    let (status, _) = outsider.release();
+    assert_eq!(status.signal(), Some(9), "{status}");
+    let finding = daemon
+        .finding(|finding| finding["rule"] == "secret_propagation" && finding["process"]["pid"] == outsider_pid)
+        .await;
+    assert_eq!(finding["actions"][0]["result"], "signalled", "{finding:#}");
+    assert!(sys_enter_runs(&daemon) > before, "sys_enter ran while the verdict was pending");
+
+    // The killed process is gone and its verdict with it: nothing on the syscall path again.
+    until(&daemon, "detached once the verdict was served", |daemon| !syscall_programs_attached(daemon)).await;
+    drop(root);
     daemon.stop().await;
 }

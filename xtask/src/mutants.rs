@@ -61,7 +61,7 @@ const MUTATIONS: &[Mutation] = &[
         file: "monitor/src/sensors/syscall_hooks.rs",
         from: "        if syscall_idle {\n",
         to: "        if false && syscall_idle {\n",
-        catchers: &[("syscall_hooks", "a_holder_needs_no_syscall_program")],
+        catchers: &[("syscall_hooks", "a_kill_verdict_puts_sys_enter_on_the_syscall_path")],
     },
     Mutation {
         name: "kill_task never writes cgroup.kill",
