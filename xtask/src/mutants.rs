@@ -64,6 +64,27 @@ const MUTATIONS: &[Mutation] = &[
         catchers: &[("syscall_hooks", "a_kill_verdict_puts_sys_enter_on_the_syscall_path")],
     },
     Mutation {
+        name: "a full membership map fails open",
+        file: "monitor-ebpf/src/process.rs",
+        from: "            fail_closed(flag::MEMBERSHIP);\n",
+        to: "",
+        catchers: &[("exhaustion", "a_full_membership_map_fails_closed")],
+    },
+    Mutation {
+        name: "a full holders map fails open",
+        file: "monitor-ebpf/src/maps.rs",
+        from: "    HOLDERS.get_ptr(tgid).is_some() || (failed_closed(fail_closed::HOLDINGS) && TASK_OF.get_ptr(tgid).is_some())\n",
+        to: "    HOLDERS.get_ptr(tgid).is_some()\n",
+        catchers: &[("exhaustion", "a_full_holders_map_reports_every_members_connects")],
+    },
+    Mutation {
+        name: "a full allowlist map keeps the partial list",
+        file: "monitor/src/sensors/maps.rs",
+        from: "                self.forget_destinations(task)?;\n                return Err(error);\n",
+        to: "                return Err(error);\n",
+        catchers: &[("exhaustion", "a_full_allowlist_map_drops_the_partial_list")],
+    },
+    Mutation {
         name: "kill_task never writes cgroup.kill",
         file: "monitor/src/actions/kill.rs",
         from: "        if let Err(source) = std::fs::write(&path, \"1\") {\n",
