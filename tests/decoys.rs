@@ -15,7 +15,7 @@ fn with_decoy() -> RunningDaemon {
     daemon.wait_watched(&decoy);
     let value = std::fs::read_to_string(&decoy).unwrap();
     assert!(value.starts_with("[default]\naws_access_key_id = AKIA"), "a decoy that looks real");
-    daemon.remember(value);
+    value.lines().filter_map(|line| line.split_once(" = ")).for_each(|(_, key)| daemon.remember(key.to_owned()));
     daemon
 }
 

@@ -1,16 +1,29 @@
 //! A real `credwatch run` for end-to-end tests: its own HOME with planted secrets, state
-//! directory, API socket and recording, and its log captured for assertions.
+//! directory, API socket and recording, and its log captured for assertions. When it stops, the
+//! harness fails the test on a panic anywhere in it and on a planted value in any of its outputs.
 
 use std::{
-    io::{BufRead as _, BufReader},
+    io::{BufRead as _, BufReader, Write as _},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
     sync::{Arc, Mutex},
+    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
-use monitor::api::client::ApiClient;
+use base64::{
+    engine::general_purpose::{GeneralPurpose, STANDARD_NO_PAD, URL_SAFE_NO_PAD},
+    Engine as _,
+};
+use monitor::{api::client::ApiClient, config::Config, export::audit::AuditConfig};
 use serde_json::Value;
+
+/// The file `cargo xtask test` names for the values the harness plants or is told of, so that
+/// its scan of the suite's output finds decoys too (xtask/src/leaks.rs).
+const LEAK_VALUES_VAR: &str = "CREDWATCH_LEAK_VALUES";
+
+/// The shortest part of a value that counts as the value: shorter ones turn up by chance.
+const SLICE: usize = 12;
 
 /// A fresh HOME and state directory.
 fn fresh_dirs() -> (tempfile::TempDir, tempfile::TempDir) {
@@ -20,15 +33,48 @@ fn fresh_dirs() -> (tempfile::TempDir, tempfile::TempDir) {
 }
 
 pub struct RunningDaemon {
+    /// First, so that a daemon left running is killed before its directories are removed.
+    process: Process,
     pub home: tempfile::TempDir,
     pub state: tempfile::TempDir,
     pub socket: PathBuf,
     pub record: PathBuf,
     pub client: ApiClient,
-    child: Child,
     log: Arc<Mutex<Vec<String>>>,
     /// Values planted by the test; none may appear in any output.
     planted: Vec<String>,
+    /// The audit log as the daemon was configured, if it writes one.
+    audit: Option<AuditConfig>,
+}
+
+/// The daemon's process and the thread copying its stderr into the log. The kill is here, not in
+/// a `Drop` of `RunningDaemon`, so that `stop` and `abandon` can still move HOME and the state
+/// directory out of it.
+struct Process {
+    child: Child,
+    stderr: JoinHandle<()>,
+}
+
+impl Drop for Process {
+    /// A daemon whose test failed, or that was never stopped, must not outlive the test: killed
+    /// (SIGKILL) and reaped. After `stop` or `abandon` it is already reaped, and std sends nothing.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Process {
+    /// Waits for the daemon to exit and for the last of its stderr to reach the log.
+    fn reap(&mut self) -> ExitStatus {
+        let status = self.child.wait().unwrap();
+        let deadline = Instant::now() + super::patience(10);
+        while !self.stderr.is_finished() {
+            assert!(Instant::now() < deadline, "the daemon's stderr stayed open after it exited: its log is incomplete");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        status
+    }
 }
 
 impl RunningDaemon {
@@ -79,7 +125,9 @@ impl RunningDaemon {
         )
         .unwrap();
         let socket = state.path().join("api.sock");
-        let record = state.path().join(format!("record-{}.jsonl", Instant::now().elapsed().as_nanos()));
+        // Unique, so that a restart in the same state directory does not write over the recording.
+        let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        let record = state.path().join(format!("record-{}.jsonl", started.as_nanos()));
         let binary = env!("CARGO_BIN_EXE_credwatch");
         let mut command = match wrapper {
             [] => Command::new(binary),
@@ -109,17 +157,27 @@ impl RunningDaemon {
         let log = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&log);
         let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
+        let stderr = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 sink.lock().unwrap().push(line);
             }
         });
-        let daemon =
-            Self { home, state, client: ApiClient::new(&socket), socket, record, child, log, planted: Vec::new() };
+        let mut daemon = Self {
+            process: Process { child, stderr },
+            home,
+            state,
+            client: ApiClient::new(&socket),
+            socket,
+            record,
+            log,
+            planted: Vec::new(),
+            audit: None,
+        };
         daemon.wait_for_log("sensors attached");
         // Logged once the socket listens: its file appears at bind(), a moment before listen(),
         // and a connect in between is refused.
         daemon.wait_for_log("task API listening");
+        daemon.audit = Config::load(&config).expect("the config the daemon started with").export.audit;
         daemon
     }
 
@@ -145,7 +203,6 @@ impl RunningDaemon {
         address.parse().unwrap_or_else(|_| panic!("no address in {line:?}"))
     }
 
-    /// The audit log, where the harness puts it unless the test configured `[audit]`.
     /// What the daemon's sensors say they miss or cannot refuse (`status`: `kernel.gaps`), by
     /// capability.
     pub async fn gaps(&self) -> Vec<String> {
@@ -158,43 +215,44 @@ impl RunningDaemon {
             .collect()
     }
 
-    /// The value of the first series of `/metrics` starting with `series` (0 if there is none).
+    /// The value of the first series of `/metrics` (name and labels) starting with `series`. One
+    /// that does not exist fails the test: a missing series is not a zero.
     pub fn scrape(&self, series: &str) -> u64 {
-        use std::io::{Read as _, Write as _};
+        use std::io::Read as _;
         let mut stream = std::net::TcpStream::connect(self.metrics_address()).unwrap();
         write!(stream, "GET /metrics HTTP/1.0\r\nhost: x\r\n\r\n").unwrap();
         let mut text = String::new();
         stream.read_to_string(&mut text).unwrap();
-        text.lines()
-            .find(|line| line.starts_with(series))
-            .and_then(|line| line.split_whitespace().last()?.parse().ok())
-            .unwrap_or(0)
+        let (_head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+        series_value(body, series)
     }
 
+    /// The audit log; the harness puts it in the state directory unless the test configured
+    /// `[audit]`.
     pub fn audit_path(&self) -> PathBuf {
-        self.state.path().join("audit.jsonl")
+        self.audit.as_ref().expect("this daemon writes no audit log").path.clone()
     }
 
     /// The daemon's pid.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.child.id()
     }
 
     /// Stops the daemon's process (SIGSTOP): the kernel side keeps deciding, nothing is drained.
     pub fn pause(&self) {
         // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGSTOP) };
+        unsafe { libc::kill(self.process.child.id() as i32, libc::SIGSTOP) };
     }
 
     /// Lets a paused daemon go on (SIGCONT).
     pub fn resume(&self) {
         // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGCONT) };
+        unsafe { libc::kill(self.process.child.id() as i32, libc::SIGCONT) };
     }
 
     fn child_alive(&self) -> bool {
         // SAFETY: signal 0 only checks that the process exists.
-        unsafe { libc::kill(self.child.id() as i32, 0) == 0 }
+        unsafe { libc::kill(self.process.child.id() as i32, 0) == 0 }
     }
 
     /// Writes a secret file under HOME with a fresh random value, and remembers the value.
@@ -203,20 +261,38 @@ impl RunningDaemon {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         let value = super::planted_value();
         std::fs::write(&path, &value).unwrap();
-        self.planted.push(value.clone());
+        self.keep(value.clone());
         (path, value)
     }
 
     /// A value the daemon or a test made up elsewhere (a decoy): none may appear in any output.
+    /// One value, not a decoy file's content: its keys and layout are no secret.
     pub fn remember(&mut self, value: String) {
-        self.planted.push(value);
+        self.keep(value);
     }
 
     /// A fresh random value for an environment variable, remembered like a planted file.
     pub fn plant_value(&mut self) -> String {
         let value = super::planted_value();
-        self.planted.push(value.clone());
+        self.keep(value.clone());
         value
+    }
+
+    /// Adds `value` to those scanned for at the end, and to those `cargo xtask test` scans the
+    /// suite's output for when it runs the suite. Decoys carry no marker that scan could find them
+    /// by: they must look real.
+    fn keep(&mut self, value: String) {
+        assert!(!value.contains('\n'), "one value at a time, not a file's content");
+        assert!(value.len() >= SLICE, "a value shorter than {SLICE} characters cannot be told from chance");
+        if let Some(path) = std::env::var_os(LEAK_VALUES_VAR) {
+            let mut values = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap_or_else(|error| panic!("{LEAK_VALUES_VAR}={}: {error}", Path::new(&path).display()));
+            // One write per line: lines appended by tests running in parallel never interleave.
+            values.write_all(format!("{value}\n").as_bytes()).unwrap();
+        }
+        self.planted.push(value);
     }
 
     /// Waits until the daemon watches `path` (it appeared after start: inotify).
@@ -256,43 +332,248 @@ impl RunningDaemon {
         self.client.status().await.unwrap();
     }
 
-    /// Waits for a daemon the test killed, checks that no planted value appears in its log, and
-    /// returns HOME and the state directory for a restart.
+    /// Waits for a daemon the test killed, checks that it never panicked and that no planted
+    /// value appears in its log, recording, task registry or audit log, and returns HOME and the
+    /// state directory for a restart.
     pub fn abandon(mut self) -> (tempfile::TempDir, tempfile::TempDir) {
-        self.child.wait().unwrap();
-        let log = self.log_text();
-        for value in &self.planted {
-            assert!(!log.contains(value.as_str()), "a planted secret value appears in the daemon's log");
-        }
+        self.process.reap();
+        assert_no_panic(&self.log.lock().unwrap());
+        // Tasks are saved by a thread of the daemon's: a kill can come before the first is written.
+        self.assert_no_leak(Vec::new(), false);
         let Self { home, state, .. } = self;
         (home, state)
     }
 
-    /// Stops the daemon with SIGTERM, checks it exited cleanly, and checks that no planted value
-    /// appears in its log, its findings, its recording, its task registry or its audit log.
-    /// Returns HOME and the state directory for a restart.
+    /// Stops the daemon with SIGTERM, checks it exited cleanly without a panic, and checks that no
+    /// planted value appears in its log, its findings, its recording, its task registry or its
+    /// audit log. Returns HOME and the state directory for a restart.
     pub async fn stop(mut self) -> (tempfile::TempDir, tempfile::TempDir) {
         let findings = serde_json::to_string(&self.findings().await).unwrap();
         // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let status = self.child.wait().unwrap();
+        unsafe { libc::kill(self.process.child.id() as i32, libc::SIGTERM) };
+        let status = self.process.reap();
+        assert_no_panic(&self.log.lock().unwrap());
         assert_eq!(status.code(), Some(0), "daemon exit; log:\n{}", self.log_text());
         assert!(!self.log_text().contains('\x1b'), "colour codes in a log written to a file");
-        let recording = std::fs::read_to_string(&self.record).unwrap_or_default();
-        let registry = std::fs::read_to_string(self.state.path().join("tasks.json")).unwrap_or_default();
-        let audit = std::fs::read_to_string(self.audit_path()).unwrap_or_default();
-        for (name, text) in [
-            ("log", self.log_text()),
-            ("findings", findings),
-            ("recording", recording),
-            ("registry", registry),
-            ("audit log", audit),
-        ] {
-            for value in &self.planted {
-                assert!(!text.contains(value.as_str()), "a planted secret value appears in the daemon's {name}");
-            }
-        }
+        // A clean stop saves the tasks and waits for the file to be written.
+        self.assert_no_leak(vec![("findings".to_owned(), findings)], true);
         let Self { home, state, .. } = self;
         (home, state)
+    }
+
+    /// Fails the test if a planted value appears, in any form `leaks_in` knows, in `outputs`, the
+    /// log, or the daemon's files. The recording and the audit log are created before the
+    /// daemon says its sensors are attached, so a missing one is a failure; the task registry is
+    /// written when a task starts or ends and at a clean stop, and is required if `registry` is.
+    fn assert_no_leak(&self, mut outputs: Vec<(String, String)>, registry: bool) {
+        outputs.push(("log".to_owned(), self.log_text()));
+        let mut files = vec![("recording", self.record.clone(), true)];
+        files.push(("task registry", self.state.path().join("tasks.json"), registry));
+        if let Some(AuditConfig { path, max_bytes: _, max_files }) = &self.audit {
+            files.push(("audit log", path.clone(), true));
+            for index in 1..*max_files {
+                let mut rotated = path.clone().into_os_string();
+                rotated.push(format!(".{index}"));
+                files.push(("rotated audit log", rotated.into(), false));
+            }
+        }
+        for (name, path, required) in files {
+            match std::fs::read(&path) {
+                Ok(bytes) => outputs.push((format!("{name} {}", path.display()), String::from_utf8_lossy(&bytes).into())),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound && !required => {}
+                Err(error) => panic!("the daemon's {name} {}: {error}", path.display()),
+            }
+        }
+        for (name, text) in &outputs {
+            for value in &self.planted {
+                if let Some(form) = leaks_in(text, value) {
+                    panic!("a planted secret value appears in the daemon's {name} ({form})");
+                }
+            }
+        }
+    }
+}
+
+/// The value of the first series in `metrics` (the text format) starting with `series`; fails
+/// when there is none, naming the series of its metric, or every metric if it has none.
+fn series_value(metrics: &str, series: &str) -> u64 {
+    // `name{labels} value`; labels may hold spaces, the value does not.
+    let samples = metrics.lines().filter(|line| !line.is_empty() && !line.starts_with('#'));
+    let Some(sample) = samples.clone().find(|line| line.starts_with(series)) else {
+        let metric = |series: &str| series.split('{').next().unwrap_or_default().to_owned();
+        let names: Vec<_> = samples.filter_map(|line| Some(line.rsplit_once(' ')?.0)).collect();
+        let mut listed: Vec<_> =
+            names.iter().filter(|name| metric(name) == metric(series)).map(|&name| name.to_owned()).collect();
+        if listed.is_empty() {
+            listed = names.iter().map(|name| metric(name)).collect();
+            listed.dedup();
+        }
+        panic!("no series {series:?} in /metrics; there are:\n{}", listed.join("\n"));
+    };
+    let value = sample.rsplit_once(' ').map_or("", |(_, value)| value);
+    value.parse().unwrap_or_else(|_| panic!("{sample:?}: the value is not a whole number"))
+}
+
+/// Fails the test if the log shows a panic. Rust's default panic hook prints `thread '…' (…)
+/// panicked at …` on the daemon's stderr for every panic, also those in tokio tasks (API
+/// connections, exporters), which tokio catches and the daemon would otherwise outlive.
+fn assert_no_panic(log: &[String]) {
+    if let Some(line) = panic_line(log) {
+        // Only this line: the panic's message, on the next, could quote anything.
+        panic!("the daemon panicked: {line}");
+    }
+}
+
+fn panic_line(log: &[String]) -> Option<&str> {
+    log.iter().map(String::as_str).find(|line| line.contains(" panicked at "))
+}
+
+/// Which form of `value` appears in `text`, named without the value: plain, base64 (standard or
+/// URL-safe alphabet, padded or not, at any byte offset), hex (either case), URL-encoded, or any
+/// 12-character slice of it.
+pub fn leaks_in(text: &str, value: &str) -> Option<&'static str> {
+    assert!(value.len() >= SLICE, "a value shorter than {SLICE} characters cannot be told from chance");
+    if text.contains(value) {
+        return Some("plain");
+    }
+    let bytes = value.as_bytes();
+    let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    let url = |lowercase: bool| -> String {
+        bytes
+            .iter()
+            .map(|&byte| match byte {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => char::from(byte).to_string(),
+                _ if lowercase => format!("%{byte:02x}"),
+                _ => format!("%{byte:02X}"),
+            })
+            .collect()
+    };
+    let encoded = base64_cores(&STANDARD_NO_PAD, bytes)
+        .map(|core| ("base64", core))
+        .into_iter()
+        .chain(base64_cores(&URL_SAFE_NO_PAD, bytes).map(|core| ("URL-safe base64", core)))
+        .chain([("hex", hex.to_uppercase()), ("hex", hex)])
+        .chain([("URL-encoded", url(false)), ("URL-encoded", url(true))]);
+    for (form, needle) in encoded {
+        if text.contains(&needle) {
+            return Some(form);
+        }
+    }
+    let chars: Vec<char> = value.chars().collect();
+    chars
+        .windows(SLICE)
+        .any(|slice| text.contains(&slice.iter().collect::<String>()))
+        .then_some("a 12-character slice")
+}
+
+/// The base64 characters that encode `value` alone, wherever it starts in the encoded data: with
+/// 0, 1 or 2 bytes before it (each of 3 bytes is 4 characters). A character holds 6 bits, so
+/// those shared with the bytes around the value, and padding, are left out.
+fn base64_cores(engine: &GeneralPurpose, value: &[u8]) -> [String; 3] {
+    [0, 1, 2].map(|offset| {
+        let mut data = vec![0; offset];
+        data.extend_from_slice(value);
+        let encoded = engine.encode(&data);
+        encoded[(8 * offset).div_ceil(6)..8 * (offset + value.len()) / 6].to_owned()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+
+    use super::*;
+
+    /// Shaped like an AWS secret key: `+` and `/` in it, and in its base64.
+    const VALUE: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLE?>~";
+
+    #[test]
+    fn a_value_is_found_in_every_form_and_only_the_form_is_named() {
+        assert_eq!(leaks_in("", VALUE), None);
+        assert_eq!(leaks_in(&format!("token={VALUE}\n"), VALUE), Some("plain"));
+        let hex: String = VALUE.bytes().map(|byte| format!("{byte:02x}")).collect();
+        assert_eq!(leaks_in(&format!("bytes {hex}."), VALUE), Some("hex"));
+        assert_eq!(leaks_in(&format!("BYTES {}.", hex.to_uppercase()), VALUE), Some("hex"));
+        let url = "wJalrXUtnFEMI%2FK7MDENG%2BbPxRfiCYEXAMPLE%3F%3E~";
+        assert_eq!(leaks_in(&format!("GET /?key={url}&x=1"), VALUE), Some("URL-encoded"));
+        let lowercase = "wJalrXUtnFEMI%2fK7MDENG%2bbPxRfiCYEXAMPLE%3f%3e~";
+        assert_eq!(leaks_in(&format!("GET /?key={lowercase}"), VALUE), Some("URL-encoded"));
+        assert_eq!(leaks_in(&format!("cut: ..{}..", &VALUE[9..21]), VALUE), Some("a 12-character slice"));
+        assert_eq!(leaks_in(&format!("cut: ..{}..", &VALUE[9..20]), VALUE), None, "11 characters");
+        assert_eq!(leaks_in(&super::super::planted_value(), VALUE), None);
+    }
+
+    #[test]
+    fn base64_is_found_in_both_alphabets_padded_or_not_at_every_offset() {
+        for (engine, form) in [
+            (STANDARD, "base64"),
+            (STANDARD_NO_PAD, "base64"),
+            (URL_SAFE, "URL-safe base64"),
+            (URL_SAFE_NO_PAD, "URL-safe base64"),
+        ] {
+            for before in ["", "u", "us", "user:", "user:pw"] {
+                for after in ["", "!", "!!", "\n!!!"] {
+                    let encoded = engine.encode(format!("{before}{VALUE}{after}"));
+                    let text = format!("Authorization: Basic {encoded}\n");
+                    assert_eq!(leaks_in(&text, VALUE), Some(form), "{before:?} before, {after:?} after: {text}");
+                }
+            }
+        }
+        let other = STANDARD.encode(super::super::planted_value());
+        assert_eq!(leaks_in(&other, VALUE), None);
+    }
+
+    #[test]
+    fn a_panic_anywhere_in_the_daemon_is_found() {
+        let log = |lines: &[&str]| lines.iter().map(|&line| line.to_owned()).collect::<Vec<_>>();
+        let quiet = log(&["2026-01-01T00:00:00Z  WARN monitor::daemon::registry: the registry writer panicked"]);
+        assert_eq!(panic_line(&quiet), None);
+        // As Rust 1.95 prints them (with the thread's id), and as earlier ones did (without).
+        let panicked = log(&[
+            "2026-01-01T00:00:00Z  INFO monitor::api: task API listening",
+            "thread 'tokio-runtime-worker' (4242) panicked at monitor/src/api/server.rs:10:5:",
+            "index out of bounds",
+        ]);
+        assert_eq!(panic_line(&panicked), Some(panicked[1].as_str()));
+        let earlier = log(&["thread '<unnamed>' panicked at monitor/src/export/sink.rs:1:1:", "boom"]);
+        assert_eq!(panic_line(&earlier), Some(earlier[0].as_str()));
+    }
+
+    const METRICS: &str = "# HELP credwatch_sensor_info Programs attached.\n\
+        # TYPE credwatch_sensor_info gauge\n\
+        credwatch_sensor_info{hook=\"tp_btf/sched_switch\",tier=\"tracepoint\"} 0\n\
+        credwatch_sensor_info{hook=\"raw_tracepoint/sys_exit\",tier=\"tracepoint\"} 1\n\
+        credwatch_sink_dropped_total{sink=\"audit\"} 0\n";
+
+    #[test]
+    fn a_series_is_read_and_zero_only_when_it_says_zero() {
+        assert_eq!(series_value(METRICS, "credwatch_sensor_info{hook=\"tp_btf/sched_switch\","), 0);
+        assert_eq!(series_value(METRICS, "credwatch_sensor_info{hook=\"raw_tracepoint/sys_exit\","), 1);
+        assert_eq!(series_value(METRICS, "credwatch_sink_dropped_total{sink=\"audit\"}"), 0);
+    }
+
+    #[test]
+    #[should_panic(expected = "tp_btf/mmap_lock_start_locking\\\",\" in /metrics; there are:\n\
+                               credwatch_sensor_info{hook=\"tp_btf/sched_switch\",tier=\"tracepoint\"}\n\
+                               credwatch_sensor_info{hook=\"raw_tracepoint/sys_exit\",tier=\"tracepoint\"}")]
+    fn a_missing_series_names_those_of_its_metric() {
+        series_value(METRICS, "credwatch_sensor_info{hook=\"tp_btf/mmap_lock_start_locking\",");
+    }
+
+    #[test]
+    #[should_panic(expected = "there are:\ncredwatch_sensor_info\ncredwatch_sink_dropped_total")]
+    fn a_missing_metric_names_every_metric() {
+        series_value(METRICS, "credwatch_sink_sent_total");
+    }
+
+    #[test]
+    fn a_process_dropped_while_it_runs_is_killed_and_reaped() {
+        let mut child = Command::new("sleep").arg("60").stderr(Stdio::piped()).spawn().unwrap();
+        let pid = child.id() as i32;
+        let stderr = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || BufReader::new(stderr).lines().for_each(drop));
+        drop(Process { child, stderr });
+        // SAFETY: signal 0 only checks that the process exists; a zombie would still exist.
+        assert_eq!(unsafe { libc::kill(pid, 0) }, -1, "process {pid} outlived its guard");
     }
 }
