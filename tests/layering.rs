@@ -1,11 +1,13 @@
 //! The daemon's modules depend downwards only: shared model ← engine ← kernel ← daemon ←
 //! api/export ← cli. A `use crate::…` (or a `crate::…` path) from a module to one in a higher
 //! layer fails this test, naming the file. Test modules (`#[cfg(test)]` onwards) may reach
-//! anywhere.
+//! anywhere. The engine and the event model are a crate of their own (`monitor-engine`,
+//! re-exported as `crate::engine` and `crate::event`): the compiler keeps them from reaching up,
+//! and this test keeps their dependencies to plain data crates.
 
 use std::{collections::BTreeSet, path::Path};
 
-/// Top-level modules of `monitor/src`, lowest layer first. Modules of one layer may use each
+/// Top-level modules of `monitor/src` (and the engine crate's re-exports), lowest layer first. Modules of one layer may use each
 /// other.
 const LAYERS: &[(&str, &[&str])] = &[
     (
@@ -131,4 +133,19 @@ fn the_checker_sees_groups_and_paths_and_skips_comments_and_tests() {
                   // crate::config is named in a comment\n#[cfg(test)]\nmod tests { use crate::api; }";
     let found: Vec<_> = crate_references(&code(source)).into_iter().collect();
     assert_eq!(found, ["cli", "daemon", "engine"]);
+}
+
+/// What the engine may depend on: the kernel's shared types and plain data crates, nothing that
+/// does I/O, talks to the kernel or runs tasks.
+const ENGINE_DEPENDENCIES: &[&str] = &["monitor-common", "serde", "serde_json", "thiserror", "zeroize"];
+
+#[test]
+fn the_engine_crate_depends_only_on_plain_data_crates() {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../monitor-engine/Cargo.toml");
+    let manifest: toml::Table = std::fs::read_to_string(&manifest).unwrap().parse().unwrap();
+    for section in ["dependencies", "build-dependencies"] {
+        let names: Vec<&String> = manifest.get(section).and_then(toml::Value::as_table).map(|table| table.keys().collect()).unwrap_or_default();
+        let foreign: Vec<_> = names.iter().filter(|name| !ENGINE_DEPENDENCIES.contains(&name.as_str())).collect();
+        assert!(foreign.is_empty(), "monitor-engine's {section} name crates the engine may not use: {foreign:?}");
+    }
 }

@@ -2,7 +2,7 @@
 //! a secret granted only to tasks that are over is used by a process outside them.
 
 use super::{action, actor, how_over, task_id, Draft, SecretUse};
-use crate::engine::{
+use crate::{
     finding::{Rule, Severity},
     tasks::Membership,
     State,
@@ -30,7 +30,7 @@ pub(super) fn check(state: &State, observed: &SecretUse<'_>) -> Option<Draft> {
 
 #[cfg(test)]
 mod tests {
-    use crate::engine::{
+    use crate::{
         scenario::{task, Scenario, AWS},
         Effect, Rule, Severity, TaskId, TaskState,
     };

@@ -3,7 +3,7 @@
 //! or that of a process of one's own task, is benign.
 
 use super::{actor, secret_name, task_id, Draft, Subject};
-use crate::engine::{
+use crate::{
     finding::{Rule, Severity},
     State,
 };
@@ -52,7 +52,7 @@ pub(super) fn check(state: &State, process: ExecId, target: ExecId, kind: Harves
 
 #[cfg(test)]
 mod tests {
-    use crate::engine::{
+    use crate::{
         scenario::{fingerprint, task, Scenario},
         Rule, Severity, TaskId,
     };

@@ -276,7 +276,7 @@ impl TaskBuilder {
     /// `HOST:PORT` entries are kept by name, as the task API does once it has resolved them.
     pub(super) fn allow(mut self, destinations: &[&str]) -> Self {
         let (addresses, hosts): (Vec<&str>, Vec<&str>) =
-            destinations.iter().partition(|text| text.parse::<crate::engine::Destination>().is_ok());
+            destinations.iter().partition(|text| text.parse::<crate::Destination>().is_ok());
         self.0.allowed = Some(addresses.iter().map(|text| text.parse().expect("a destination")).collect());
         self.0.allowed_hosts = hosts.iter().map(|&host| host.to_owned()).collect();
         self

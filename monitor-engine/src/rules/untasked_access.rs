@@ -2,7 +2,7 @@
 //! finding carries the secret's sprawl counts, to show how far it has spread.
 
 use super::{action, actor, task_id, Draft, SecretUse};
-use crate::engine::{
+use crate::{
     finding::{Rule, Severity},
     tasks::Membership,
     State,
@@ -28,7 +28,7 @@ pub(super) fn check(state: &State, observed: &SecretUse<'_>) -> Option<Draft> {
 
 #[cfg(test)]
 mod tests {
-    use crate::engine::{
+    use crate::{
         scenario::{task, Scenario, AWS, KUBE},
         Rule, Severity, Sprawl, TaskId,
     };

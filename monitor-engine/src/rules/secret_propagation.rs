@@ -7,7 +7,7 @@
 //! later command of the user would look like a leak. Those uses are `untasked_access` (info).
 
 use super::{action, actor, task_id, Draft, SecretUse, Via};
-use crate::engine::{
+use crate::{
     finding::{Rule, Severity},
     tasks::Membership,
     State,
@@ -31,7 +31,7 @@ pub(super) fn check(state: &State, observed: &SecretUse<'_>) -> Option<Draft> {
 
 #[cfg(test)]
 mod tests {
-    use crate::engine::{
+    use crate::{
         scenario::{fingerprint, task, Scenario},
         Rule, Severity, TaskId,
     };

@@ -5,14 +5,14 @@
 //! that executable is on the ignore list.
 
 use super::{action, actor, Draft, SecretUse, Subject};
-use crate::engine::{
+use crate::{
     finding::{Rule, Severity},
     secrets::Decoy,
     tasks::Membership,
     ExecId, State,
 };
 
-pub(in crate::engine) fn check(state: &State, process: ExecId, observed: &SecretUse<'_>, decoy: Decoy) -> Option<Draft> {
+pub(in crate) fn check(state: &State, process: ExecId, observed: &SecretUse<'_>, decoy: Decoy) -> Option<Draft> {
     let executable = state.processes.get(process).and_then(|process| process.filename.as_deref());
     let severity = match observed.membership {
         Membership::Active(task) | Membership::Finished(task) if decoy.planted_in == Some(task) => return None,
@@ -43,7 +43,7 @@ pub(in crate::engine) fn check(state: &State, process: ExecId, observed: &Secret
 mod tests {
     use monitor_common::maps::policy;
 
-    use crate::engine::{
+    use crate::{
         scenario::{fingerprint, task, Scenario},
         Effect, EngineConfig, Rule, Severity, TaskId,
     };

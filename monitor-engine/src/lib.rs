@@ -3,11 +3,13 @@
 //!
 //! It is pure: no I/O and no clock but the inputs' timestamps, so it runs the same on live
 //! events, on a recording (`credwatch replay`), in tests and in benchmarks. The same inputs in
-//! the same order give the same findings and effects.
+//! the same order give the same findings and effects. [`event`] is the model of what the kernel
+//! reports, shared with the daemon that decodes it.
 
 mod baseline;
 mod destinations;
 mod effect;
+pub mod event;
 mod finding;
 mod input;
 mod processes;

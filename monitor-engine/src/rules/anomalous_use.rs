@@ -3,14 +3,14 @@
 //! never reached, or a burst far above its learned rate (see `engine::baseline`).
 
 use super::{actor, secret_name, Draft, Subject};
-use crate::engine::{
+use crate::{
     baseline::Novelty,
     finding::{Rule, Severity},
     secrets::SecretKey,
     ExecId, State,
 };
 
-pub(in crate::engine) fn check(
+pub(in crate) fn check(
     state: &State,
     process: ExecId,
     key: SecretKey,
@@ -53,7 +53,7 @@ pub(in crate::engine) fn check(
 
 #[cfg(test)]
 mod tests {
-    use crate::engine::{
+    use crate::{
         scenario::{task, Scenario, AWS},
         Input, Rule, Severity,
     };

@@ -2,7 +2,7 @@
 //! in an environment at exec, in a process of another active task.
 
 use super::{action, actor, task_id, Draft, SecretUse};
-use crate::engine::{
+use crate::{
     finding::{Rule, Severity},
     tasks::Membership,
     State,
@@ -28,7 +28,7 @@ pub(super) fn check(state: &State, observed: &SecretUse<'_>) -> Option<Draft> {
 
 #[cfg(test)]
 mod tests {
-    use crate::engine::{
+    use crate::{
         scenario::{fingerprint, task, Scenario, AWS},
         Rule, Severity, TaskId,
     };
@@ -103,7 +103,7 @@ mod tests {
         scenario.tls(200, "api.github.com", token);
         let finding = scenario.only_finding();
         assert_eq!(finding.rule, Rule::CrossTaskReuse);
-        assert_eq!(finding.via, Some(crate::engine::UseVia::Tls));
+        assert_eq!(finding.via, Some(crate::UseVia::Tls));
         assert_eq!(finding.server.as_deref(), Some("api.github.com"));
         assert!(finding.detail.contains("authorization header of a TLS request to api.github.com"), "{}", finding.detail);
     }

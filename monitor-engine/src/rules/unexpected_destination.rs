@@ -8,7 +8,7 @@ use std::{
 };
 
 use super::{actor, secret_name, Draft, Subject};
-use crate::engine::{
+use crate::{
     finding::{Rule, Severity, UseVia},
     secrets::SecretKey,
     tasks::TaskRef,
@@ -107,7 +107,7 @@ fn draft(state: &State, task: TaskRef, secret: SecretKey, subject: Subject, what
 
 #[cfg(test)]
 mod tests {
-    use crate::engine::{
+    use crate::{
         scenario::{fingerprint, task, Scenario, AWS},
         Rule, Severity, TaskId,
     };
@@ -182,7 +182,7 @@ mod tests {
         let finding = scenario.only_finding();
         assert_eq!(finding.rule, Rule::UnexpectedDestination);
         assert_eq!(finding.server.as_deref(), Some("evil.example.net"));
-        assert_eq!(finding.via, Some(crate::engine::UseVia::Tls));
+        assert_eq!(finding.via, Some(crate::UseVia::Tls));
         assert_eq!(finding.owner_task, Some(TaskId("a".to_owned())));
         for outside in ["api.example.com:8443", "192.0.2.9", "[2001:db8::1]:443"] {
             scenario.tls(100, outside, token);
