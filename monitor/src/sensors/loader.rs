@@ -239,113 +239,29 @@ impl Sensors {
             tls,
             memory_hooks,
         } = options;
+        let mut gaps = Vec::new();
         let btf = Btf::from_sys_fs()?;
         let offsets = resolve(&btf)?;
-        let mut gaps = Vec::new();
-        let resolved = kallsyms::resolve();
-        // Off the syscall path where the kernel has what they read; else the syscall programs
-        // see reaches into holders, attached while any process holds a secret.
-        let unfit = match &resolved {
-            Err(error) => {
-                gaps.push(SensorGap { capability: "harvest:proc_open", reason: error.to_string() });
-                Some(error.to_string())
-            }
-            Ok(resolved) => memory_hooks::unfit(&btf, &offsets, resolved),
-        };
-        let memory_hooks = match (unfit, memory_hooks) {
-            _ if tier.has_security_hooks() => false,
-            (_, false) => {
-                let reason = "refused at load or attach (see the log)".into();
-                gaps.push(SensorGap { capability: "harvest:memory_hooks", reason });
-                false
-            }
-            (Some(reason), true) => {
-                gaps.push(SensorGap { capability: "harvest:memory_hooks", reason });
-                false
-            }
-            (None, true) => true,
-        };
-        let symbols = resolved.map(|resolved| resolved.symbols).unwrap_or_default();
+        let (memory_hooks, symbols) = memory_hooks_fit(&btf, &offsets, tier, memory_hooks, &mut gaps);
+        drop(btf);
         let ignored_tgid = ignored_tgid.unwrap_or(0);
-        let security_hooks = u32::from(tier.has_security_hooks());
         // The cgroup hooks take connects and datagram sends off the syscall path where cgroup v2
         // is mounted; with the security hooks, which see connects, only the `sendmsg` pair.
         let cgroup_root = if socket_hooks { cgroup::v2_root() } else { None };
-        let socket_programs: &[(&str, &str)] =
-            if tier.has_security_hooks() { &SOCKET_HOOKS[SENDMSG_HOOKS] } else { &SOCKET_HOOKS };
         if cgroup_root.is_none() {
             let reason = if socket_hooks { "cgroup v2 is not mounted" } else { "refused at load or attach (see the log)" };
             gaps.push(SensorGap { capability: "network:cgroup_hooks", reason: reason.into() });
         }
-        let socket_hooks = u32::from(cgroup_root.is_some());
-        let memory_hooks_flag = u32::from(memory_hooks);
-        // Unknown, no credwatch is told apart in the kernel: the daemon still is, by its tgid.
-        let credwatch_exe = crate::procfs::own_executable()
-            .map_or(InodeKey { dev: 0, _pad: 0, ino: 0 }, |(dev, ino)| maps::inode_key(InodeId { dev, ino }));
-        let mut loader = EbpfLoader::new();
-        loader
-            .override_global("OFFSETS", &offsets, true)
-            .override_global("SYMBOLS", &symbols, true)
-            .override_global("IGNORED_TGID", &ignored_tgid, true)
-            .override_global("SECURITY_HOOKS", &security_hooks, true)
-            .override_global("SOCKET_HOOKS", &socket_hooks, true)
-            .override_global("MEMORY_HOOKS", &memory_hooks_flag, true)
-            .override_global("CREDWATCH_EXE", &credwatch_exe, true)
-            .override_global("CAPTURE_LIMITS", &capture, true)
-            .map_max_entries("EVENTS", ring_buffer_bytes);
-        for (map, entries) in map_sizes.by_map() {
-            loader.map_max_entries(map, entries);
-        }
-        // One exec scratch record per possible CPU: a program indexes it by its CPU's number.
-        let cpus = aya::util::nr_cpus().map_err(|(path, source)| SensorError::Cpus { path, source })?;
-        loader.map_max_entries("EXEC_SCRATCH", cpus as u32);
-        let mut ebpf = loader.load(OBJECT)?;
+        let globals = Globals { offsets, symbols, ignored_tgid, tier, socket_hooks: cgroup_root.is_some(), memory_hooks, capture };
+        let mut ebpf = load_object(&globals, ring_buffer_bytes, &map_sizes)?;
         // The security hooks first: the tracepoint programs already leave connects and ptrace to
         // them.
-        let mut fmod_ret = Vec::new();
-        if tier.has_security_hooks() {
-            let btf = aya::Btf::from_sys_fs().map_err(SensorError::LsmBtf)?;
-            if tier == Tier::Lsm {
-                for (name, _) in LSM_HOOKS {
-                    let program: &mut Lsm = program_mut(&mut ebpf, name)?;
-                    program.load(name, &btf).map_err(|source| SensorError::Attach { name, source })?;
-                    program.attach().map_err(|source| SensorError::Attach { name, source })?;
-                }
-            } else {
-                let linked = Linked::new(OBJECT, &ebpf)?;
-                for (program, function, _) in FMOD_RET_HOOKS {
-                    fmod_ret.push(linked.attach(program, function, &btf)?);
-                }
-            }
-        }
-        for (name, _) in RAW_TRACEPOINTS {
-            let program: &mut RawTracePoint = program_mut(&mut ebpf, name)?;
-            program.load().map_err(|source| SensorError::Attach { name, source })?;
-            // The syscall programs are attached by `SyscallHooks`, when needed.
-            if !syscall_hooks::PROGRAMS.contains(&name) {
-                program.attach(name).map_err(|source| SensorError::Attach { name, source })?;
-            }
-        }
-        if memory_hooks {
-            let btf = aya::Btf::from_sys_fs().map_err(|error| SensorError::MemoryHooks { name: "btf", source: error.into() })?;
-            for (name, _, _) in memory_hooks::PROGRAMS {
-                let program: &mut BtfTracePoint = program_mut(&mut ebpf, name)?;
-                let refused = |source: ProgramError| SensorError::MemoryHooks { name, source: source.into() };
-                // Attached by `SyscallHooks` while any process holds a secret.
-                program.load(name, &btf).map_err(refused)?;
-            }
-        }
+        let fmod_ret = attach_security_hooks(&mut ebpf, tier)?;
+        load_tracepoints(&mut ebpf, memory_hooks)?;
         if let Some(root) = &cgroup_root {
-            let refused = |source: Box<dyn std::error::Error + Send + Sync>| SensorError::SocketHooks { path: root.clone(), source };
-            let cgroup = std::fs::File::open(root).map_err(|error| refused(error.into()))?;
-            for &(name, _) in socket_programs {
-                let program: &mut CgroupSockAddr = program_mut(&mut ebpf, name)?;
-                // Networking programs: loading them needs CAP_NET_ADMIN (or CAP_SYS_ADMIN) too.
-                program.load().map_err(|error| refused(error.into()))?;
-                // Through a BPF link (Linux 5.7), which sits beside the host's own programs there;
-                // the kernel refuses a link with the multi flag, which links imply.
-                program.attach(&cgroup, CgroupAttachMode::Single).map_err(|error| refused(error.into()))?;
-            }
+            let programs: &[(&str, &str)] =
+                if tier.has_security_hooks() { &SOCKET_HOOKS[SENDMSG_HOOKS] } else { &SOCKET_HOOKS };
+            attach_socket_hooks(&mut ebpf, root, programs)?;
         }
         let tls_hooks = if tls {
             let (hooks, tls_gaps) = tls::attach(&mut ebpf);
@@ -354,56 +270,15 @@ impl Sensors {
         } else {
             Vec::new()
         };
-        let guard_maps = if file_guard && !tier.has_security_hooks() {
-            Some(GuardMaps {
-                watched: second_handle(&ebpf, "WATCHED", HashMap::try_from)?,
-                task_of: second_handle(&ebpf, "TASK_OF", HashMap::try_from)?,
-                finished_tasks: second_handle(&ebpf, "FINISHED_TASKS", HashMap::try_from)?,
-                grantees: second_handle(&ebpf, "GRANTEES", HashMap::try_from)?,
-                holders: second_handle(&ebpf, "HOLDERS", HashMap::try_from)?,
-                enforce: second_handle(&ebpf, "ENFORCE", Array::try_from)?,
-                fail_closed: second_handle(&ebpf, "FAIL_CLOSED", Array::try_from)?,
-            })
-        } else {
-            None
-        };
+        let guard_maps = if file_guard && !tier.has_security_hooks() { Some(guard_maps(&ebpf)?) } else { None };
         let events = take_map(&mut ebpf, "EVENTS", RingBuf::try_from)?;
         let decisions = take_map(&mut ebpf, "DECISIONS", RingBuf::try_from)?;
         let lost = take_map(&mut ebpf, "LOST", PerCpuArray::try_from)?;
         let failures = take_map(&mut ebpf, "MAP_FAILURES", PerCpuArray::try_from)?;
         let fail_closed = take_map(&mut ebpf, "FAIL_CLOSED", Array::try_from)?;
-        let mut maps = KernelMaps {
-            watched: take_map(&mut ebpf, "WATCHED", HashMap::try_from)?,
-            grantees: take_map(&mut ebpf, "GRANTEES", HashMap::try_from)?,
-            finished_tasks: take_map(&mut ebpf, "FINISHED_TASKS", HashMap::try_from)?,
-            task_of: take_map(&mut ebpf, "TASK_OF", HashMap::try_from)?,
-            holders: take_map(&mut ebpf, "HOLDERS", HashMap::try_from)?,
-            verdicts: take_map(&mut ebpf, "VERDICTS", HashMap::try_from)?,
-            verdict_count: take_map(&mut ebpf, "VERDICT_COUNT", Array::try_from)?,
-            pending: Default::default(),
-            enforce: take_map(&mut ebpf, "ENFORCE", Array::try_from)?,
-            destinations: take_map(&mut ebpf, "ALLOWED_DESTINATIONS", LpmTrie::try_from)?,
-            destination_keys: Default::default(),
-            failures: Default::default(),
-            marks: None,
-            syscall_hooks: None,
-        };
-        let syscall_programs: &[&str] =
-            if tier.has_security_hooks() { &syscall_hooks::BESIDE_SECURITY_HOOKS } else { &syscall_hooks::PROGRAMS };
-        // On the base tier, holders need them for their connects without the cgroup hooks and
-        // for reaches into them without the memory hooks.
-        let holders_watched_elsewhere = memory_hooks && cgroup_root.is_some();
-        let serves_holders = !(tier.has_security_hooks() || holders_watched_elsewhere);
-        let memory_programs: &[(&str, &str, usize)] = if memory_hooks { &memory_hooks::PROGRAMS } else { &[] };
-        let syscall_hooks = SyscallHooks::new(ebpf, syscall_programs, serves_holders, memory_programs);
-        let guard = guard_maps.and_then(|maps| match FileGuard::start(maps, ignored_tgid, syscall_hooks.clone()) {
-            Ok(started) => Some(started),
-            Err(error) => {
-                gaps.push(SensorGap { capability: "files:fanotify_guard", reason: error.to_string() });
-                None
-            }
-        });
-        let (guard, marks) = guard.map_or((None, None), |(guard, marks)| (Some(guard), Some(marks)));
+        let mut maps = kernel_maps(&mut ebpf)?;
+        let (syscall_hooks, guard, marks) =
+            on_demand(ebpf, tier, memory_hooks, cgroup_root.is_some(), guard_maps, ignored_tgid, &mut gaps)?;
         let running = known_gaps::Sensors {
             tier,
             file_guard: guard.is_some(),
@@ -411,13 +286,6 @@ impl Sensors {
             tls: !tls_hooks.is_empty(),
         };
         gaps.extend(known_gaps::of(running).into_iter().map(|gap| SensorGap { capability: gap.capability, reason: gap.reason.into() }));
-        // Attached for good: on the base tier without the guard, where they watch secret files;
-        // beside the security hooks without the `sendmsg` hooks, where `sys_enter` sees holders'
-        // datagrams.
-        let pinned = if tier.has_security_hooks() { cgroup_root.is_none() } else { guard.is_none() };
-        if pinned {
-            syscall_hooks.pin().map_err(|(name, source)| SensorError::Attach { name, source })?;
-        }
         maps.marks = marks;
         maps.syscall_hooks = Some(syscall_hooks.clone());
         // SAFETY: each ring buffer owns its map fd, which stays open and unchanged for as long as
@@ -425,7 +293,6 @@ impl Sensors {
         let (events, decisions) = unsafe { (AsyncFd::register(events), AsyncFd::register(decisions)) };
         let events = events.map_err(|error| SensorError::Poll(error.into()))?;
         let decisions = decisions.map_err(|error| SensorError::Poll(error.into()))?;
-        drop(btf);
         // The kernel's BTF, parsed twice (offsets; aya's, for the tp_btf and LSM programs), is
         // freed by now, in holes glibc would keep resident (measured: 26 MiB). Hand them back.
         #[cfg(target_env = "gnu")]
@@ -664,4 +531,209 @@ async fn next_report(guard: &mut Option<FileGuard>) -> Option<Event> {
 
 fn log_decode_error(error: &DecodeError) {
     tracing::warn!(%error, "dropping undecodable ring buffer record");
+}
+
+/// What the programs read as globals, set before load.
+struct Globals {
+    offsets: monitor_common::offsets::KernelOffsets,
+    symbols: monitor_common::offsets::KernelSymbols,
+    ignored_tgid: u32,
+    tier: Tier,
+    socket_hooks: bool,
+    memory_hooks: bool,
+    capture: CaptureLimits,
+}
+
+/// Whether the memory hooks run (the kernel has what they read, and the caller wants them), with
+/// the kernel functions they tell routes apart by; the reason is a gap when they do not.
+fn memory_hooks_fit(
+    btf: &Btf,
+    offsets: &monitor_common::offsets::KernelOffsets,
+    tier: Tier,
+    wanted: bool,
+    gaps: &mut Vec<SensorGap>,
+) -> (bool, monitor_common::offsets::KernelSymbols) {
+    let resolved = kallsyms::resolve();
+    // Off the syscall path where the kernel has what they read; else the syscall programs
+    // see reaches into holders, attached while any process holds a secret.
+    let unfit = match &resolved {
+        Err(error) => {
+            gaps.push(SensorGap { capability: "harvest:proc_open", reason: error.to_string() });
+            Some(error.to_string())
+        }
+        Ok(resolved) => memory_hooks::unfit(btf, offsets, resolved),
+    };
+    let fit = match (unfit, wanted) {
+        _ if tier.has_security_hooks() => false,
+        (_, false) => {
+            let reason = "refused at load or attach (see the log)".into();
+            gaps.push(SensorGap { capability: "harvest:memory_hooks", reason });
+            false
+        }
+        (Some(reason), true) => {
+            gaps.push(SensorGap { capability: "harvest:memory_hooks", reason });
+            false
+        }
+        (None, true) => true,
+    };
+    (fit, resolved.map(|resolved| resolved.symbols).unwrap_or_default())
+}
+
+/// Loads the object with its globals and map sizes; no program is loaded in the kernel yet.
+fn load_object(globals: &Globals, ring_buffer_bytes: u32, map_sizes: &MapSizes) -> Result<Ebpf, SensorError> {
+    let Globals { offsets, symbols, ignored_tgid, tier, socket_hooks, memory_hooks, capture } = globals;
+    let security_hooks = u32::from(tier.has_security_hooks());
+    let socket_hooks = u32::from(*socket_hooks);
+    let memory_hooks = u32::from(*memory_hooks);
+    // Unknown, no credwatch is told apart in the kernel: the daemon still is, by its tgid.
+    let credwatch_exe = crate::procfs::own_executable()
+        .map_or(InodeKey { dev: 0, _pad: 0, ino: 0 }, |(dev, ino)| maps::inode_key(InodeId { dev, ino }));
+    let mut loader = EbpfLoader::new();
+    loader
+        .override_global("OFFSETS", offsets, true)
+        .override_global("SYMBOLS", symbols, true)
+        .override_global("IGNORED_TGID", ignored_tgid, true)
+        .override_global("SECURITY_HOOKS", &security_hooks, true)
+        .override_global("SOCKET_HOOKS", &socket_hooks, true)
+        .override_global("MEMORY_HOOKS", &memory_hooks, true)
+        .override_global("CREDWATCH_EXE", &credwatch_exe, true)
+        .override_global("CAPTURE_LIMITS", capture, true)
+        .map_max_entries("EVENTS", ring_buffer_bytes);
+    for (map, entries) in map_sizes.by_map() {
+        loader.map_max_entries(map, entries);
+    }
+    // One exec scratch record per possible CPU: a program indexes it by its CPU's number.
+    let cpus = aya::util::nr_cpus().map_err(|(path, source)| SensorError::Cpus { path, source })?;
+    loader.map_max_entries("EXEC_SCRATCH", cpus as u32);
+    Ok(loader.load(OBJECT)?)
+}
+
+/// The LSM tier's programs, or the same as fmod_ret (which aya does not own: returned).
+fn attach_security_hooks(ebpf: &mut Ebpf, tier: Tier) -> Result<Vec<fmod_ret::Attached>, SensorError> {
+    let mut fmod_ret = Vec::new();
+    if !tier.has_security_hooks() {
+        return Ok(fmod_ret);
+    }
+    let btf = aya::Btf::from_sys_fs().map_err(SensorError::LsmBtf)?;
+    if tier == Tier::Lsm {
+        for (name, _) in LSM_HOOKS {
+            let program: &mut Lsm = program_mut(ebpf, name)?;
+            program.load(name, &btf).map_err(|source| SensorError::Attach { name, source })?;
+            program.attach().map_err(|source| SensorError::Attach { name, source })?;
+        }
+    } else {
+        let linked = Linked::new(OBJECT, ebpf)?;
+        for (program, function, _) in FMOD_RET_HOOKS {
+            fmod_ret.push(linked.attach(program, function, &btf)?);
+        }
+    }
+    Ok(fmod_ret)
+}
+
+/// Loads the raw tracepoint programs, attaching those that run always, and loads the memory
+/// hooks; `SyscallHooks` attaches the rest when they are needed.
+fn load_tracepoints(ebpf: &mut Ebpf, memory_hooks: bool) -> Result<(), SensorError> {
+    for (name, _) in RAW_TRACEPOINTS {
+        let program: &mut RawTracePoint = program_mut(ebpf, name)?;
+        program.load().map_err(|source| SensorError::Attach { name, source })?;
+        if !syscall_hooks::PROGRAMS.contains(&name) {
+            program.attach(name).map_err(|source| SensorError::Attach { name, source })?;
+        }
+    }
+    if memory_hooks {
+        let btf = aya::Btf::from_sys_fs().map_err(|error| SensorError::MemoryHooks { name: "btf", source: error.into() })?;
+        for (name, _, _) in memory_hooks::PROGRAMS {
+            let program: &mut BtfTracePoint = program_mut(ebpf, name)?;
+            let refused = |source: ProgramError| SensorError::MemoryHooks { name, source: source.into() };
+            program.load(name, &btf).map_err(refused)?;
+        }
+    }
+    Ok(())
+}
+
+/// Attaches the cgroup socket-address `programs` at the cgroup v2 `root`.
+fn attach_socket_hooks(ebpf: &mut Ebpf, root: &std::path::Path, programs: &[(&'static str, &str)]) -> Result<(), SensorError> {
+    let refused = |source: Box<dyn std::error::Error + Send + Sync>| SensorError::SocketHooks { path: root.to_owned(), source };
+    let cgroup = std::fs::File::open(root).map_err(|error| refused(error.into()))?;
+    for &(name, _) in programs {
+        let program: &mut CgroupSockAddr = program_mut(ebpf, name)?;
+        // Networking programs: loading them needs CAP_NET_ADMIN (or CAP_SYS_ADMIN) too.
+        program.load().map_err(|error| refused(error.into()))?;
+        // Through a BPF link (Linux 5.7), which sits beside the host's own programs there; the
+        // kernel refuses a link with the multi flag, which links imply.
+        program.attach(&cgroup, CgroupAttachMode::Single).map_err(|error| refused(error.into()))?;
+    }
+    Ok(())
+}
+
+/// The file guard's own handles on the maps it decides from (second fds: the daemon keeps its
+/// own).
+fn guard_maps(ebpf: &Ebpf) -> Result<GuardMaps, SensorError> {
+    Ok(GuardMaps {
+        watched: second_handle(ebpf, "WATCHED", HashMap::try_from)?,
+        task_of: second_handle(ebpf, "TASK_OF", HashMap::try_from)?,
+        finished_tasks: second_handle(ebpf, "FINISHED_TASKS", HashMap::try_from)?,
+        grantees: second_handle(ebpf, "GRANTEES", HashMap::try_from)?,
+        holders: second_handle(ebpf, "HOLDERS", HashMap::try_from)?,
+        enforce: second_handle(ebpf, "ENFORCE", Array::try_from)?,
+        fail_closed: second_handle(ebpf, "FAIL_CLOSED", Array::try_from)?,
+    })
+}
+
+/// The maps the daemon writes, taken out of the object.
+fn kernel_maps(ebpf: &mut Ebpf) -> Result<KernelMaps, SensorError> {
+    Ok(KernelMaps {
+        watched: take_map(ebpf, "WATCHED", HashMap::try_from)?,
+        grantees: take_map(ebpf, "GRANTEES", HashMap::try_from)?,
+        finished_tasks: take_map(ebpf, "FINISHED_TASKS", HashMap::try_from)?,
+        task_of: take_map(ebpf, "TASK_OF", HashMap::try_from)?,
+        holders: take_map(ebpf, "HOLDERS", HashMap::try_from)?,
+        verdicts: take_map(ebpf, "VERDICTS", HashMap::try_from)?,
+        verdict_count: take_map(ebpf, "VERDICT_COUNT", Array::try_from)?,
+        pending: Default::default(),
+        enforce: take_map(ebpf, "ENFORCE", Array::try_from)?,
+        destinations: take_map(ebpf, "ALLOWED_DESTINATIONS", LpmTrie::try_from)?,
+        destination_keys: Default::default(),
+        failures: Default::default(),
+        marks: None,
+        syscall_hooks: None,
+    })
+}
+
+/// Hands the programs to `SyscallHooks`, which attaches the on-demand ones when something needs
+/// them, and starts the file guard (its failure is a stated gap); pins the syscall programs where
+/// nothing else does their work.
+fn on_demand(
+    ebpf: Ebpf,
+    tier: Tier,
+    memory_hooks: bool,
+    socket_hooks: bool,
+    guard_maps: Option<GuardMaps>,
+    ignored_tgid: u32,
+    gaps: &mut Vec<SensorGap>,
+) -> Result<(SyscallHooks, Option<FileGuard>, Option<super::file_guard::Marks>), SensorError> {
+    let syscall_programs: &[&str] =
+        if tier.has_security_hooks() { &syscall_hooks::BESIDE_SECURITY_HOOKS } else { &syscall_hooks::PROGRAMS };
+    // On the base tier, holders need them for their connects without the cgroup hooks and for
+    // reaches into them without the memory hooks.
+    let holders_watched_elsewhere = memory_hooks && socket_hooks;
+    let serves_holders = !(tier.has_security_hooks() || holders_watched_elsewhere);
+    let memory_programs: &[(&str, &str, usize)] = if memory_hooks { &memory_hooks::PROGRAMS } else { &[] };
+    let syscall_hooks = SyscallHooks::new(ebpf, syscall_programs, serves_holders, memory_programs);
+    let guard = guard_maps.and_then(|maps| match FileGuard::start(maps, ignored_tgid, syscall_hooks.clone()) {
+        Ok(started) => Some(started),
+        Err(error) => {
+            gaps.push(SensorGap { capability: "files:fanotify_guard", reason: error.to_string() });
+            None
+        }
+    });
+    let (guard, marks) = guard.map_or((None, None), |(guard, marks)| (Some(guard), Some(marks)));
+    // Attached for good: on the base tier without the guard, where they watch secret files;
+    // beside the security hooks without the `sendmsg` hooks, where `sys_enter` sees holders'
+    // datagrams.
+    let pinned = if tier.has_security_hooks() { !socket_hooks } else { guard.is_none() };
+    if pinned {
+        syscall_hooks.pin().map_err(|(name, source)| SensorError::Attach { name, source })?;
+    }
+    Ok((syscall_hooks, guard, marks))
 }
