@@ -7,15 +7,17 @@
 
 use std::{collections::BTreeSet, path::Path};
 
-/// Top-level modules of `monitor/src` (and the engine crate's re-exports), lowest layer first. Modules of one layer may use each
-/// other.
+/// Top-level modules of `monitor/src` (and the engine crate's re-exports), lowest layer first.
+/// Modules of one layer may use each other; the kernel layer is ordered within: `doctor` and
+/// `actions` use `sensors`, never the other way round.
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "shared model",
         &["event", "fingerprint", "procfs", "clock", "error_chain", "catalogue"],
     ),
     ("engine", &["engine"]),
-    ("kernel", &["sensors", "doctor", "secrets", "actions"]),
+    ("kernel", &["sensors", "secrets"]),
+    ("kernel checks and actions", &["doctor", "actions"]),
     ("daemon", &["daemon"]),
     ("api and export", &["api", "export"]),
     ("cli", &["cli", "config", "fuzz"]),
@@ -27,22 +29,65 @@ fn layer_of(module: &str) -> Option<usize> {
         .position(|(_, modules)| modules.contains(&module))
 }
 
-/// Code without comments, up to the first test module.
+/// Code without comments and without the items marked `#[cfg(test)]` (test modules and helpers
+/// may reach anywhere); what follows a test module is still code.
 fn code(source: &str) -> String {
-    let source = source.split("#[cfg(test)]").next().unwrap_or_default();
-    source
+    let source: String = source
         .lines()
         .map(|line| line.split("//").next().unwrap_or_default())
         .collect::<Vec<_>>()
-        .join("\n")
+        .join("\n");
+    let mut out = String::new();
+    let mut rest = source.as_str();
+    while let Some(start) = rest.find("#[cfg(test)]") {
+        out.push_str(&rest[..start]);
+        rest = skip_item(&rest[start + "#[cfg(test)]".len()..]);
+    }
+    out.push_str(rest);
+    out
+}
+
+/// What follows the item at the start of `source`: up to its `;` or its matching `}`.
+fn skip_item(source: &str) -> &str {
+    let mut depth = 0;
+    for (at, c) in source.char_indices() {
+        match c {
+            ';' if depth == 0 => return &source[at + 1..],
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return &source[at + 1..];
+                }
+            }
+            _ => {}
+        }
+    }
+    ""
 }
 
 /// The top-level modules a file names through `crate::`, including each item of a
-/// `use crate::{a::…, b::{…}}` group.
-fn crate_references(code: &str) -> BTreeSet<String> {
+/// `use crate::{a::…, b::{…}}` group, and through as many `super::` as lead out of the file's
+/// own module (`depth`: 1 for `daemon/mod.rs`, 2 for `daemon/tasks.rs`).
+fn crate_references(code: &str, depth: usize) -> BTreeSet<String> {
     let mut found = BTreeSet::new();
-    for (start, _) in code.match_indices("crate::") {
-        let rest = &code[start + "crate::".len()..];
+    let roots = code.match_indices("crate::").map(|(start, _)| start + "crate::".len());
+    let supers = code.match_indices("super::").filter_map(|(start, _)| {
+        // The first `super::` of a chain, with the whole chain leading to the crate root.
+        let before = code[..start].trim_end_matches(|c: char| c.is_ascii_alphanumeric() || c == '_');
+        if before.ends_with("::") {
+            return None;
+        }
+        let mut end = start;
+        let mut count = 0;
+        while code[end..].starts_with("super::") {
+            end += "super::".len();
+            count += 1;
+        }
+        (count >= depth).then_some(end)
+    });
+    for start in roots.chain(supers) {
+        let rest = &code[start..];
         if let Some(group) = rest.strip_prefix('{') {
             let (mut depth, mut item) = (0, String::new());
             for c in group.chars() {
@@ -107,7 +152,9 @@ fn no_module_uses_a_layer_above_its_own() {
         }
         let own = layer_of(module)
             .unwrap_or_else(|| panic!("{}: module {module} is in no layer", relative.display()));
-        for used in crate_references(&code(&std::fs::read_to_string(file).unwrap())) {
+        // `a.rs` and `a/mod.rs` are one module deep, `a/b.rs` two.
+        let depth = relative.components().count() - usize::from(relative.ends_with("mod.rs"));
+        for used in crate_references(&code(&std::fs::read_to_string(file).unwrap()), depth) {
             let layer = layer_of(&used)
                 .unwrap_or_else(|| panic!("{}: crate::{used} is in no layer", relative.display()));
             if layer > own {
@@ -131,8 +178,26 @@ fn no_module_uses_a_layer_above_its_own() {
 fn the_checker_sees_groups_and_paths_and_skips_comments_and_tests() {
     let source = "use crate::{engine::Engine, daemon::{a, b}};\nfn f() { crate::cli::run(); }\n\
                   // crate::config is named in a comment\n#[cfg(test)]\nmod tests { use crate::api; }";
-    let found: Vec<_> = crate_references(&code(source)).into_iter().collect();
+    let found: Vec<_> = crate_references(&code(source), 1).into_iter().collect();
     assert_eq!(found, ["cli", "daemon", "engine"]);
+}
+
+#[test]
+fn the_checker_cannot_be_walked_around() {
+    // Code after a test module is code.
+    let after_tests = "#[cfg(test)]\nmod tests { use crate::api; }\nfn f() { crate::cli::run(); }\n\
+                       #[cfg(test)]\nfn helper() { crate::export::x(); }\nuse crate::daemon;";
+    let found: Vec<_> = crate_references(&code(after_tests), 1).into_iter().collect();
+    assert_eq!(found, ["cli", "daemon"]);
+    // `super::` chains that leave the file's module reach the crate root; those that stay within
+    // it do not.
+    let supers = "use super::super::cli::run;\nuse super::{sibling, super::api::x};\nfn f() { super::local(); }";
+    let found: Vec<_> = crate_references(&code(supers), 2).into_iter().collect();
+    assert_eq!(found, ["cli"], "from daemon/tasks.rs");
+    let found: Vec<_> = crate_references(&code("fn f() { super::daemon::x(); }"), 1).into_iter().collect();
+    assert_eq!(found, ["daemon"], "from a top-level module, super:: is the crate");
+    // Within the kernel layer, sensors may not use doctor.
+    assert!(layer_of("sensors") < layer_of("doctor"));
 }
 
 /// What the engine may depend on: the kernel's shared types and plain data crates, nothing that

@@ -43,7 +43,7 @@ use crate::{
         pattern::{EnvPatterns, PathPattern},
         Catalogue, CatalogueConfig,
     },
-    doctor::{self, Tier},
+    doctor,
     engine::{Effect, Engine, EngineConfig, Input, Rejection, SecretKind, SecretSpec, TaskState},
     event::{Captured, EnvScan, Event, EventKind, Exec, ExecId, KernelAction, SecretId, TlsWrite},
     fingerprint::{FingerprintKey, KeyError},
@@ -58,6 +58,7 @@ use crate::{
     sensors::{
         loss::LossCounts,
         sizes::{MapSizeOverrides, MapSizes},
+        tier::{Tier, TierError},
         MapWriteFailures, SensorError, SensorOptions, Sensors,
     },
 };
@@ -70,7 +71,7 @@ const REFRESH: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error(transparent)]
-    Tier(#[from] doctor::TierError),
+    Tier(#[from] TierError),
     #[error("cannot load the fingerprint key")]
     Key(#[from] KeyError),
     #[error("cannot start the sensors")]

@@ -14,10 +14,9 @@ use crate::{
         kill::{kill_process, kill_task, KillOutcome, TaskKill},
         plan::{Action, ActionPlan},
     },
-    doctor::Tier,
     engine::{Finding, Rule},
     event::KernelAction,
-    sensors::maps::KernelMaps,
+    sensors::{maps::KernelMaps, tier::Tier},
 };
 
 /// What became of one action.

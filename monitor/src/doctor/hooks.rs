@@ -14,7 +14,10 @@ use aya::{
 use serde::Serialize;
 
 use super::{error_detail::ErrorDetail, send_signal};
-use crate::sensors::fmod_ret::{FmodRetError, Linked};
+use crate::sensors::{
+    fmod_ret::{FmodRetError, Linked},
+    phase::Phase,
+};
 
 static PROBES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/credwatch-probes"));
 
@@ -95,34 +98,6 @@ impl HookKind {
             Self::Fentry | Self::FmodRet | Self::Kprobe => FILE_OPEN_FUNCTION.to_owned(),
             Self::Lsm => FILE_OPEN_LSM_HOOK.to_owned(),
             Self::Uprobe => UPROBE_SYMBOL.to_owned(),
-        }
-    }
-}
-
-/// The step of a probe that failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    /// Parsing the object and creating its maps.
-    Object,
-    /// `BPF_PROG_LOAD`: the verifier and the program-type checks.
-    Load,
-    /// Creating the link or perf event that connects the program to its hook.
-    Attach,
-    /// Making the hook run.
-    Trigger,
-    /// Reading what the program recorded.
-    Readback,
-}
-
-impl Phase {
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Object => "object",
-            Self::Load => "load",
-            Self::Attach => "attach",
-            Self::Trigger => "trigger",
-            Self::Readback => "readback",
         }
     }
 }

@@ -13,21 +13,22 @@ mod lsm_list;
 pub mod report;
 mod ring_buffer;
 mod send_signal;
-mod tier;
 
 use serde::Serialize;
 
-use crate::sensors::sizes::MapSizes;
+use crate::sensors::{
+    sizes::MapSizes,
+    tier::{Requirement, Tier, TierError, Unmet},
+};
 
 pub use self::{
     base_sensors::BaseSensorCheck,
     btf::BtfCheck,
     error_detail::{Errno, ErrorDetail},
     filesystems::{Filesystem, FilesystemCheck, MountState},
-    hooks::{HookCheck, HookChecks, HookKind, HookOutcome, Phase, ProbeError},
+    hooks::{HookCheck, HookChecks, HookKind, HookOutcome, ProbeError},
     lsm_list::LsmListCheck,
     ring_buffer::RingBufferCheck,
-    tier::{Requirement, Tier, TierError, Unmet},
 };
 
 /// Everything doctor checked, in the order it checked it.

@@ -265,7 +265,7 @@ fn tier_row(report: &KernelReport, tier: &Result<Tier, TierError>) -> Row {
     let passed_over: Vec<String> = Tier::PREFERENCE
         .iter()
         .take_while(|&&better| better != *tier)
-        .map(|&better| format!("{better} unavailable: {}", super::tier::join(&report.unmet(better))))
+        .map(|&better| format!("{better} unavailable: {}", crate::sensors::tier::join(&report.unmet(better))))
         .collect();
     let detail = if passed_over.is_empty() { "every requirement met".to_owned() } else { passed_over.join("; ") };
     Row::new("tier", tier.name(), detail)

@@ -17,7 +17,7 @@ use aya::{
     maps::{Map, MapData},
     Btf, Ebpf,
 };
-use crate::doctor::Phase;
+use super::phase::Phase;
 use aya_obj::{
     btf::BtfKind,
     generated::{bpf_attach_type, bpf_attr, bpf_cmd, bpf_insn, bpf_prog_type},

@@ -1,7 +1,7 @@
 //! What each tier's sensors cannot see or cannot refuse, by design of its hooks: one table that
 //! the loader (for `status` and the `credwatch_sensor_gaps` metric) and `doctor` both read.
 
-use crate::doctor::Tier;
+use super::tier::Tier;
 
 /// The sensors one host runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -28,11 +28,9 @@ use super::{
     memory_hooks,
     offsets::{resolve, OffsetError},
     sizes::MapSizes,
+    tier::Tier,
 };
-use crate::{
-    doctor::Tier,
-    event::{Event, InodeId},
-};
+use crate::event::{Event, InodeId};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/credwatch-sensors"));
 

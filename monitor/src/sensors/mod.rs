@@ -14,8 +14,10 @@ pub mod maps;
 pub mod memory_hooks;
 mod named_path;
 pub mod offsets;
+pub mod phase;
 pub mod sizes;
 pub mod syscall_hooks;
+pub mod tier;
 pub mod tls;
 
 pub use loader::{MapWriteFailures, SensorError, SensorGap, SensorOptions, Sensors};

@@ -128,7 +128,7 @@ pub enum TierError {
     MinimumUnavailable { unmet: Vec<Unmet> },
 }
 
-pub(super) fn join(unmet: &[Unmet]) -> String {
+pub(crate) fn join(unmet: &[Unmet]) -> String {
     unmet
         .iter()
         .map(Unmet::to_string)
