@@ -5,7 +5,7 @@ mod common;
 
 use std::os::unix::process::ExitStatusExt as _;
 
-use common::{daemon::RunningDaemon, Gated};
+use common::{daemon::RunningDaemon, shared_read::SharedRead, Gated};
 use monitor::daemon::control::TaskRequest;
 
 fn task(id: &str, root: u32, secrets: Vec<String>) -> TaskRequest {
@@ -30,13 +30,17 @@ async fn a_secret_replaced_by_mv_or_an_editor_stays_bound() {
         let after = std::fs::metadata(&secret).map(|meta| std::os::unix::fs::MetadataExt::ino(&meta)).unwrap();
         assert_ne!(before, after, "{route}: a new inode");
         daemon.wait_for_log(&format!("ino={after}"));
-        let rogue = Gated::spawn("exec cat .git-credentials", &home, &[]);
+        let read = SharedRead::new(&home, &format!("rogue-{after}"));
+        let rogue = Gated::spawn(&format!("exec {}", read.command(".git-credentials")), &home, &[]);
         let rogue_pid = rogue.pid;
         daemon.client.start_task(&task(&format!("rogue-{after}"), rogue.pid, Vec::new())).await.unwrap();
-        let (status, output) = rogue.release();
+        let (status, _) = rogue.release();
         assert_eq!(status.signal(), Some(9), "{route}: {status}");
-        assert!(output.is_empty(), "{route}");
-        daemon.finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["pid"] == rogue_pid).await;
+        assert_eq!(read.received().len(), 0, "{route}: bytes of the secret reached the rogue");
+        let finding = daemon
+            .finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["pid"] == rogue_pid)
+            .await;
+        assert_eq!(finding["actions"][0]["result"], "killed_in_kernel", "{route}: {finding:#}");
     }
     drop(owner);
     daemon.stop().await;

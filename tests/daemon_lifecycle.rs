@@ -5,7 +5,7 @@ mod common;
 
 use std::os::unix::process::ExitStatusExt as _;
 
-use common::{daemon::RunningDaemon, Gated};
+use common::{daemon::RunningDaemon, shared_read::SharedRead, Gated};
 use monitor::daemon::control::TaskRequest;
 
 fn task(id: &str, root: u32, secret: &std::path::Path) -> TaskRequest {
@@ -22,7 +22,8 @@ async fn tasks_and_bindings_survive_a_restart_and_reuse_is_still_killed() {
     // The owner waits across the restart, then reads its secret; its task must still be its.
     let owner = Gated::spawn("exec cat .docker/config.json", &home, &[]);
     daemon.client.start_task(&task("builder", owner.pid, &secret)).await.unwrap();
-    let rogue = Gated::spawn("exec cat .docker/config.json", &home, &[]);
+    let read = SharedRead::new(&home, "rogue");
+    let rogue = Gated::spawn(&format!("exec {}", read.command(".docker/config.json")), &home, &[]);
     let rogue_pid = rogue.pid;
     daemon.client.start_task(&task("intruder", rogue.pid, &daemon.home.path().join(".npmrc"))).await.unwrap_err();
     let mut intruder = task("intruder", rogue.pid, &secret);
@@ -39,11 +40,12 @@ async fn tasks_and_bindings_survive_a_restart_and_reuse_is_still_killed() {
     let (status, output) = owner.release();
     assert!(status.success(), "the owner still reads its secret after the restart: {status}");
     assert!(output == value, "the owner's read is intact ({} bytes)", output.len());
-    let (status, output) = rogue.release();
+    let (status, _) = rogue.release();
     assert_eq!(status.signal(), Some(9), "the binding survived the restart: {status}");
-    assert!(output.is_empty());
+    assert_eq!(read.received().len(), 0, "bytes of the secret reached the rogue");
     let finding = daemon.finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["pid"] == rogue_pid).await;
     assert_eq!(finding["owner_task"], "builder");
+    assert_eq!(finding["actions"][0]["result"], "killed_in_kernel", "{finding:#}");
     daemon.stop().await;
 }
 

@@ -4,7 +4,7 @@ mod common;
 
 use std::{os::unix::process::ExitStatusExt as _, process::Command};
 
-use common::{daemon::RunningDaemon, Gated};
+use common::{daemon::RunningDaemon, shared_read::SharedRead, Gated};
 use monitor::daemon::control::TaskRequest;
 
 const DECOY: &str = ".aws/credentials.old";
@@ -22,12 +22,13 @@ fn with_decoy() -> RunningDaemon {
 #[tokio::test]
 async fn a_tasks_process_opening_a_decoy_is_killed_before_reading_a_byte() {
     let daemon = with_decoy();
-    let prober = Gated::spawn(&format!("exec cat {DECOY}"), daemon.home.path(), &[]);
+    let read = SharedRead::new(daemon.home.path(), "prober");
+    let prober = Gated::spawn(&format!("exec {}", read.command(DECOY)), daemon.home.path(), &[]);
     let pid = prober.pid;
     daemon.client.start_task(&TaskRequest::new("agent", prober.pid)).await.unwrap();
-    let (status, output) = prober.release();
+    let (status, _) = prober.release();
     assert_eq!(status.signal(), Some(9), "killed at the open: {status}");
-    assert!(output.is_empty(), "the prober read {} bytes", output.len());
+    assert_eq!(read.received().len(), 0, "bytes of the decoy reached the prober");
     let finding = daemon.finding(|finding| finding["rule"] == "decoy_touched" && finding["process"]["pid"] == pid).await;
     assert_eq!(finding["severity"], "critical");
     assert_eq!(finding["task"], "agent");

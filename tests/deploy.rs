@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use common::{daemon::RunningDaemon, Gated};
+use common::{daemon::RunningDaemon, shared_read::SharedRead, Gated};
 use monitor::{config::Config, daemon::control::TaskRequest};
 
 fn deploy() -> PathBuf {
@@ -158,23 +158,28 @@ async fn the_daemon_works_with_only_the_units_capabilities() {
     }
     daemon.wait_watched(&secret);
 
-    // The kernel kills the rogue; kill_task then signals its child, which runs as nobody.
+    // The kernel kills the rogue at the open; kill_task then signals its child, which runs as
+    // nobody.
     let owner = Gated::spawn("exec sleep 30", &home, &[]);
     let mut request = TaskRequest::new("cluster-admin", owner.pid);
     request.secrets = vec![secret.display().to_string()];
     daemon.client.start_task(&request).await.unwrap();
+    let rogue_read = SharedRead::new(&home, "rogue");
     let rogue = Gated::spawn(
         // The pause lets the child settle in its sleep, where no hooked syscall (and so no kernel
         // verdict) can reach it: only a signal from the daemon can.
-        "setsid setpriv --reuid=65534 --regid=65534 --clear-groups sleep 60 & echo $! > nobody.pid; sleep 0.5; exec cat .kube/config",
+        &format!(
+            "setsid setpriv --reuid=65534 --regid=65534 --clear-groups sleep 60 & echo $! > nobody.pid; sleep 0.5; exec {}",
+            rogue_read.command(".kube/config")
+        ),
         &home,
         &[],
     );
     let rogue_pid = rogue.pid;
     daemon.client.start_task(&TaskRequest::new("rogue", rogue.pid)).await.unwrap();
-    let (status, output) = rogue.release();
+    let (status, _) = rogue.release();
     assert_eq!(status.signal(), Some(9), "{status}");
-    assert!(output.is_empty());
+    assert_eq!(rogue_read.received().len(), 0, "bytes of the secret reached the rogue");
     let finding = daemon
         .finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["pid"] == rogue_pid)
         .await;
@@ -188,7 +193,8 @@ async fn the_daemon_works_with_only_the_units_capabilities() {
 
     // A task cgroup made by a non-root orchestrator: its cgroup.kill belongs to that user.
     let cgroup = TaskCgroup::new(65534);
-    let rogue = Gated::spawn("exec cat .kube/config", &home, &[]);
+    let rogue_read = SharedRead::new(&home, "cgroup-rogue");
+    let rogue = Gated::spawn(&format!("exec {}", rogue_read.command(".kube/config")), &home, &[]);
     let rogue_pid = rogue.pid;
     cgroup.add(rogue_pid);
     let mut request = TaskRequest::new("cgroup-rogue", rogue_pid);
@@ -202,6 +208,7 @@ async fn the_daemon_works_with_only_the_units_capabilities() {
         .unwrap();
     cgroup.add(joined.id());
     assert_eq!(rogue.release().0.signal(), Some(9));
+    assert_eq!(rogue_read.received().len(), 0, "bytes of the secret reached the cgroup's rogue");
     let finding = daemon
         .finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["pid"] == rogue_pid)
         .await;
@@ -270,7 +277,7 @@ async fn without_cap_sys_admin_the_daemon_falls_back_to_the_syscall_programs_and
     let status = daemon.client.status().await.unwrap();
     assert_eq!(status["kernel"]["syscall_hooks_attached"], true, "they watch the secret files now");
 
-    // A bound secret read by another task is still killed, at `sys_exit`.
+    // A bound secret read by another task is still killed, at the open's `sys_exit`: before a byte.
     let home = daemon.home.path().to_owned();
     let (secret, value) = daemon.plant(".kube/config");
     daemon.wait_watched(&secret);
@@ -278,12 +285,13 @@ async fn without_cap_sys_admin_the_daemon_falls_back_to_the_syscall_programs_and
     let mut request = TaskRequest::new("owner", owner.pid);
     request.secrets = vec![secret.display().to_string()];
     daemon.client.start_task(&request).await.unwrap();
-    let rogue = Gated::spawn("exec cat .kube/config", &home, &[]);
+    let rogue_read = SharedRead::new(&home, "rogue");
+    let rogue = Gated::spawn(&format!("exec {}", rogue_read.command(".kube/config")), &home, &[]);
     let rogue_pid = rogue.pid;
     daemon.client.start_task(&TaskRequest::new("rogue", rogue.pid)).await.unwrap();
-    let (status, output) = rogue.release();
+    let (status, _) = rogue.release();
     assert_eq!(status.signal(), Some(9), "{status}");
-    assert!(output.is_empty());
+    assert_eq!(rogue_read.received().len(), 0, "bytes of the secret reached the rogue");
     let finding =
         daemon.finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["pid"] == rogue_pid).await;
     assert_eq!(finding["actions"][0]["result"], "killed_in_kernel", "{finding:#}");

@@ -13,22 +13,26 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{daemon::RunningDaemon, Gated};
+use common::{daemon::RunningDaemon, shared_read::SharedRead, Gated};
 use monitor::daemon::control::TaskRequest;
 
-/// A task `owner` granted `secret`, and a process of task `reuser` reading it: killed, and its
-/// finding published through the API whatever the sinks do.
+/// A task `owner` granted `secret`, and a process of task `reuser` reading it: killed in the kernel
+/// before a byte, and its finding published through the API whatever the sinks do.
 async fn reuse_is_caught(daemon: &RunningDaemon, secret: &std::path::Path, index: usize) {
     let home = daemon.home.path();
     let owner = Gated::spawn("exec sleep 60", home, &[]);
     let mut request = TaskRequest::new(&format!("owner-{index}"), owner.pid);
     request.secrets = vec![secret.display().to_string()];
     daemon.client.start_task(&request).await.unwrap();
-    let reuser = Gated::spawn(&format!("exec cat {}", secret.display()), home, &[]);
+    let read = SharedRead::new(home, &format!("reuser-{index}"));
+    let reuser = Gated::spawn(&format!("exec {}", read.command(&secret.display().to_string())), home, &[]);
     let pid = reuser.pid;
     daemon.client.start_task(&TaskRequest::new(&format!("reuser-{index}"), reuser.pid)).await.unwrap();
     assert_eq!(reuser.release().0.signal(), Some(9));
-    daemon.finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["pid"] == pid).await;
+    assert_eq!(read.received().len(), 0, "bytes of the secret reached reuser {index}");
+    let finding =
+        daemon.finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["pid"] == pid).await;
+    assert_eq!(finding["actions"][0]["result"], "killed_in_kernel", "{finding:#}");
     daemon.client.end_task(&format!("owner-{index}")).await.unwrap();
     drop(owner);
 }

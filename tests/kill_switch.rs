@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::Planted;
+use common::{shared_read::SharedRead, Planted};
 use monitor::{
     actions::kill::{kill_process, kill_task, KillOutcome},
     event::{EventKind, ExecId, InodeId, KernelAction},
@@ -49,9 +49,10 @@ async fn a_rogue_task_is_killed_in_the_kernel_before_it_reads_one_byte() {
     maps.watch(inode, 9, policy::ACTIVE).unwrap();
     let dir = planted.dir.path();
 
-    let (status, output, rogue) = run_in_task(&mut sensors, Some(ROGUE), "exec cat secret", dir);
+    let read = SharedRead::new(dir, "rogue");
+    let (status, _, rogue) = run_in_task(&mut sensors, Some(ROGUE), &format!("exec {}", read.command("secret")), dir);
     assert_eq!(status.signal(), Some(9), "{status}");
-    assert!(output.is_empty(), "the rogue printed {} bytes", output.len());
+    assert_eq!(read.received().len(), 0, "bytes of the secret reached the rogue");
 
     for owner in [OWNER, SHARER] {
         let (status, output, _) = run_in_task(&mut sensors, Some(owner), "exec cat secret", dir);
@@ -87,9 +88,11 @@ async fn after_its_task_ended_even_an_owner_process_is_killed() {
     maps.set_grantee(9, SHARER, true).unwrap();
     maps.watch(InodeId { dev: meta.dev(), ino: meta.ino() }, 9, policy::ACTIVE).unwrap();
     maps.finish_task(OWNER).unwrap();
-    let (status, output, _) = run_in_task(&mut sensors, Some(OWNER), "exec cat secret", planted.dir.path());
+    let read = SharedRead::new(planted.dir.path(), "ended-owner");
+    let script = format!("exec {}", read.command("secret"));
+    let (status, _, _) = run_in_task(&mut sensors, Some(OWNER), &script, planted.dir.path());
     assert_eq!(status.signal(), Some(9), "{status}");
-    assert!(output.is_empty());
+    assert_eq!(read.received().len(), 0, "bytes of the secret reached the ended task's process");
     let (status, output, _) = run_in_task(&mut sensors, Some(SHARER), "exec cat secret", planted.dir.path());
     assert!(status.success() && output == planted.value, "the grantee still active reads it: {status}");
 }

@@ -8,14 +8,14 @@ mod common;
 use std::{
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
-    os::unix::fs::PermissionsExt as _,
+    os::unix::{fs::PermissionsExt as _, process::ExitStatusExt as _},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use common::{daemon::RunningDaemon, Gated};
+use common::{daemon::RunningDaemon, shared_read::SharedRead, Gated};
 use monitor::daemon::control::TaskRequest;
 use serde_json::Value;
 
@@ -130,7 +130,7 @@ fn amtool_alerts(alertmanager: &Server, matchers: &[&str]) -> Vec<Value> {
 }
 
 /// Task `agent-a` is granted `relative` (a file under HOME) and reads it; task `agent-b` then
-/// reads it too and is killed. Returns the secret's path.
+/// reads it too and is killed in the kernel before a byte. Returns the secret's path.
 async fn reuse(daemon: &mut RunningDaemon, relative: &str) -> PathBuf {
     let (secret, _) = daemon.plant(relative);
     daemon.wait_watched(&secret);
@@ -140,12 +140,17 @@ async fn reuse(daemon: &mut RunningDaemon, relative: &str) -> PathBuf {
     request.secrets = vec![secret.display().to_string()];
     daemon.client.start_task(&request).await.unwrap();
     assert!(owner.release().0.success());
-    let rogue = Gated::spawn(&format!("exec cat {relative}"), &home, &[]);
+    let read = SharedRead::new(&home, "rogue");
+    let rogue = Gated::spawn(&format!("exec {}", read.command(relative)), &home, &[]);
     let rogue_pid = rogue.pid;
     daemon.client.start_task(&TaskRequest::new("agent-b", rogue.pid)).await.unwrap();
-    let (status, output) = rogue.release();
-    assert!(!status.success() && output.is_empty(), "the rogue is killed: {status}");
-    daemon.finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["pid"] == rogue_pid).await;
+    let (status, _) = rogue.release();
+    assert_eq!(status.signal(), Some(9), "the rogue is killed: {status}");
+    assert_eq!(read.received().len(), 0, "bytes of the secret reached the rogue");
+    let finding = daemon
+        .finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["pid"] == rogue_pid)
+        .await;
+    assert_eq!(finding["actions"][0]["result"], "killed_in_kernel", "{finding:#}");
     secret
 }
 

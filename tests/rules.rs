@@ -7,7 +7,7 @@ mod common;
 
 use std::{net::TcpListener, os::unix::process::ExitStatusExt as _, time::Duration};
 
-use common::{daemon::RunningDaemon, Gated};
+use common::{daemon::RunningDaemon, shared_read::SharedRead, Gated};
 use monitor::{daemon::control::TaskRequest, event::ExecId};
 use serde_json::Value;
 
@@ -44,12 +44,13 @@ async fn cross_task_reuse_is_caught_and_killed_and_the_owner_is_not() {
     assert!(status.success(), "the owner and its child read their secret: {status}");
     assert!(output == value, "the owner's read is intact ({} bytes)", output.len());
 
-    let rogue = Gated::spawn("exec cat .aws/credentials", &home, &[]);
+    let read = SharedRead::new(&home, "rogue");
+    let rogue = Gated::spawn(&format!("exec {}", read.command(".aws/credentials")), &home, &[]);
     let rogue_id = rogue.exec_id();
     daemon.client.start_task(&TaskRequest::new("agent-b", rogue.pid)).await.unwrap();
-    let (status, output) = rogue.release();
+    let (status, _) = rogue.release();
     assert_eq!(status.signal(), Some(9), "killed in the kernel: {status}");
-    assert!(output.is_empty(), "the rogue printed {} bytes", output.len());
+    assert_eq!(read.received().len(), 0, "bytes of the secret reached the rogue");
 
     let finding = daemon.finding(is("cross_task_reuse", rogue_id.tgid)).await;
     assert_eq!(exec_id(&finding, "process"), rogue_id);
@@ -57,7 +58,7 @@ async fn cross_task_reuse_is_caught_and_killed_and_the_owner_is_not() {
     assert_eq!(finding["task"], "agent-b");
     assert_eq!(finding["owner_task"], "agent-a");
     assert_eq!(finding["secret"]["name"], secret.display().to_string());
-    assert_eq!(finding["actions"][0]["result"], "killed_in_kernel");
+    assert_eq!(finding["actions"][0]["result"], "killed_in_kernel", "{finding:#}");
     assert!(findings_of(&daemon, "cross_task_reuse", owner_id.tgid).await.is_empty(), "benign twin: the owner");
     daemon.stop().await;
 }
@@ -70,7 +71,8 @@ async fn post_task_reuse_after_end_and_after_ttl_is_killed() {
     let home = daemon.home.path().to_owned();
 
     // A process that outlives its ended task.
-    let leftover = Gated::spawn("exec cat .config/gh/hosts.yml", &home, &[]);
+    let leftover_read = SharedRead::new(&home, "leftover");
+    let leftover = Gated::spawn(&format!("exec {}", leftover_read.command(".config/gh/hosts.yml")), &home, &[]);
     let leftover_id = leftover.exec_id();
     let mut request = TaskRequest::new("short", leftover.pid);
     request.secrets = vec![secret.display().to_string()];
@@ -84,15 +86,17 @@ async fn post_task_reuse_after_end_and_after_ttl_is_killed() {
     assert!(status.success(), "{status}");
     daemon.client.end_task("twin").await.unwrap();
     daemon.client.end_task("short").await.unwrap();
-    let (status, output) = leftover.release();
+    let (status, _) = leftover.release();
     assert_eq!(status.signal(), Some(9), "{status}");
-    assert!(output.is_empty());
+    assert_eq!(leftover_read.received().len(), 0, "bytes of the secret reached the leftover");
     let finding = daemon.finding(is("post_task_reuse", leftover_id.tgid)).await;
     assert_eq!(exec_id(&finding, "process"), leftover_id);
     assert_eq!(finding["task"], "short");
+    assert_eq!(finding["actions"][0]["result"], "killed_in_kernel", "{finding:#}");
 
     // TTL expiry behaves the same.
-    let late = Gated::spawn("exec cat .config/gh/hosts.yml", &home, &[]);
+    let late_read = SharedRead::new(&home, "late");
+    let late = Gated::spawn(&format!("exec {}", late_read.command(".config/gh/hosts.yml")), &home, &[]);
     let late_id = late.exec_id();
     let mut request = TaskRequest::new("ttl", late.pid);
     request.secrets = vec![secret.display().to_string()];
@@ -100,11 +104,12 @@ async fn post_task_reuse_after_end_and_after_ttl_is_killed() {
     daemon.client.start_task(&request).await.unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(daemon.client.list_tasks().await.unwrap().as_array().unwrap().iter().find(|t| t["id"] == "ttl").unwrap()["state"], "expired");
-    let (status, output) = late.release();
+    let (status, _) = late.release();
     assert_eq!(status.signal(), Some(9), "{status}");
-    assert!(output.is_empty());
+    assert_eq!(late_read.received().len(), 0, "bytes of the secret reached the late reader");
     let finding = daemon.finding(is("post_task_reuse", late_id.tgid)).await;
     assert_eq!(finding["task"], "ttl");
+    assert_eq!(finding["actions"][0]["result"], "killed_in_kernel", "{finding:#}");
     daemon.stop().await;
 }
 
@@ -251,16 +256,21 @@ async fn kill_task_takes_down_a_rogue_task_with_its_detached_child() {
     request.secrets = vec![secret.display().to_string()];
     daemon.client.start_task(&request).await.unwrap();
 
+    let read = SharedRead::new(&home, "rogue");
     let rogue = Gated::spawn(
-        "(setsid sh -c 'echo $$ > detached.pid; exec sleep 60' &); while [ ! -s detached.pid ]; do sleep 0.05; done; exec cat ../$(basename $PWD)/.kube/config",
+        &format!(
+            "(setsid sh -c 'echo $$ > detached.pid; exec sleep 60' &); while [ ! -s detached.pid ]; do sleep 0.05; done; exec {}",
+            read.command("../$(basename $PWD)/.kube/config")
+        ),
         &home,
         &[],
     );
     let rogue_pid = rogue.pid;
     daemon.client.start_task(&TaskRequest::new("rogue", rogue.pid)).await.unwrap();
-    let (status, output) = rogue.release();
+    let (status, _) = rogue.release();
     assert_eq!(status.signal(), Some(9), "{status}");
-    assert!(output.is_empty());
+    // kill_task kills in the kernel at the open too, before it signals the others.
+    assert_eq!(read.received().len(), 0, "bytes of the secret reached the rogue");
     let detached: u32 = std::fs::read_to_string(home.join("detached.pid")).unwrap().trim().parse().unwrap();
     let finding = daemon.finding(is("cross_task_reuse", rogue_pid)).await;
     assert_eq!(finding["actions"][0]["action"], "kill_task");
