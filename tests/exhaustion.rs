@@ -117,6 +117,10 @@ async fn a_full_membership_map_fails_closed() {
     assert!(row.contains("full") && row.contains("16 entries"), "doctor shows the full map:\n{table}");
 
     // The new task's root cannot be recorded either: judged as another task's, never as no task's.
+    // The task's own children live on: none read a secret.
+    let children = std::fs::read_to_string(home.join("children")).unwrap();
+    let dead: Vec<&str> = children.lines().filter(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()).collect();
+    assert!(dead.is_empty(), "children of the task that read no secret were killed: {dead:?}; {:#?}", daemon.findings().await);
     reuse_is_still_killed(&daemon, &secret).await;
     // A process in no task is now judged as another task's too: it cannot be told from a member
     // whose membership was lost.
@@ -413,4 +417,24 @@ async fn drops_counted(daemon: &RunningDaemon, kind: &str) {
     let status = daemon.client.status().await.unwrap();
     let lost = status["kernel"]["lost"][kind].as_u64().unwrap_or(0);
     assert!(lost > 0, "the flood's drops are counted: {status:#}");
+}
+
+#[tokio::test]
+async fn a_full_membership_map_spares_the_owners_children_that_carry_its_environment() {
+    let mut daemon = RunningDaemon::start("[maps]\ntask_of = 16\n");
+    let home = daemon.home.path().to_owned();
+    let token = daemon.plant_value();
+    let env = [("GITHUB_TOKEN", token.as_str())];
+    let root = Gated::spawn(&many_children(":", 40, ":"), &home, &env);
+    let request = TaskRequest { env: vec!["GITHUB_TOKEN".to_owned()], ..TaskRequest::new("crowd", root.pid) };
+    daemon.client.start_task(&request).await.unwrap();
+    let release = tokio::task::spawn_blocking(move || root.release());
+    blind(&daemon, "TASK_OF").await;
+    daemon.settle().await;
+    let children = std::fs::read_to_string(home.join("children")).unwrap();
+    let dead: Vec<&str> = children.lines().filter(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()).collect();
+    assert!(dead.is_empty(), "children of the task were killed: {dead:?}; {:#?}", daemon.findings().await);
+    kill_children(&home);
+    release.await.unwrap();
+    daemon.stop().await;
 }
