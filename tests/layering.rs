@@ -1,9 +1,10 @@
 //! The daemon's modules depend downwards only: shared model ← engine ← kernel ← daemon ←
 //! api/export ← cli. A `use crate::…` (or a `crate::…` path) from a module to one in a higher
-//! layer fails this test, naming the file. Test modules (`#[cfg(test)]` onwards) may reach
-//! anywhere. The engine and the event model are a crate of their own (`monitor-engine`,
-//! re-exported as `crate::engine` and `crate::event`): the compiler keeps them from reaching up,
-//! and this test keeps their dependencies to plain data crates.
+//! layer fails this test, naming the file, and so does a `super::` chain that leaves the file's
+//! module for one. Items marked `#[cfg(test)]` may reach anywhere. The engine and the event
+//! model are a crate of their own (`monitor-engine`, re-exported as `crate::engine` and
+//! `crate::event`): the compiler keeps them from reaching up, and this test keeps their
+//! dependency tree free of crates that do I/O or talk to the kernel.
 
 use std::{collections::BTreeSet, path::Path};
 
@@ -47,11 +48,25 @@ fn code(source: &str) -> String {
     out
 }
 
-/// What follows the item at the start of `source`: up to its `;` or its matching `}`.
+/// What follows the item at the start of `source`: up to its `;` or its matching `}`, braces in
+/// string and character literals aside.
 fn skip_item(source: &str) -> &str {
-    let mut depth = 0;
-    for (at, c) in source.char_indices() {
+    let (mut depth, mut chars) = (0, source.char_indices());
+    while let Some((at, c)) = chars.next() {
         match c {
+            '"' => {
+                let mut escaped = false;
+                for (_, c) in chars.by_ref() {
+                    match c {
+                        '\\' if !escaped => escaped = true,
+                        '"' if !escaped => break,
+                        _ => escaped = false,
+                    }
+                }
+            }
+            '\'' if source[at..].starts_with("'{'") || source[at..].starts_with("'}'") => {
+                chars.nth(1);
+            }
             ';' if depth == 0 => return &source[at + 1..],
             '{' => depth += 1,
             '}' => {
@@ -68,48 +83,59 @@ fn skip_item(source: &str) -> &str {
 
 /// The top-level modules a file names through `crate::`, including each item of a
 /// `use crate::{a::…, b::{…}}` group, and through as many `super::` as lead out of the file's
-/// own module (`depth`: 1 for `daemon/mod.rs`, 2 for `daemon/tasks.rs`).
+/// own module (`depth`: 1 for `daemon/mod.rs`, 2 for `daemon/tasks.rs`), in groups too.
 fn crate_references(code: &str, depth: usize) -> BTreeSet<String> {
     let mut found = BTreeSet::new();
-    let roots = code.match_indices("crate::").map(|(start, _)| start + "crate::".len());
-    let supers = code.match_indices("super::").filter_map(|(start, _)| {
-        // The first `super::` of a chain, with the whole chain leading to the crate root.
+    for (start, _) in code.match_indices("crate::") {
+        resolve(&code[start + "crate::".len()..], 0, &mut found);
+    }
+    for (start, _) in code.match_indices("super::") {
+        // Each chain once, from its first `super::`.
         let before = code[..start].trim_end_matches(|c: char| c.is_ascii_alphanumeric() || c == '_');
-        if before.ends_with("::") {
-            return None;
-        }
-        let mut end = start;
-        let mut count = 0;
-        while code[end..].starts_with("super::") {
-            end += "super::".len();
-            count += 1;
-        }
-        (count >= depth).then_some(end)
-    });
-    for start in roots.chain(supers) {
-        let rest = &code[start..];
-        if let Some(group) = rest.strip_prefix('{') {
-            let (mut depth, mut item) = (0, String::new());
-            for c in group.chars() {
-                match c {
-                    '{' => depth += 1,
-                    '}' if depth == 0 => break,
-                    '}' => depth -= 1,
-                    ',' if depth == 0 => {
-                        found.extend(first_name(&item));
-                        item.clear();
-                        continue;
-                    }
-                    _ => {}
-                }
-                item.push(c);
-            }
-            found.extend(first_name(&item));
-        } else {
-            found.extend(first_name(rest));
+        if !before.ends_with("::") {
+            resolve(&code[start..], depth, &mut found);
         }
     }
     found
+}
+
+/// Follows `path`, `above` modules below the crate root: each `super::` climbs one, a group is
+/// followed item by item, and a name reached at the root is a top-level module.
+fn resolve(path: &str, mut above: usize, found: &mut BTreeSet<String>) {
+    let mut path = path.trim_start();
+    while let Some(rest) = path.strip_prefix("super::") {
+        path = rest.trim_start();
+        above = above.saturating_sub(1);
+    }
+    if let Some(group) = path.strip_prefix('{') {
+        for item in group_items(group) {
+            resolve(item, above, found);
+        }
+    } else if above == 0 {
+        found.extend(first_name(path));
+    }
+}
+
+/// The top-level items of a `{…}` group, given what follows its `{`.
+fn group_items(group: &str) -> Vec<&str> {
+    let (mut depth, mut start, mut items) = (0, 0, Vec::new());
+    for (at, c) in group.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => {
+                items.push(&group[start..at]);
+                return items;
+            }
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                items.push(&group[start..at]);
+                start = at + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(&group[start..]);
+    items
 }
 
 fn first_name(path: &str) -> Option<String> {
@@ -189,28 +215,50 @@ fn the_checker_cannot_be_walked_around() {
                        #[cfg(test)]\nfn helper() { crate::export::x(); }\nuse crate::daemon;";
     let found: Vec<_> = crate_references(&code(after_tests), 1).into_iter().collect();
     assert_eq!(found, ["cli", "daemon"]);
+    // Braces in a test item's literals do not end it early.
+    let literals = "#[cfg(test)]\nfn t() { let _ = (\"}\", '}', \"\\\"}\"); crate::api::x(); }\nuse crate::cli;";
+    let found: Vec<_> = crate_references(&code(literals), 1).into_iter().collect();
+    assert_eq!(found, ["cli"]);
     // `super::` chains that leave the file's module reach the crate root; those that stay within
     // it do not.
     let supers = "use super::super::cli::run;\nuse super::{sibling, super::api::x};\nfn f() { super::local(); }";
     let found: Vec<_> = crate_references(&code(supers), 2).into_iter().collect();
-    assert_eq!(found, ["cli"], "from daemon/tasks.rs");
+    assert_eq!(found, ["api", "cli"], "from daemon/tasks.rs");
     let found: Vec<_> = crate_references(&code("fn f() { super::daemon::x(); }"), 1).into_iter().collect();
     assert_eq!(found, ["daemon"], "from a top-level module, super:: is the crate");
     // Within the kernel layer, sensors may not use doctor.
     assert!(layer_of("sensors") < layer_of("doctor"));
 }
 
-/// What the engine may depend on: the kernel's shared types and plain data crates, nothing that
-/// does I/O, talks to the kernel or runs tasks.
+/// What the engine may depend on directly: the kernel's shared types (without their `user`
+/// side, which brings aya) and plain data crates.
 const ENGINE_DEPENDENCIES: &[&str] = &["monitor-common", "serde", "serde_json", "thiserror", "zeroize"];
+
+/// Crates that do I/O, talk to the kernel or run tasks: none may be anywhere in the engine's
+/// dependency tree.
+const NOT_IN_THE_ENGINE: &[&str] =
+    &["aya", "aya-obj", "libc", "tokio", "mio", "hyper", "nix", "rustix", "socket2", "inotify", "prometheus", "tracing"];
 
 #[test]
 fn the_engine_crate_depends_only_on_plain_data_crates() {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../monitor-engine/Cargo.toml");
     let manifest: toml::Table = std::fs::read_to_string(&manifest).unwrap().parse().unwrap();
+    assert!(manifest.get("target").is_none(), "no target-specific dependencies in monitor-engine");
     for section in ["dependencies", "build-dependencies"] {
-        let names: Vec<&String> = manifest.get(section).and_then(toml::Value::as_table).map(|table| table.keys().collect()).unwrap_or_default();
-        let foreign: Vec<_> = names.iter().filter(|name| !ENGINE_DEPENDENCIES.contains(&name.as_str())).collect();
+        let Some(table) = manifest.get(section).and_then(toml::Value::as_table) else { continue };
+        let foreign: Vec<_> = table.keys().filter(|name| !ENGINE_DEPENDENCIES.contains(&name.as_str())).collect();
         assert!(foreign.is_empty(), "monitor-engine's {section} name crates the engine may not use: {foreign:?}");
     }
+    // The whole tree, features resolved for the engine alone, as cargo builds it.
+    let tree = std::process::Command::new(env!("CARGO"))
+        .args(["tree", "--offline", "-p", "monitor-engine", "-e", "normal", "--prefix", "none"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo tree");
+    assert!(tree.status.success(), "cargo tree: {}", String::from_utf8_lossy(&tree.stderr));
+    let tree = String::from_utf8(tree.stdout).unwrap();
+    let crates: BTreeSet<&str> = tree.lines().filter_map(|line| line.split_whitespace().next()).collect();
+    assert!(crates.contains("monitor-common"), "the tree was read: {crates:?}");
+    let foreign: Vec<_> = NOT_IN_THE_ENGINE.iter().filter(|name| crates.contains(*name)).collect();
+    assert!(foreign.is_empty(), "the engine's dependency tree holds {foreign:?}");
 }

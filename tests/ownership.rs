@@ -10,7 +10,7 @@ use std::{
     process::{Child, Command},
 };
 
-use common::{daemon::RunningDaemon, shared_read::SharedRead, Gated};
+use common::{daemon::RunningDaemon, pid_alive, shared_read::SharedRead, Gated};
 use monitor::daemon::control::TaskRequest;
 use serde_json::Value;
 
@@ -29,12 +29,6 @@ fn alive(child: &mut Child) -> bool {
 
 fn pid_in(file: &Path) -> u32 {
     std::fs::read_to_string(file).unwrap().trim().parse().unwrap()
-}
-
-/// Whether process `pid` is still there (not a zombie: /proc/PID/stat state is not Z).
-fn pid_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|stat| stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
 }
 
 fn handles(tasks: &Value) -> Vec<u64> {

@@ -154,7 +154,8 @@ async fn a_token_sent_over_tls_by_another_task_is_reuse_and_by_its_owner_silent(
 
 #[tokio::test]
 async fn a_token_sent_outside_the_allow_list_or_after_its_task_ended_is_reported() {
-    let mut daemon = RunningDaemon::start("");
+    // Alerts only: a kill after the write would race the client's exit.
+    let mut daemon = RunningDaemon::start("[actions]\npost_task_reuse = [\"alert\"]\n");
     let token = daemon.plant_value();
     let home = daemon.home.path().to_owned();
     header_files(&home, &token, None);
@@ -173,7 +174,7 @@ async fn a_token_sent_outside_the_allow_list_or_after_its_task_ended_is_reported
 
     daemon.client.end_task("owner").await.unwrap();
     let (status, _) = Gated::spawn(&curl(&allowed.url()), &home, &[]).release();
-    assert!(status.success(), "post_task_reuse alerts: nothing is killed ({status})");
+    assert!(status.success(), "post_task_reuse alerts here: nothing is killed ({status})");
     let finding = daemon.finding(|finding| finding["rule"] == "post_task_reuse" && finding["via"] == "tls").await;
     assert_eq!(finding["owner_task"], "owner", "{finding:#}");
     assert_eq!(finding["task"], Value::Null, "a process in no task: {finding:#}");

@@ -149,3 +149,36 @@ pub fn wait_for_comm(pid: u32, comm: &str) {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+/// Whether process `pid` is still there (not a zombie: /proc/PID/stat state is not Z).
+pub fn pid_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+}
+
+/// Makes a FIFO `name` in `dir`, for a gated script to wait at (`read _ < name`).
+pub fn fifo(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    path
+}
+
+/// Opens FIFO `path` for writing once a reader has it open (10 s at most): a reader that died
+/// first fails the test instead of hanging it.
+pub fn open_fifo_for_writing(path: &std::path::Path) -> std::fs::File {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let deadline = std::time::Instant::now() + patience(10);
+    loop {
+        match std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(path) {
+            Ok(file) => return file,
+            // No reader yet.
+            Err(error) if error.raw_os_error() == Some(libc::ENXIO) => {
+                assert!(std::time::Instant::now() < deadline, "nobody opened {} to read", path.display());
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(error) => panic!("{}: {error}", path.display()),
+        }
+    }
+}
