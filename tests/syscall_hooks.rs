@@ -6,6 +6,7 @@
 mod common;
 
 use std::{
+    collections::BTreeMap,
     os::unix::process::ExitStatusExt as _,
     time::{Duration, Instant},
 };
@@ -18,18 +19,30 @@ use monitor::daemon::control::TaskRequest;
 /// these keys in its `[catalogue]` table.)
 const OWN_CATALOGUE: &str = "defaults = false\nfiles = [\"~/.aws/credentials\"]\nenv = [\"CWTEST_*\"]\n";
 
-/// The tracepoints the kernel runs the daemon's programs on, from its own account of the daemon's
-/// links (`/proc/PID/fdinfo`): raw tracepoint and tp_btf programs alike are raw tracepoint links.
+/// The fdinfo of each of the daemon's descriptors, as `name: value` fields: the kernel's own
+/// account of the BPF links and programs the daemon holds.
+fn fdinfo(daemon: &RunningDaemon) -> Vec<BTreeMap<String, String>> {
+    let entries = std::fs::read_dir(format!("/proc/{}/fdinfo", daemon.pid())).unwrap();
+    entries
+        // A descriptor closed since the listing has no fdinfo left.
+        .filter_map(|entry| std::fs::read_to_string(entry.unwrap().path()).ok())
+        .map(|info| {
+            info.lines()
+                .filter_map(|line| line.split_once(':'))
+                .map(|(name, value)| (name.trim().to_owned(), value.trim().to_owned()))
+                .collect()
+        })
+        .collect()
+}
+
+/// The tracepoints the kernel runs the daemon's programs on: raw tracepoint and tp_btf programs
+/// alike are raw tracepoint links.
 fn kernel_links(daemon: &RunningDaemon) -> Vec<String> {
-    let mut links = Vec::new();
-    for entry in std::fs::read_dir(format!("/proc/{}/fdinfo", daemon.pid())).unwrap() {
-        // An fd closed since the listing has no fdinfo left.
-        let Ok(info) = std::fs::read_to_string(entry.unwrap().path()) else { continue };
-        let field = |name: &str| info.lines().find_map(|line| Some(line.strip_prefix(name)?.strip_prefix(':')?.trim()));
-        if field("link_type") == Some("raw_tracepoint") {
-            links.push(field("tp_name").expect("a raw tracepoint link names its tracepoint").to_owned());
-        }
-    }
+    let mut links: Vec<String> = fdinfo(daemon)
+        .into_iter()
+        .filter(|fields| fields.get("link_type").is_some_and(|kind| kind == "raw_tracepoint"))
+        .map(|fields| fields.get("tp_name").expect("a raw tracepoint link names its tracepoint").clone())
+        .collect();
     links.sort();
     links
 }
@@ -58,7 +71,7 @@ async fn daemon_account(daemon: &RunningDaemon) -> (bool, [bool; 2]) {
 /// Polls (10 s at most) until `state` holds of the kernel's links, then until the daemon's
 /// account of them agrees with the kernel's (it follows on the daemon's 1 s tick).
 async fn until(daemon: &RunningDaemon, what: &str, state: impl Fn(&RunningDaemon) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + common::patience(10);
     while !state(daemon) {
         assert!(Instant::now() < deadline, "never {what}: {:?}", kernel_links(daemon));
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -121,40 +134,20 @@ async fn a_holder_needs_no_syscall_program_and_its_harvest_is_seen_off_the_sysca
     daemon.stop().await;
 }
 
-/// Keeps the kernel counting each BPF program's runs (`BPF_ENABLE_STATS`) while it lives.
-struct RunStats {
-    _enabled: std::os::fd::OwnedFd,
-}
-
-impl RunStats {
-    fn enable() -> Self {
-        // `union bpf_attr`'s `enable_stats`: the type BPF_STATS_RUN_TIME (0), then zeroes.
-        let attr = [0u32; 2];
-        // SAFETY: the bpf syscall with a zeroed attribute of the size given; returns a new fd.
-        let fd = unsafe { libc::syscall(libc::SYS_bpf, 32 /* BPF_ENABLE_STATS */, attr.as_ptr(), 8u32) };
-        assert!(fd >= 0, "BPF_ENABLE_STATS: {}", std::io::Error::last_os_error());
-        // SAFETY: a fresh fd that nothing else owns.
-        Self { _enabled: unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as i32) } }
-    }
-}
-
-/// How often the kernel ran the daemon's `sys_enter` program: its fd's fdinfo counts the runs
-/// while [`RunStats`] lives; bpftool names the program.
+/// How often the kernel ran the daemon's `sys_enter` program, while run counts are enabled: the
+/// daemon's own program (its fdinfo names the id; other tests' daemons load theirs), named and
+/// counted by the kernel's program info.
 fn sys_enter_runs(daemon: &RunningDaemon) -> u64 {
-    for entry in std::fs::read_dir(format!("/proc/{}/fdinfo", daemon.pid())).unwrap() {
-        let Ok(info) = std::fs::read_to_string(entry.unwrap().path()) else { continue };
-        let field = |name: &str| info.lines().find_map(|line| Some(line.strip_prefix(name)?.strip_prefix(':')?.trim()));
-        let (Some(id), Some(runs)) = (field("prog_id"), field("run_cnt")) else { continue };
-        if field("link_type").is_some() {
-            continue;
-        }
-        let output = std::process::Command::new("bpftool").args(["prog", "show", "id", id, "--json"]).output().unwrap();
-        let program: serde_json::Value = serde_json::from_slice(&output.stdout).expect("bpftool prints JSON");
-        if program["name"] == "sys_enter" {
-            return runs.parse().unwrap();
-        }
-    }
-    panic!("the daemon has no sys_enter program loaded");
+    let ids: Vec<u32> = fdinfo(daemon)
+        .into_iter()
+        .filter(|fields| !fields.contains_key("link_type"))
+        .filter_map(|fields| fields.get("prog_id")?.parse().ok())
+        .collect();
+    let program = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|program| ids.contains(&program.id()) && program.name_as_str() == Some("sys_enter"))
+        .expect("the daemon has a sys_enter program loaded");
+    program.run_count()
 }
 
 #[tokio::test]
@@ -162,7 +155,7 @@ async fn a_kill_verdict_puts_sys_enter_on_the_syscall_path_until_its_process_is_
     // A variable of its own: the other tests' daemons must not take its root for a holder.
     let config = "defaults = false\nenv = [\"CWKILL_*\"]\n[actions]\nsecret_propagation = [\"kill_process\"]\n";
     let mut daemon = RunningDaemon::start(config);
-    let _stats = RunStats::enable();
+    let _counting = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("BPF_ENABLE_STATS");
     let home = daemon.home.path().to_owned();
     let token = daemon.plant_value();
     let env = [("CWKILL_TOKEN", token.as_str())];

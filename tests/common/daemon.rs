@@ -50,9 +50,9 @@ pub struct RunningDaemon {
 /// The daemon's process and the thread copying its stderr into the log. The kill is here, not in
 /// a `Drop` of `RunningDaemon`, so that `stop` and `abandon` can still move HOME and the state
 /// directory out of it.
-struct Process {
-    child: Child,
-    stderr: JoinHandle<()>,
+pub struct Process {
+    pub child: Child,
+    pub stderr: JoinHandle<()>,
 }
 
 impl Drop for Process {
@@ -181,7 +181,17 @@ impl RunningDaemon {
         daemon
     }
 
+    /// The log so far, for a failure message: every planted value in it is replaced, so that a
+    /// leak the scan is about to report is not printed first.
     pub fn log_text(&self) -> String {
+        let mut text = self.raw_log();
+        for value in &self.planted {
+            text = text.replace(value.as_str(), "[planted value]");
+        }
+        text
+    }
+
+    fn raw_log(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
 
@@ -353,10 +363,11 @@ impl RunningDaemon {
         unsafe { libc::kill(self.process.child.id() as i32, libc::SIGTERM) };
         let status = self.process.reap();
         assert_no_panic(&self.log.lock().unwrap());
+        // A clean stop saves the tasks and waits for the file to be written. Scanned first: the
+        // messages below print the log.
+        self.assert_no_leak(vec![("findings".to_owned(), findings)], status.code() == Some(0));
         assert_eq!(status.code(), Some(0), "daemon exit; log:\n{}", self.log_text());
-        assert!(!self.log_text().contains('\x1b'), "colour codes in a log written to a file");
-        // A clean stop saves the tasks and waits for the file to be written.
-        self.assert_no_leak(vec![("findings".to_owned(), findings)], true);
+        assert!(!self.raw_log().contains('\x1b'), "colour codes in a log written to a file");
         let Self { home, state, .. } = self;
         (home, state)
     }
@@ -366,7 +377,7 @@ impl RunningDaemon {
     /// daemon says its sensors are attached, so a missing one is a failure; the task registry is
     /// written when a task starts or ends and at a clean stop, and is required if `registry` is.
     fn assert_no_leak(&self, mut outputs: Vec<(String, String)>, registry: bool) {
-        outputs.push(("log".to_owned(), self.log_text()));
+        outputs.push(("log".to_owned(), self.raw_log()));
         let mut files = vec![("recording", self.record.clone(), true)];
         files.push(("task registry", self.state.path().join("tasks.json"), registry));
         if let Some(AuditConfig { path, max_bytes: _, max_files }) = &self.audit {
@@ -396,7 +407,7 @@ impl RunningDaemon {
 
 /// The value of the first series in `metrics` (the text format) starting with `series`; fails
 /// when there is none, naming the series of its metric, or every metric if it has none.
-fn series_value(metrics: &str, series: &str) -> u64 {
+pub fn series_value(metrics: &str, series: &str) -> u64 {
     // `name{labels} value`; labels may hold spaces, the value does not.
     let samples = metrics.lines().filter(|line| !line.is_empty() && !line.starts_with('#'));
     let Some(sample) = samples.clone().find(|line| line.starts_with(series)) else {
@@ -424,7 +435,7 @@ fn assert_no_panic(log: &[String]) {
     }
 }
 
-fn panic_line(log: &[String]) -> Option<&str> {
+pub fn panic_line(log: &[String]) -> Option<&str> {
     log.iter().map(String::as_str).find(|line| line.contains(" panicked at "))
 }
 
@@ -476,104 +487,4 @@ fn base64_cores(engine: &GeneralPurpose, value: &[u8]) -> [String; 3] {
         let encoded = engine.encode(&data);
         encoded[(8 * offset).div_ceil(6)..8 * (offset + value.len()) / 6].to_owned()
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use base64::engine::general_purpose::{STANDARD, URL_SAFE};
-
-    use super::*;
-
-    /// Shaped like an AWS secret key: `+` and `/` in it, and in its base64.
-    const VALUE: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLE?>~";
-
-    #[test]
-    fn a_value_is_found_in_every_form_and_only_the_form_is_named() {
-        assert_eq!(leaks_in("", VALUE), None);
-        assert_eq!(leaks_in(&format!("token={VALUE}\n"), VALUE), Some("plain"));
-        let hex: String = VALUE.bytes().map(|byte| format!("{byte:02x}")).collect();
-        assert_eq!(leaks_in(&format!("bytes {hex}."), VALUE), Some("hex"));
-        assert_eq!(leaks_in(&format!("BYTES {}.", hex.to_uppercase()), VALUE), Some("hex"));
-        let url = "wJalrXUtnFEMI%2FK7MDENG%2BbPxRfiCYEXAMPLE%3F%3E~";
-        assert_eq!(leaks_in(&format!("GET /?key={url}&x=1"), VALUE), Some("URL-encoded"));
-        let lowercase = "wJalrXUtnFEMI%2fK7MDENG%2bbPxRfiCYEXAMPLE%3f%3e~";
-        assert_eq!(leaks_in(&format!("GET /?key={lowercase}"), VALUE), Some("URL-encoded"));
-        assert_eq!(leaks_in(&format!("cut: ..{}..", &VALUE[9..21]), VALUE), Some("a 12-character slice"));
-        assert_eq!(leaks_in(&format!("cut: ..{}..", &VALUE[9..20]), VALUE), None, "11 characters");
-        assert_eq!(leaks_in(&super::super::planted_value(), VALUE), None);
-    }
-
-    #[test]
-    fn base64_is_found_in_both_alphabets_padded_or_not_at_every_offset() {
-        for (engine, form) in [
-            (STANDARD, "base64"),
-            (STANDARD_NO_PAD, "base64"),
-            (URL_SAFE, "URL-safe base64"),
-            (URL_SAFE_NO_PAD, "URL-safe base64"),
-        ] {
-            for before in ["", "u", "us", "user:", "user:pw"] {
-                for after in ["", "!", "!!", "\n!!!"] {
-                    let encoded = engine.encode(format!("{before}{VALUE}{after}"));
-                    let text = format!("Authorization: Basic {encoded}\n");
-                    assert_eq!(leaks_in(&text, VALUE), Some(form), "{before:?} before, {after:?} after: {text}");
-                }
-            }
-        }
-        let other = STANDARD.encode(super::super::planted_value());
-        assert_eq!(leaks_in(&other, VALUE), None);
-    }
-
-    #[test]
-    fn a_panic_anywhere_in_the_daemon_is_found() {
-        let log = |lines: &[&str]| lines.iter().map(|&line| line.to_owned()).collect::<Vec<_>>();
-        let quiet = log(&["2026-01-01T00:00:00Z  WARN monitor::daemon::registry: the registry writer panicked"]);
-        assert_eq!(panic_line(&quiet), None);
-        // As Rust 1.95 prints them (with the thread's id), and as earlier ones did (without).
-        let panicked = log(&[
-            "2026-01-01T00:00:00Z  INFO monitor::api: task API listening",
-            "thread 'tokio-runtime-worker' (4242) panicked at monitor/src/api/server.rs:10:5:",
-            "index out of bounds",
-        ]);
-        assert_eq!(panic_line(&panicked), Some(panicked[1].as_str()));
-        let earlier = log(&["thread '<unnamed>' panicked at monitor/src/export/sink.rs:1:1:", "boom"]);
-        assert_eq!(panic_line(&earlier), Some(earlier[0].as_str()));
-    }
-
-    const METRICS: &str = "# HELP credwatch_sensor_info Programs attached.\n\
-        # TYPE credwatch_sensor_info gauge\n\
-        credwatch_sensor_info{hook=\"tp_btf/sched_switch\",tier=\"tracepoint\"} 0\n\
-        credwatch_sensor_info{hook=\"raw_tracepoint/sys_exit\",tier=\"tracepoint\"} 1\n\
-        credwatch_sink_dropped_total{sink=\"audit\"} 0\n";
-
-    #[test]
-    fn a_series_is_read_and_zero_only_when_it_says_zero() {
-        assert_eq!(series_value(METRICS, "credwatch_sensor_info{hook=\"tp_btf/sched_switch\","), 0);
-        assert_eq!(series_value(METRICS, "credwatch_sensor_info{hook=\"raw_tracepoint/sys_exit\","), 1);
-        assert_eq!(series_value(METRICS, "credwatch_sink_dropped_total{sink=\"audit\"}"), 0);
-    }
-
-    #[test]
-    #[should_panic(expected = "tp_btf/mmap_lock_start_locking\\\",\" in /metrics; there are:\n\
-                               credwatch_sensor_info{hook=\"tp_btf/sched_switch\",tier=\"tracepoint\"}\n\
-                               credwatch_sensor_info{hook=\"raw_tracepoint/sys_exit\",tier=\"tracepoint\"}")]
-    fn a_missing_series_names_those_of_its_metric() {
-        series_value(METRICS, "credwatch_sensor_info{hook=\"tp_btf/mmap_lock_start_locking\",");
-    }
-
-    #[test]
-    #[should_panic(expected = "there are:\ncredwatch_sensor_info\ncredwatch_sink_dropped_total")]
-    fn a_missing_metric_names_every_metric() {
-        series_value(METRICS, "credwatch_sink_sent_total");
-    }
-
-    #[test]
-    fn a_process_dropped_while_it_runs_is_killed_and_reaped() {
-        let mut child = Command::new("sleep").arg("60").stderr(Stdio::piped()).spawn().unwrap();
-        let pid = child.id() as i32;
-        let stderr = child.stderr.take().unwrap();
-        let stderr = std::thread::spawn(move || BufReader::new(stderr).lines().for_each(drop));
-        drop(Process { child, stderr });
-        // SAFETY: signal 0 only checks that the process exists; a zombie would still exist.
-        assert_eq!(unsafe { libc::kill(pid, 0) }, -1, "process {pid} outlived its guard");
-    }
 }
