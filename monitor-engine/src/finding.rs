@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::tasks::TaskId;
 use crate::event::{ExecId, SecretId};
 
-/// The rules, each in its own module under `engine/rules/`.
+/// The rules, each in its own module under `rules/`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Rule {

@@ -130,10 +130,10 @@ fn last_lines(text: &str, n: usize) -> String {
 /// Ctrl-C on the terminal reaches the whole foreground process group, so the child gets its
 /// SIGINT directly; xtask ignores it meanwhile to stay alive and report the child's status.
 /// Installed after spawning: an ignored signal would be inherited across exec.
-struct IgnoreInterrupt(libc::sighandler_t);
+pub(crate) struct IgnoreInterrupt(libc::sighandler_t);
 
 impl IgnoreInterrupt {
-    fn install() -> Self {
+    pub(crate) fn install() -> Self {
         // SAFETY: SIG_IGN is a valid disposition for SIGINT; nothing else in xtask handles it.
         Self(unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) })
     }

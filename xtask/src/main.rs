@@ -73,9 +73,12 @@ Commands:
                      fuzz/regressions/TARGET/ and fails the replay until it is fixed.
   mutants [NAME]     Break the product on purpose, one way at a time (the table in
                      xtask/src/mutants.rs: skip the file guard's kill, allow every open, match
-                     no TLS credential, leave hooks attached, never write cgroup.kill), run the
-                     tests meant to catch each, restore the source; fails if any mutation
-                     survives. NAME picks the mutations whose name contains it. Root.
+                     no TLS credential, leave hooks attached, let a full map fail open, keep a
+                     partial allow list, never write cgroup.kill), run the tests meant to catch
+                     each, restore the source; fails if any survives. A catch counts only if
+                     the test fails printing the text the table expects, and every test must
+                     pass on the unmutated source first. NAME picks the mutations whose name
+                     contains it. Root; the mutated files must have no uncommitted changes.
   help               Print this text.
 ";
 

@@ -1,6 +1,6 @@
 //! anomalous_use (high): a use no policy rule objects to, outside the secret's learned baseline:
 //! an executable, parent executable or task owner never seen with it, a destination its holders
-//! never reached, or a burst far above its learned rate (see `engine::baseline`).
+//! never reached, or a burst far above its learned rate (see `crate::baseline`).
 
 use super::{actor, secret_name, Draft, Subject};
 use crate::{
@@ -10,7 +10,7 @@ use crate::{
     ExecId, State,
 };
 
-pub(in crate) fn check(
+pub(crate) fn check(
     state: &State,
     process: ExecId,
     key: SecretKey,

@@ -12,7 +12,7 @@ use crate::{
     ExecId, State,
 };
 
-pub(in crate) fn check(state: &State, process: ExecId, observed: &SecretUse<'_>, decoy: Decoy) -> Option<Draft> {
+pub(crate) fn check(state: &State, process: ExecId, observed: &SecretUse<'_>, decoy: Decoy) -> Option<Draft> {
     let executable = state.processes.get(process).and_then(|process| process.filename.as_deref());
     let severity = match observed.membership {
         Membership::Active(task) | Membership::Finished(task) if decoy.planted_in == Some(task) => return None,

@@ -3,10 +3,10 @@
 //! finding until it has gone [`QUIET_NS`] without a new failure.
 
 /// How long a map must go without a failed write before a new failure is a new episode.
-pub(in crate) const QUIET_NS: u64 = 60_000_000_000;
+pub(crate) const QUIET_NS: u64 = 60_000_000_000;
 
 /// What a full map costs, for the finding's detail.
-pub(in crate) fn detail(map: &str, failures: u64) -> String {
+pub(crate) fn detail(map: &str, failures: u64) -> String {
     let consequence = match map {
         "TASK_OF" => {
             "the task membership of new processes cannot be recorded; processes the kernel knows in no task are \
