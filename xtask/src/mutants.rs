@@ -45,7 +45,7 @@ const MUTATIONS: &[Mutation] = &[
         file: "monitor/src/sensors/file_guard.rs",
         from: "        self.answer(&request, !refused);\n",
         to: "        self.answer(&request, true);\n",
-        catchers: &[Catcher("refusals", "a_bound_secret_opened_by_another_task_is_refused_on_every_path_route", "one line per route")],
+        catchers: &[Catcher("refusals", "a_bound_secret_opened_by_another_task_is_refused_on_every_path_route", "each route's cat exited 1")],
     },
     Mutation {
         name: "the TLS sensor matches no credential",
