@@ -68,8 +68,9 @@ Commands:
                      monitor/src/fuzz.rs) for N seconds (default 60), on the stable toolchain
                      without a sanitizer; installs cargo-fuzz 0.13.2 if missing. Then replays
                      the corpus and the regressions, as `cargo test` does. New inputs land in
-                     fuzz/corpus/TARGET/: keep them with `cargo fuzz cmin -s none -a TARGET`
-                     and commit, or drop them with `git clean -f fuzz/corpus`. A crash lands in
+                     fuzz/corpus/TARGET/: keep them with `cargo fuzz cmin -s none -a TARGET --
+                     -use_counters=0` (edges only, which keeps the corpus small) and commit, or
+                     drop them with `git clean -f fuzz/corpus`. A crash lands in
                      fuzz/regressions/TARGET/ and fails the replay until it is fixed.
   mutants [NAME]     Break the product on purpose, one way at a time (the table in
                      xtask/src/mutants.rs: skip the file guard's kill, allow every open, match

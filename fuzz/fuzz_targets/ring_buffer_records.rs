@@ -1,0 +1,5 @@
+#![no_main]
+
+use monitor::fuzz::Target;
+
+libfuzzer_sys::fuzz_target!(|input: &[u8]| Target::RingBufferRecords.assert(input));
