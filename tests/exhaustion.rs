@@ -264,7 +264,14 @@ async fn a_full_verdict_map_still_kills() {
     daemon.resume();
     for thread in released {
         let (status, _) = thread.join().unwrap();
-        assert_eq!(status.signal(), Some(9), "each harvester is killed: {status}; {:#?}", daemon.findings().await);
+        if status.signal() != Some(9) {
+            let status_report = daemon.client.status().await.unwrap();
+            panic!(
+                "each harvester is killed: {status}; {:#?}\nstatus: {status_report:#}\nlog:\n{}",
+                daemon.findings().await,
+                daemon.log_text()
+            );
+        }
     }
     blind(&daemon, "VERDICTS").await;
     reuse_is_still_killed(&daemon, &secret).await;
