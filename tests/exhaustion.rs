@@ -80,11 +80,7 @@ fn many_children(prelude: &str, children: u32, then: &str) -> String {
 fn forked(home: &Path, count: usize) -> Vec<u32> {
     let deadline = std::time::Instant::now() + common::patience(10);
     loop {
-        let pids: Vec<u32> = std::fs::read_to_string(home.join("children"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|line| line.trim().parse().ok())
-            .collect();
+        let pids = children(home);
         if pids.len() >= count {
             return pids;
         }
@@ -93,12 +89,17 @@ fn forked(home: &Path, count: usize) -> Vec<u32> {
     }
 }
 
+/// The pids a `many_children` root has written so far.
+fn children(home: &Path) -> Vec<u32> {
+    let pids = std::fs::read_to_string(home.join("children")).unwrap_or_default();
+    pids.lines().filter_map(|line| line.trim().parse().ok()).collect()
+}
+
 /// Kills what a `many_children` root forked; the root, waiting for them, then exits.
 fn kill_children(home: &Path) {
-    let pids = std::fs::read_to_string(home.join("children")).unwrap_or_default();
-    for pid in pids.lines().filter_map(|line| line.trim().parse::<i32>().ok()) {
+    for pid in children(home) {
         // SAFETY: signalling the test's own grandchildren.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     }
 }
 
