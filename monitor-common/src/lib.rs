@@ -5,6 +5,7 @@
 //! `user` feature.
 #![no_std]
 
+pub mod egress;
 pub mod event;
 pub mod loss;
 pub mod maps;

@@ -11,6 +11,7 @@
 #![no_main]
 
 mod destinations;
+mod egress;
 mod emit;
 mod files;
 mod harvest;

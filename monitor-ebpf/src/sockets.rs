@@ -19,6 +19,8 @@ use monitor_common::{
 
 use crate::{
     destinations::{allowed_destination, report_connect, AF_INET, AF_INET6},
+    egress::{self, Route},
+    lsm,
     files::daemon_tgid,
     maps::{enforced, is_holder},
 };
@@ -61,13 +63,27 @@ pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
 #[inline(always)]
 fn judge(ctx: &SockAddrContext, family: u16, syscall: u32) -> i32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if tgid == daemon_tgid() || !is_holder(tgid) {
+    if tgid == daemon_tgid() {
         return ALLOW;
     }
+    let connect = syscall == syscalls::CONNECT;
     let sockaddr = sockaddr(ctx, family);
+    let length = if family == AF_INET { 16 } else { SOCKADDR_LEN as u32 };
+    match egress::route(ctx, tgid, family, connect, || allowed_destination(tgid, family, &sockaddr)) {
+        Route::NotProxied => {}
+        Route::Pass | Route::Redirected => return ALLOW,
+        Route::Refuse => {
+            report_connect(syscall, &sockaddr, length, kernel_action::DENIED);
+            return REFUSE;
+        }
+    }
+    // On the security hooks' tiers the connect pair is here for the proxy only: `socket_connect`
+    // judges holders' connects.
+    if (connect && lsm::active()) || !is_holder(tgid) {
+        return ALLOW;
+    }
     let refused =
         enforced(enforce::CONNECT) != 0 && !allowed_destination(tgid, family, &sockaddr);
-    let length = if family == AF_INET { 16 } else { SOCKADDR_LEN as u32 };
     report_connect(syscall, &sockaddr, length, if refused { kernel_action::DENIED } else { kernel_action::NONE });
     if refused {
         REFUSE

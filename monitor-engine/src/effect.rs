@@ -14,11 +14,12 @@ use crate::event::{ExecId, InodeId, SecretId};
 #[serde(tag = "effect", rename_all = "snake_case")]
 pub enum Effect {
     /// A task's lifetime began (or was restored after a restart) under kernel handle `handle`,
-    /// with its allowed destinations (`None`: unrestricted).
+    /// with its allowed destinations (`None`: unrestricted), its egress through the proxy or not.
     TaskStarted {
         task: TaskId,
         handle: u32,
         allowed: Option<Vec<Destination>>,
+        egress: bool,
     },
     /// A process became a member of a task as a root, or as a descendant that existed when the
     /// task started; processes forked later inherit membership in the kernel as here.

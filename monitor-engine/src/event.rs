@@ -302,15 +302,23 @@ pub struct Connect {
     pub kernel_action: KernelAction,
 }
 
-/// An HTTP/1.x request a process wrote to a TLS library, as far as the daemon read its head.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// An HTTP request a process sent: the head of an HTTP/1.x request written to a TLS library (as
+/// far as the daemon read it), or a whole request through credwatch's egress proxy.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TlsWrite {
-    /// The request's `Host` header as sent (`api.github.com`, `127.0.0.1:8443`).
+    /// The host the request is for (`api.github.com`, `127.0.0.1:8443`): its `Host` header as
+    /// sent to a TLS library; the host the proxy was asked to reach.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
-    /// Credential-bearing headers of the request, by keyed fingerprint.
+    /// Credentials found in the request, by keyed fingerprint.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub credentials: Vec<CredentialSeen>,
+    /// Where the daemon saw the request.
+    #[serde(default, skip_serializing_if = "RequestVia::is_tls_library")]
+    pub via: RequestVia,
+    /// The address the proxy resolved `server` to; `None` for a TLS library's write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<std::net::SocketAddr>,
     /// The kernel handle of the writer's task at the write (0: none), as in [`SecretOpen`].
     #[serde(default)]
     pub caller_task: u32,
@@ -320,10 +328,28 @@ pub struct TlsWrite {
     pub captured: Option<Zeroizing<Vec<u8>>>,
 }
 
-/// A credential in a request header, by its keyed fingerprint.
+/// Where a request was seen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestVia {
+    /// Written to a TLS library, seen by a uprobe: the request has left by the time it is judged.
+    #[default]
+    TlsLibrary,
+    /// Sent through the egress proxy: judged before it is forwarded.
+    Egress,
+}
+
+impl RequestVia {
+    fn is_tls_library(&self) -> bool {
+        *self == Self::TlsLibrary
+    }
+}
+
+/// A credential in a request, by its keyed fingerprint.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CredentialSeen {
-    /// The header's name, lower case (`authorization`, `x-api-key`, `cookie`).
+    /// Where in the request: a header's name, lower case (`authorization`, `x-api-key`,
+    /// `cookie`), or `query` or `body`.
     pub header: String,
     pub fingerprint: Fingerprint,
 }

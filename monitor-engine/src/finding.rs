@@ -101,6 +101,9 @@ pub enum UseVia {
     Argv,
     /// It sent the value in a header of an HTTP request over TLS.
     Tls,
+    /// It sent the value in a request through the egress proxy (a header, the query or the body),
+    /// judged before the request was forwarded.
+    Egress,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -47,7 +47,7 @@ use monitor_common::maps::{policy, UNKNOWN_TASK};
 
 use crate::event::{
     Connect, CredentialSeen, EnvScan, EnvSecret, Event, EventKind, Exec, ExecId, Exit, Fork, Harvest, KernelAction,
-    SecretId, SecretOpen, TlsWrite, TokenSeen,
+    RequestVia, SecretId, SecretOpen, TlsWrite, TokenSeen,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,6 +81,18 @@ struct Used<'a> {
 pub struct Outcome {
     pub findings: Vec<Finding>,
     pub effects: Vec<Effect>,
+    /// Rules that matched again where they had already fired (one finding per process and
+    /// subject): nothing to report, but the egress proxy refuses such a request all the same.
+    pub repeats: Vec<Repeat>,
+}
+
+/// A rule that matched again: the finding it gave the first time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Repeat {
+    pub rule: Rule,
+    pub process: ExecId,
+    /// The `at_ns` of the first finding.
+    pub first_at_ns: u64,
 }
 
 #[derive(Debug)]
@@ -232,7 +244,7 @@ impl Engine {
     /// Starts a task, under `handle` when it is restored; `None` if the engine rejected it.
     fn start_task(&mut self, at_ns: u64, spec: &TaskSpec, handle: Option<u32>, out: &mut Outcome) -> Option<TaskRef> {
         // The task API checks the owner; the cgroup is for the kill_task action.
-        let TaskSpec { id, owner, roots, cgroup: _, granted, allowed, allowed_hosts, ttl_ns } = spec;
+        let TaskSpec { id, owner, roots, cgroup: _, granted, allowed, allowed_hosts, ttl_ns, egress } = spec;
         let env_grants = granted
             .iter()
             .filter_map(|grant| match grant {
@@ -253,7 +265,7 @@ impl Engine {
             }
         };
         let handle = self.state.tasks.get(task).handle;
-        out.effects.push(Effect::TaskStarted { task: id.clone(), handle, allowed: allowed.clone() });
+        out.effects.push(Effect::TaskStarted { task: id.clone(), handle, allowed: allowed.clone(), egress: *egress });
         self.bindings_changed = true;
         for grant in granted {
             self.grant_to(grant, task, out);
@@ -430,18 +442,29 @@ impl Engine {
                 }
             }
             // `captured` is the daemon's to scan and wipe; the engine gets fingerprints only.
-            EventKind::TlsWrite(TlsWrite { server, credentials, caller_task, captured: _ }) => {
+            EventKind::TlsWrite(TlsWrite { server, credentials, via, address, caller_task, captured: _ }) => {
                 self.see(process, out);
                 let task_unknown = self.adopt_kernel_membership(process, *caller_task);
+                let egress = *via == RequestVia::Egress;
+                let request = server.as_deref().map(|server| rules::RequestSeen { server, address: *address, egress });
+                let mut spent = false;
                 for CredentialSeen { header, fingerprint } in credentials {
                     let Some(key) = self.state.secrets.known(*fingerprint) else { continue };
-                    let via = Via::Tls { header, server: server.as_deref() };
+                    spent = true;
+                    let via = Via::Tls { header, server: server.as_deref(), egress };
                     self.use_secret(at_ns, process, Used { key, via, holds: true, task_unknown }, out);
                     // A decoy's use is decoy_touched whatever the destination.
-                    if let (Some(server), None) = (server, self.state.secrets.decoy(key)) {
-                        let draft = rules::request(&self.state, process, key, server);
+                    if let (Some(request), None) = (&request, self.state.secrets.decoy(key)) {
+                        let draft = rules::request(&self.state, process, key, request);
                         self.emit(at_ns, process, draft, out);
                     }
+                }
+                // Through the proxy, a holder's request is judged by its destination even when it
+                // carries no known credential, as its connect would be.
+                let held = self.state.processes.get(process).and_then(|holder| holder.held_secret());
+                if let (false, true, Some(request), Some(held)) = (spent, egress, &request, held) {
+                    let draft = rules::request(&self.state, process, held, request);
+                    self.emit(at_ns, process, draft, out);
                 }
             }
         }
@@ -583,8 +606,9 @@ impl Engine {
         else {
             return;
         };
-        if !self.state.processes.first_firing(process, rule, subject) {
+        if let Err(first_at_ns) = self.state.processes.first_firing(process, rule, subject, at_ns) {
             self.stats.suppressed_repeats += 1;
+            out.repeats.push(Repeat { rule, process, first_at_ns });
             return;
         }
         out.findings.push(Finding {

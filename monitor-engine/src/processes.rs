@@ -1,7 +1,7 @@
 //! The process table: every process the engine knows, by exec id, with its task and the secrets
 //! it holds.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use super::{
     finding::{Ancestor, Rule},
@@ -32,8 +32,9 @@ pub(super) struct Process {
     pub(super) filename: Option<String>,
     pub(super) task: Option<TaskRef>,
     pub(super) held: BTreeMap<SecretKey, Hold>,
-    /// Rules that already fired for this process, so that a loop yields one finding.
-    fired: HashSet<(Rule, Subject)>,
+    /// Rules that already fired for this process, with the time of the first firing, so that a
+    /// loop yields one finding.
+    fired: HashMap<(Rule, Subject), u64>,
     /// Children still in the table: an exited process stays while it has some, for ancestry.
     children: usize,
     exited: bool,
@@ -109,7 +110,7 @@ impl Processes {
             None => (None, BTreeMap::new()),
         };
         let holds = !held.is_empty();
-        let process = Process { parent, filename: None, task, held, fired: HashSet::new(), children: 0, exited: false };
+        let process = Process { parent, filename: None, task, held, fired: HashMap::new(), children: 0, exited: false };
         self.table.insert(id, process);
         holds
     }
@@ -148,9 +149,18 @@ impl Processes {
         HoldChange { first_use, first_hold }
     }
 
-    /// Whether `rule` fires about `subject` for the first time in this process's life.
-    pub(super) fn first_firing(&mut self, id: ExecId, rule: Rule, subject: Subject) -> bool {
-        self.table.get_mut(&id).is_some_and(|process| process.fired.insert((rule, subject)))
+    /// Records that `rule` fires about `subject` at `at_ns`; `Err` with the time of the first
+    /// firing when it already fired in this process's life (and, for a process not in the table,
+    /// `at_ns`: it is never reported).
+    pub(super) fn first_firing(&mut self, id: ExecId, rule: Rule, subject: Subject, at_ns: u64) -> Result<(), u64> {
+        let Some(process) = self.table.get_mut(&id) else { return Err(at_ns) };
+        match process.fired.entry((rule, subject)) {
+            std::collections::hash_map::Entry::Occupied(first) => Err(*first.get()),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(at_ns);
+                Ok(())
+            }
+        }
     }
 
     /// The process and its parents, nearest first.

@@ -8,7 +8,7 @@ use super::{
 };
 use crate::event::{
     Connect, ConnectSyscall, CredentialSeen, EnvScan, EnvSecret, Event, EventKind, Exec, ExecId, Exit, ExitStatus,
-    Fingerprint, Fork, Harvest, HarvestKind, InodeId, KernelAction, OpenSyscall, SecretId, SecretOpen, TlsWrite,
+    Fingerprint, Fork, Harvest, HarvestKind, InodeId, KernelAction, OpenSyscall, SecretId, SecretOpen, TlsWrite, RequestVia,
 };
 
 /// Secret ids used across the tests.
@@ -162,7 +162,16 @@ impl Scenario {
     /// `pid` sends `value` in the Authorization header of a TLS request with `Host: server`.
     pub(super) fn tls(&mut self, pid: u32, server: &str, value: Fingerprint) -> &mut Self {
         let credentials = vec![CredentialSeen { header: "authorization".to_owned(), fingerprint: value }];
-        let write = TlsWrite { server: Some(server.to_owned()), credentials, caller_task: 0, captured: None };
+        let write = TlsWrite { server: Some(server.to_owned()), credentials, ..TlsWrite::default() };
+        self.event(pid, EventKind::TlsWrite(write))
+    }
+
+    /// `pid` sends `value` in the Authorization header of a request through the egress proxy for
+    /// `server`, which the proxy resolved to 127.0.0.1:443.
+    pub(super) fn egress(&mut self, pid: u32, server: &str, value: Fingerprint) -> &mut Self {
+        let credentials = vec![CredentialSeen { header: "authorization".to_owned(), fingerprint: value }];
+        let address = Some("127.0.0.1:443".parse().expect("an address"));
+        let write = TlsWrite { server: Some(server.to_owned()), credentials, via: RequestVia::Egress, address, ..TlsWrite::default() };
         self.event(pid, EventKind::TlsWrite(write))
     }
 
@@ -243,6 +252,7 @@ pub(super) fn task(id: &str) -> TaskBuilder {
         allowed: None,
         allowed_hosts: Vec::new(),
         ttl_ns: None,
+        egress: false,
     })
 }
 

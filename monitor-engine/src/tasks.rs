@@ -41,6 +41,9 @@ pub struct TaskSpec {
     pub allowed_hosts: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_ns: Option<u64>,
+    /// Its processes' HTTP(S) connects go through the egress proxy, for their whole lives.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub egress: bool,
 }
 
 /// A secret a task may use.

@@ -143,7 +143,7 @@ fn existing_descendants_join_with_their_root() {
     assert_eq!(
         scenario.effects(),
         [
-            Effect::TaskStarted { task: id("a"), handle: 1, allowed: None },
+            Effect::TaskStarted { task: id("a"), handle: 1, allowed: None, egress: false },
             Effect::TaskJoined { task: id("a"), handle: 1, process: scenario.id(100) },
             Effect::TaskJoined { task: id("a"), handle: 1, process: scenario.id(101) },
         ]
@@ -381,9 +381,9 @@ fn handles_are_never_reused_after_a_restore() {
         .restore(task("c").file(KUBE), 6, TaskState::Ended);
     scenario.effects();
     scenario.start(task("b").root(200));
-    assert!(scenario.effects().contains(&Effect::TaskStarted { task: id("b"), handle: 7, allowed: None }));
+    assert!(scenario.effects().contains(&Effect::TaskStarted { task: id("b"), handle: 7, allowed: None, egress: false }));
     scenario.start(task("d").root(300));
-    assert!(scenario.effects().contains(&Effect::TaskStarted { task: id("d"), handle: 8, allowed: None }));
+    assert!(scenario.effects().contains(&Effect::TaskStarted { task: id("d"), handle: 8, allowed: None, egress: false }));
     scenario.open(200, AWS);
     assert_eq!(scenario.only_finding().rule, Rule::CrossTaskReuse);
     assert_eq!(scenario.engine().next_handle(), 9);

@@ -57,6 +57,7 @@ use crate::{
         CatalogueConfig,
     },
     daemon::DaemonConfig,
+    egress::EgressConfig,
     secrets::{decoys::DecoyConfig, http::TlsConfig},
     sensors::sizes::MapSizeOverrides,
     daemon::control::duration_text,
@@ -107,6 +108,8 @@ pub struct Config {
     pub capture: CaptureLimits,
     /// Credentials in HTTP requests sent over TLS.
     pub tls: TlsConfig,
+    /// The egress proxy that tasks' HTTP(S) requests go through.
+    pub egress: EgressConfig,
     /// Metrics, audit log, alert sinks and the revocation webhook.
     pub export: ExportConfig,
 }
@@ -123,6 +126,7 @@ impl Config {
             decoys: self.decoys.clone(),
             capture: self.capture,
             tls: self.tls.clone(),
+            egress: self.egress.clone(),
             state_dir: self.state_dir.clone(),
             key_file: self.key_file.clone(),
             catalogue: self.catalogue.clone(),
@@ -147,6 +151,7 @@ impl Default for Config {
             decoys: DecoyConfig::default(),
             capture: CaptureLimits::MAX,
             tls: TlsConfig::default(),
+            egress: EgressConfig::default(),
             export: ExportConfig::default(),
         }
     }
@@ -215,6 +220,74 @@ struct RawConfig {
     decoys: Option<RawDecoys>,
     exec: Option<RawExec>,
     tls: Option<RawTls>,
+    egress: Option<RawEgress>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawEgress {
+    enabled: Option<bool>,
+    listen: Option<Spanned<String>>,
+    ports: Option<Vec<Spanned<u16>>>,
+    upstream_ca: Option<Spanned<String>>,
+    body_limit: Option<Spanned<usize>>,
+    body_wait_ms: Option<Spanned<u64>>,
+    /// Name → address.
+    hosts: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
+}
+
+impl RawEgress {
+    fn validate(self) -> Result<EgressConfig, Invalid> {
+        let Self { enabled, listen, ports, upstream_ca, body_limit, body_wait_ms, hosts } = self;
+        let default = EgressConfig::default();
+        let listen = match listen {
+            None => default.listen,
+            Some(listen) => {
+                let invalid = |message| Invalid { key: "egress.listen".into(), span: listen.span(), message };
+                let address: SocketAddr = listen
+                    .get_ref()
+                    .parse()
+                    .map_err(|_| invalid(format!("{:?} is not an address like 127.0.0.1:3129", listen.get_ref())))?;
+                // The kernel redirects only to IPv4 loopback (and the same port on ::1).
+                if address.ip() != std::net::Ipv4Addr::LOCALHOST {
+                    return Err(invalid(format!("{address}: the proxy listens on 127.0.0.1 only")));
+                }
+                address
+            }
+        };
+        let ports = match ports {
+            None => default.ports,
+            Some(ports) => ports
+                .into_iter()
+                .map(|port| match *port.get_ref() {
+                    0 => Err(Invalid { key: "egress.ports".into(), span: port.span(), message: "port 0 is not a port".into() }),
+                    number => Ok(number),
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let hosts = hosts
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, address)| {
+                let key = format!("egress.hosts.{}", name.get_ref());
+                let ip = address.get_ref().parse().map_err(|_| Invalid {
+                    key,
+                    span: address.span(),
+                    message: format!("{:?} is not an IP address", address.get_ref()),
+                })?;
+                Ok((name.get_ref().to_ascii_lowercase(), ip))
+            })
+            .collect::<Result<_, Invalid>>()?;
+        Ok(EgressConfig {
+            enabled: enabled.unwrap_or(default.enabled),
+            listen,
+            ports,
+            upstream_ca: upstream_ca.map(|path| absolute_path("egress.upstream_ca", &path)).transpose()?,
+            body_limit: body_limit.map_or(default.body_limit, |limit| *limit.get_ref()),
+            body_wait: body_wait_ms.map_or(default.body_wait, |wait| std::time::Duration::from_millis(*wait.get_ref())),
+            hosts,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -385,6 +458,7 @@ impl RawConfig {
             decoys,
             exec,
             tls,
+            egress,
         } = self;
         let default = Config::default();
         if revoke.is_none() {
@@ -414,6 +488,7 @@ impl RawConfig {
             decoys: decoys.map(RawDecoys::validate).transpose()?.unwrap_or_default(),
             capture: exec.map(RawExec::validate).transpose()?.unwrap_or(CaptureLimits::MAX),
             tls: tls.map(RawTls::validate).transpose()?.unwrap_or_default(),
+            egress: egress.map(RawEgress::validate).transpose()?.unwrap_or_default(),
             export,
         })
     }

@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod doctor;
+pub mod egress;
 pub use monitor_engine as engine;
 pub mod error_chain;
 pub use monitor_engine::event;

@@ -36,9 +36,9 @@ pub(super) enum Via<'a> {
     Env { name: &'a str },
     /// A word of its command line.
     Argv,
-    /// A header of an HTTP request written to a TLS library (`header` lower case), to `server`
-    /// (the request's `Host`).
-    Tls { header: &'a str, server: Option<&'a str> },
+    /// A part of an HTTP request (`header`: a header's name in lower case, `query` or `body`) to
+    /// `server`, written to a TLS library or sent through the egress proxy (`egress`).
+    Tls { header: &'a str, server: Option<&'a str>, egress: bool },
 }
 
 impl Via<'_> {
@@ -48,7 +48,8 @@ impl Via<'_> {
             Self::Open { .. } => UseVia::Open,
             Self::Env { .. } => UseVia::Env,
             Self::Argv => UseVia::Argv,
-            Self::Tls { .. } => UseVia::Tls,
+            Self::Tls { egress: false, .. } => UseVia::Tls,
+            Self::Tls { egress: true, .. } => UseVia::Egress,
         }
     }
 
@@ -132,9 +133,11 @@ pub(super) fn connect(state: &State, process: ExecId, destination: SocketAddr) -
     unexpected_destination::check(state, process, destination)
 }
 
-/// A process sent `secret` in a TLS request whose `Host` is `server`.
-pub(super) fn request(state: &State, process: ExecId, secret: SecretKey, server: &str) -> Option<Draft> {
-    unexpected_destination::check_request(state, process, secret, server)
+pub(crate) use unexpected_destination::RequestSeen;
+
+/// A process sent `secret` in a request (or, through the egress proxy, sent a request holding it).
+pub(super) fn request(state: &State, process: ExecId, secret: SecretKey, request: &RequestSeen<'_>) -> Option<Draft> {
+    unexpected_destination::check_request(state, process, secret, request)
 }
 
 /// `process` reached the environment or memory of `target`.
@@ -159,10 +162,15 @@ fn action(state: &State, observed: &SecretUse<'_>) -> String {
         Via::Env { name } if name == secret => format!("started with {name} in its environment"),
         Via::Env { name } => format!("started with {name} in its environment, holding the value of {secret}"),
         Via::Argv => format!("started with the value of {secret} on its command line"),
-        Via::Tls { header, server: Some(server) } => {
-            format!("sent the value of {secret} in the {header} header of a TLS request to {server}")
+        Via::Tls { header, server, egress } => {
+            let part = match header {
+                "query" | "body" => format!("the {header}"),
+                header => format!("the {header} header"),
+            };
+            let request = if egress { "a request through the egress proxy" } else { "a TLS request" };
+            let to = server.map(|server| format!(" to {server}")).unwrap_or_default();
+            format!("sent the value of {secret} in {part} of {request}{to}")
         }
-        Via::Tls { header, server: None } => format!("sent the value of {secret} in the {header} header of a TLS request"),
     }
 }
 

@@ -31,19 +31,30 @@ pub(super) fn check(state: &State, process: ExecId, destination: SocketAddr) -> 
     Some(Draft { destination: Some(destination), ..draft })
 }
 
-/// A process of a task sent `secret` in a TLS request whose `Host` is `server`: allowed when the
-/// host is an address the allow list covers, or a name its `HOST:PORT` entries name. The `Host`
-/// is what the client wrote, not the socket's peer: a holder's connect elsewhere is judged at the
-/// connect.
-pub(super) fn check_request(state: &State, process: ExecId, secret: SecretKey, server: &str) -> Option<Draft> {
+/// What a request was, for [`check_request`].
+pub(crate) struct RequestSeen<'a> {
+    /// The host the request is for: a TLS request's `Host`, the host the proxy was asked for.
+    pub(crate) server: &'a str,
+    /// The address the egress proxy resolved it to.
+    pub(crate) address: Option<SocketAddr>,
+    pub(crate) egress: bool,
+}
+
+/// A process of a task sent `secret` in a request for `server`: allowed when the host is an
+/// address the allow list covers, or a name one of its name entries covers (`HOST:PORT`, `HOST`
+/// for any port, `*.DOMAIN` for its subdomains). The host is what the client asked for, not the
+/// socket's peer: a holder's connect elsewhere is judged at the connect, and the proxy connects
+/// to the name it judged.
+pub(super) fn check_request(state: &State, process: ExecId, secret: SecretKey, request: &RequestSeen<'_>) -> Option<Draft> {
     let task = state.processes.get(process)?.task?;
     let record = state.tasks.get(task);
     let allowed = record.allowed.as_ref()?;
+    let server = request.server;
     let lower = server.to_ascii_lowercase();
     let (host, port) = host_port(&lower);
     let permitted = match host {
         Host::Address(ip) => allowed.iter().any(|allowed| allowed.matches(SocketAddr::new(ip, port))),
-        Host::Name(_) => record.allowed_hosts.iter().any(|entry| host_port(entry) == (host, port)),
+        Host::Name(name) => record.allowed_hosts.iter().any(|entry| name_allows(entry, name, port)),
     };
     if permitted {
         return None;
@@ -52,8 +63,28 @@ pub(super) fn check_request(state: &State, process: ExecId, secret: SecretKey, s
     let mut hasher = DefaultHasher::new();
     (secret, host, port).hash(&mut hasher);
     let subject = Subject::Server(hasher.finish());
-    let draft = draft(state, task, secret, subject, &format!("sent it in a TLS request to {server}"));
-    Some(Draft { via: Some(UseVia::Tls), server: Some(server.to_owned()), ..draft })
+    let what = if request.egress { "sent a request through the egress proxy to" } else { "sent it in a TLS request to" };
+    let draft = draft(state, task, secret, subject, &format!("{what} {server}"));
+    let via = if request.egress { UseVia::Egress } else { UseVia::Tls };
+    Some(Draft { via: Some(via), server: Some(server.to_owned()), destination: request.address, ..draft })
+}
+
+/// Whether an allow list's name entry (lower case) covers `name` on `port`: `HOST:PORT` that
+/// host and port, `HOST` every port of it, `*.DOMAIN` (with or without a port) the names under
+/// the domain, not the domain itself.
+fn name_allows(entry: &str, name: &str, port: u16) -> bool {
+    let (pattern, entry_port) = match entry.rsplit_once(':').map(|(host, port)| (host, port.parse::<u16>())) {
+        Some((host, Ok(entry_port))) => (host, Some(entry_port)),
+        _ => (entry, None),
+    };
+    if entry_port.is_some_and(|entry_port| entry_port != port) {
+        return false;
+    }
+    let pattern = pattern.trim_end_matches('.');
+    match pattern.strip_prefix("*.") {
+        Some(domain) => name.strip_suffix(domain).is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
+        None => pattern == name,
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -202,6 +233,28 @@ mod tests {
             scenario.tls(100, allowed, token);
         }
         scenario.assert_silent();
+    }
+
+    #[test]
+    fn names_without_a_port_and_wildcards_cover_what_they_say() {
+        assert!(super::name_allows("api.example.com", "api.example.com", 8443));
+        assert!(super::name_allows("*.example.com", "a.b.example.com", 443));
+        assert!(!super::name_allows("*.example.com", "example.com", 443));
+        assert!(!super::name_allows("*.example.com", "evilexample.com", 443));
+        assert!(super::name_allows("*.example.com:443", "api.example.com", 443));
+        assert!(!super::name_allows("*.example.com:443", "api.example.com", 8443));
+        assert!(!super::name_allows("api.example.com:443", "api.example.com", 8443));
+        let token = fingerprint(0x77);
+        let mut scenario = Scenario::new();
+        scenario.spawn(1, 100).start(task("a").root(100).token(token, "api key").allow(&["*.example.com", "api.test"]));
+        for allowed in ["x.example.com", "api.test:9443"] {
+            scenario.egress(100, allowed, token);
+        }
+        scenario.assert_silent();
+        scenario.egress(100, "example.com", token);
+        let finding = scenario.only_finding();
+        assert_eq!((finding.rule, finding.via), (Rule::UnexpectedDestination, Some(crate::UseVia::Egress)));
+        assert_eq!(finding.destination, Some("127.0.0.1:443".parse().unwrap()));
     }
 
     #[test]

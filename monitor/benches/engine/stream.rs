@@ -304,6 +304,7 @@ impl Stream {
             allowed: Some(vec![allowed]),
             allowed_hosts: Vec::new(),
             ttl_ns: None,
+            egress: false,
         };
         let at_ns = self.now();
         out.push(Input::TaskStarted { at_ns, task: spec });

@@ -12,7 +12,7 @@ use super::{
     socket::{self, SocketArgs},
     CommandError,
 };
-use crate::daemon::control::{duration_text, TaskRequest};
+use crate::daemon::control::{duration_text, EgressMode, TaskRequest};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -79,7 +79,7 @@ impl GrantArgs {
             })
             .collect::<Result<Vec<String>, CommandError>>()?;
         let allow = if no_destinations { Some(Vec::new()) } else { Some(allow).filter(|allow| !allow.is_empty()) };
-        Ok(TaskRequest { id, root_pid: None, cgroup: None, secrets, env, allow, ttl, owner })
+        Ok(TaskRequest { id, root_pid: None, cgroup: None, secrets, env, allow, ttl, owner, egress: EgressMode::Direct })
     }
 }
 

@@ -46,6 +46,27 @@ pub struct TaskRequest {
     /// Who the task is for (an agent or user name); defaults to the caller's uid.
     #[serde(default)]
     pub owner: Option<String>,
+    /// Whether the task's HTTP(S) requests go through the egress proxy (`task exec`'s default)
+    /// or straight out (the API's default).
+    #[serde(default, skip_serializing_if = "EgressMode::is_direct")]
+    pub egress: EgressMode,
+}
+
+/// Where a task's HTTP(S) requests go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum EgressMode {
+    /// Straight to the servers; the TLS uprobes still see what they can.
+    #[default]
+    Direct,
+    /// Through the daemon's egress proxy, judged before it leaves.
+    Proxy,
+}
+
+impl EgressMode {
+    fn is_direct(&self) -> bool {
+        *self == Self::Direct
+    }
 }
 
 impl TaskRequest {
@@ -60,6 +81,7 @@ impl TaskRequest {
             allow: None,
             ttl: None,
             owner: None,
+            egress: EgressMode::Direct,
         }
     }
 }

@@ -7,7 +7,7 @@ use tracing::info;
 
 use super::{
     control::{
-        duration_text, BaselineReset, Caller, ControlError, ControlReply, ControlRequest, ResolvedHosts, TaskRequest,
+        duration_text, BaselineReset, Caller, ControlError, ControlReply, ControlRequest, EgressMode, ResolvedHosts, TaskRequest,
         TokenRequest,
     },
     outputs::TaskChange,
@@ -112,6 +112,9 @@ impl Daemon {
         if request.root_pid.is_none() && request.cgroup.is_none() {
             return Err(invalid("root_pid", "a task needs a root_pid or a cgroup"));
         }
+        if let (EgressMode::Proxy, Err(reason)) = (request.egress, &self.egress.running) {
+            return Err(invalid("egress", format!("the egress proxy is not running: {reason}")));
+        }
         let mut granted = Vec::new();
         for (index, path) in request.secrets.iter().enumerate() {
             let secret = self.grant_file(Path::new(path)).map_err(|message| invalid(format!("secrets[{index}]"), message))?;
@@ -129,6 +132,7 @@ impl Daemon {
             allowed,
             allowed_hosts,
             ttl_ns: request.ttl.map(|ttl| ttl.as_nanos() as u64),
+            egress: request.egress == EgressMode::Proxy,
         };
         let started_ns = clock::boottime_ns();
         let entry = TaskEntry {
@@ -324,7 +328,21 @@ impl Daemon {
                 "file_guard": self.sensors.guard().map(|counters| counters.snapshot()),
             },
             "engine": engine,
+            "egress": self.egress_status(),
         })
+    }
+
+    /// Where the egress proxy listens and what tasks trust, or why it is not running.
+    fn egress_status(&self) -> serde_json::Value {
+        match &self.egress.running {
+            Ok(listening) => json!({
+                "running": true,
+                "address": listening.address,
+                "address6": listening.address6,
+                "ca": listening.ca,
+            }),
+            Err(reason) => json!({ "running": false, "reason": reason }),
+        }
     }
 
     /// Task API refusals by reason, as counted by the API server.

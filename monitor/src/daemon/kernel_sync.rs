@@ -94,9 +94,12 @@ fn report(result: Result<(), aya::maps::MapError>, what: &str) {
 pub fn apply(effects: &[Effect], maps: &mut KernelMaps, files: &mut WatchedFiles, tasks: &mut TaskTable) {
     for effect in effects {
         match effect {
-            Effect::TaskStarted { task, handle, allowed } => {
+            Effect::TaskStarted { task, handle, allowed, egress } => {
                 tasks.started(task, *handle);
                 allow_destinations(maps, *handle, allowed.as_deref());
+                if *egress {
+                    report(maps.egress().proxy_task(*handle), "send a task's connects through the egress proxy");
+                }
             }
             Effect::TaskJoined { task, handle, process } => {
                 report(maps.join_task(process.tgid, *handle), "add a task member");

@@ -2,6 +2,7 @@
 //! register and end tasks. One loop owns every piece of state, so nothing is shared mutably.
 
 pub mod control;
+mod egress;
 pub mod feed;
 pub mod instance;
 mod handlers;
@@ -44,7 +45,7 @@ use crate::{
         Catalogue, CatalogueConfig,
     },
     doctor,
-    engine::{Effect, Engine, EngineConfig, Input, Rejection, SecretKind, SecretSpec, TaskState},
+    engine::{Effect, Engine, EngineConfig, Input, Rejection, Rule, SecretKind, SecretSpec, TaskState},
     event::{Captured, EnvScan, Event, EventKind, Exec, ExecId, KernelAction, SecretId, TlsWrite},
     fingerprint::{FingerprintKey, KeyError},
     procfs,
@@ -107,6 +108,8 @@ pub struct DaemonConfig {
     pub capture: CaptureLimits,
     /// Credentials in HTTP requests sent over TLS.
     pub tls: TlsConfig,
+    /// The egress proxy that tasks' HTTP(S) requests go through.
+    pub egress: crate::egress::EgressConfig,
     /// This machine's name in the findings the API serves, as in the exported records.
     pub host: String,
 }
@@ -147,6 +150,14 @@ pub struct DaemonCounters {
     pub decoys_unplanted: u64,
 }
 
+/// What one input to the engine came to.
+#[derive(Debug, Default)]
+struct Decided {
+    rejections: Vec<Rejection>,
+    /// The rule and finding id for which the egress proxy refuses the request.
+    refused: Option<(Rule, String)>,
+}
+
 pub struct Daemon {
     tier: Tier,
     sensors: Sensors,
@@ -155,7 +166,9 @@ pub struct Daemon {
     env_patterns: EnvPatterns,
     /// Cookies that carry credentials, by name.
     tls_cookies: Vec<String>,
-    key: FingerprintKey,
+    /// Shared with the egress proxy, which fingerprints what it finds in requests.
+    key: Arc<FingerprintKey>,
+    egress: egress::Egress,
     /// Decoy files: watched like secrets, announced to the engine as decoys.
     decoy_files: Vec<PathBuf>,
     /// credwatch's executable: its processes are never the subject of a finding.
@@ -196,7 +209,7 @@ impl Daemon {
         let DaemonOptions { config, ring_buffer_bytes, record, metrics, exports } = options;
         raise_open_files_limit();
         let plan = config.actions.clone();
-        let key = FingerprintKey::for_host(&config.state_dir, config.key_file.as_deref())?;
+        let key = Arc::new(FingerprintKey::for_host(&config.state_dir, config.key_file.as_deref())?);
         let map_sizes = MapSizes::for_host().with(&config.maps);
         let probed = doctor::inspect().tier()?;
         let mut sensors = load_sensors(ring_buffer_bytes, probed, map_sizes, config.capture, config.tls.enabled)?;
@@ -206,6 +219,7 @@ impl Daemon {
         for gap in sensors.gaps() {
             warn!(capability = gap.capability, reason = %gap.reason, "sensor gap");
         }
+        let egress = egress::start(&config.egress, &config.state_dir, &key, &mut sensors, &metrics.registry);
         let mut catalogue = Catalogue::from_config(&config.catalogue);
         let homes = catalogue::homes::resolve(config.catalogue.homes.as_deref())?;
         let decoy_files = decoys::paths(&config.decoys, &homes);
@@ -234,6 +248,7 @@ impl Daemon {
             env_patterns: catalogue.env.clone(),
             tls_cookies: config.tls.cookies.clone(),
             key,
+            egress,
             own_executable: procfs::own_executable().map_err(DaemonError::OwnExecutable)?,
             own_name: std::env::current_exe().ok().and_then(|path| path.file_name().map(ToOwned::to_owned)),
             watched: WatchedFiles::default(),
@@ -298,6 +313,7 @@ impl Daemon {
                     self.handle_batch()?;
                 }
                 changes = self.secret_files.changes() => self.apply_file_changes(changes?)?,
+                Some(query) = self.egress.queries.recv() => self.answer_egress(query)?,
                 Some(ControlMessage { request, reply }) = control.recv() => {
                     self.counters.control_requests += 1;
                     self.catch_up()?;
@@ -470,6 +486,13 @@ impl Daemon {
     /// Feeds one input to the engine and carries out what it decided; returns what the engine
     /// rejected.
     fn input(&mut self, input: Input) -> Result<Vec<Rejection>, DaemonError> {
+        Ok(self.decide(input, None)?.rejections)
+    }
+
+    /// Feeds one input to the engine and carries out what it decided. `refusing`: the input is a
+    /// request the egress proxy refuses when one of these rules fires (or fired before) for it,
+    /// which the actions are told.
+    fn decide(&mut self, input: Input, refusing: Option<&dyn Fn(Rule) -> bool>) -> Result<Decided, DaemonError> {
         // What the kernel already did about the event that fires a finding, if it was an event.
         let kernel_action = match &input {
             Input::Event(event) => event.kind.kernel_action(),
@@ -481,18 +504,26 @@ impl Daemon {
             recorder.write(&input)?;
         }
         kernel_sync::apply(&outcome.effects, self.sensors.maps_mut(), &mut self.watched, &mut self.tasks);
-        let mut rejections = Vec::new();
+        let mut decided = Decided::default();
+        let refuses = |rule| refusing.is_some_and(|refusing| refusing(rule));
+        for repeat in outcome.repeats.iter().filter(|repeat| refuses(repeat.rule)) {
+            decided.refused.get_or_insert((repeat.rule, schema::finding_id(repeat.first_at_ns, repeat.process, repeat.rule)));
+        }
         for effect in outcome.effects {
             match effect {
                 Effect::TaskFinished { task, handle: _, state: TaskState::Expired } => {
                     self.export_task(&task, TaskChange::Expired);
                     self.save_registry();
                 }
-                Effect::Rejected(rejection) => rejections.push(rejection),
+                Effect::Rejected(rejection) => decided.rejections.push(rejection),
                 _ => {}
             }
         }
         for finding in outcome.findings {
+            if refuses(finding.rule) {
+                decided.refused.get_or_insert((finding.rule, schema::finding_id(finding.at_ns, finding.process, finding.rule)));
+            }
+            let kernel_action = if refuses(finding.rule) { KernelAction::Denied } else { kernel_action };
             self.counters.findings += 1;
             self.metrics.findings.with_label_values(&[finding.rule.name(), finding.severity.name()]).inc();
             let mut with =
@@ -515,7 +546,7 @@ impl Daemon {
             self.feed.publish(Arc::from(line));
             self.exports.send(Record::Finding(Arc::new(report)));
         }
-        Ok(rejections)
+        Ok(decided)
     }
 
     /// Tells the exporters about a task's lifecycle change.

@@ -14,7 +14,7 @@ use crate::{
         kill::{kill_process, kill_task, KillOutcome, TaskKill},
         plan::{Action, ActionPlan},
     },
-    engine::{Finding, Rule},
+    engine::{Finding, Rule, UseVia},
     event::KernelAction,
     sensors::{maps::KernelMaps, tier::Tier},
 };
@@ -61,6 +61,9 @@ pub fn respond(finding: Finding, kernel_action: KernelAction, plan: &ActionPlan,
             }
             Action::KillProcess | Action::Deny if kernel_action == KernelAction::Killed => {
                 done(action, "killed_in_kernel")
+            }
+            Action::Deny if kernel_action == KernelAction::Denied && finding.via == Some(UseVia::Egress) => {
+                done(action, "refused_by_proxy")
             }
             Action::Deny if kernel_action == KernelAction::Denied => done(action, "denied_in_kernel"),
             Action::KillProcess => kill_one(action, &finding, with, None),

@@ -108,7 +108,7 @@ impl<'a> Body<'a> {
             sprawl,
         } = finding;
         let record = FindingRecord {
-            id: format!("{at_ns}-{}-{}", process.tgid, rule.name()),
+            id: finding_id(*at_ns, *process, *rule),
             rule: rule.name(),
             severity: severity.name(),
             task: task.as_ref().map(|task| task.0.as_str()),
@@ -145,7 +145,7 @@ impl<'a> Body<'a> {
     pub fn task(change: TaskChange, at_unix: u64, entry: &'a TaskEntry) -> (SystemTime, Self) {
         let TaskEntry { handle, state, request, spec, started_ns: _, started_unix, members: _ } =
             entry;
-        let TaskRequest { id, root_pid, cgroup, secrets, env, allow, ttl, owner: _ } = request;
+        let TaskRequest { id, root_pid, cgroup, secrets, env, allow, ttl, owner: _, egress } = request;
         let record = TaskRecord {
             change,
             task: id,
@@ -162,6 +162,7 @@ impl<'a> Body<'a> {
             env,
             allow: allow.as_deref(),
             ttl_seconds: ttl.map(|ttl| ttl.as_secs()),
+            egress: *egress,
             started_unix: *started_unix,
         };
         (UNIX_EPOCH + Duration::from_secs(at_unix), Self::Task(record))
@@ -210,6 +211,11 @@ pub struct FindingRecord<'a> {
     kernel_time_ns: u64,
     /// What was done at once; a revocation's delivery follows as an `action` record.
     actions: Vec<ActionTaken<'a>>,
+}
+
+/// A finding's id: the same in the audit log, the alerts, the API and the proxy's refusals.
+pub fn finding_id(at_ns: u64, process: ExecId, rule: crate::engine::Rule) -> String {
+    format!("{at_ns}-{}-{}", process.tgid, rule.name())
 }
 
 /// A process as (pid, start time in boot-time ticks): pids alone are reused.
@@ -274,6 +280,8 @@ pub struct TaskRecord<'a> {
     env: &'a [String],
     allow: Option<&'a [String]>,
     ttl_seconds: Option<u64>,
+    /// `direct` or `proxy`.
+    egress: super::control::EgressMode,
     started_unix: u64,
 }
 

@@ -10,7 +10,7 @@ use crate::{event::CredentialSeen, fingerprint::FingerprintKey};
 
 /// Headers whose whole value, or the credentials after an auth scheme, is a credential. Names are
 /// compared without case, as HTTP does.
-const AUTH_HEADERS: [&str; 2] = ["authorization", "proxy-authorization"];
+pub const AUTH_HEADERS: [&str; 2] = ["authorization", "proxy-authorization"];
 const KEY_HEADERS: [&str; 2] = ["x-api-key", "x-auth-token"];
 /// Most header lines read; a request with more is scanned as unreadable.
 const MAX_HEADERS: usize = 128;
@@ -107,7 +107,7 @@ impl RequestScan {
 /// The credentials of an `Authorization` value: the whole value (a bare token), what follows the
 /// scheme (`Bearer X`, `token X`), and for `Basic` the decoded `user:password` and its password
 /// (git and many APIs take a token as the password).
-fn auth_credentials(value: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
+pub fn auth_credentials(value: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
     let value = value.trim_ascii();
     let mut out = vec![Zeroizing::new(value.to_vec())];
     let Some(space) = value.iter().position(|&byte| byte == b' ') else { return out };

@@ -11,6 +11,11 @@ pub const MIN_TOKEN_LEN: usize = 16;
 /// At most this many words per exec; the rest are counted as cut.
 pub const MAX_TOKENS: usize = 512;
 
+/// The words of `text` long enough to be a credential.
+pub fn words(text: &[u8]) -> impl Iterator<Item = &[u8]> {
+    text.split(|&byte| is_separator(byte)).filter(|word| word.len() >= MIN_TOKEN_LEN)
+}
+
 /// What separates the words of a value: whitespace and the punctuation that surrounds a value in
 /// flags, headers, URLs and assignments.
 fn is_separator(byte: u8) -> bool {
@@ -29,7 +34,7 @@ pub fn candidates(argv: &[u8], env: &[u8], key: &FingerprintKey) -> (Vec<TokenSe
     let mut seen = Vec::new();
     let mut cut = 0;
     for (name, text) in arguments.chain(values) {
-        for word in text.split(|&byte| is_separator(byte)).filter(|word| word.len() >= MIN_TOKEN_LEN) {
+        for word in words(text) {
             let fingerprint = key.fingerprint(word);
             if seen.iter().any(|known: &TokenSeen| known.fingerprint == fingerprint) {
                 continue;

@@ -208,7 +208,7 @@ fn tls_write(bytes: &[u8]) -> Result<TlsWrite, DecodeError> {
     let head = std::mem::size_of::<Record<TlsBody>>();
     let end = head + len as usize;
     let data = bytes.get(head..end).ok_or(DecodeError::Short { kind: RecordKind::TlsWrite.name(), len: bytes.len(), expected: end })?;
-    Ok(TlsWrite { server: None, credentials: Vec::new(), caller_task, captured: Some(Zeroizing::new(data.to_vec())) })
+    Ok(TlsWrite { caller_task, captured: Some(Zeroizing::new(data.to_vec())), ..TlsWrite::default() })
 }
 
 const CAPTURE_LEN: usize = std::mem::size_of::<ExecCapture>();

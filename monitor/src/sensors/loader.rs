@@ -2,7 +2,7 @@
 
 use aya::{
     maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, CgroupAttachMode, CgroupSockAddr, Lsm, ProgramError, RawTracePoint},
+    programs::{BtfTracePoint, CgroupAttachMode, CgroupSockAddr, Lsm, ProgramError, RawTracePoint, SockOps},
     BtfError as AyaBtfError, Ebpf, EbpfError, EbpfLoader,
 };
 use monitor_common::{
@@ -66,8 +66,10 @@ const FMOD_RET_HOOKS: [(&str, &str, &str); 6] = [
     ("task_kill", "security_task_kill", "fmod_ret/security_task_kill"),
 ];
 
-/// Cgroup socket-address hooks of the base tier (`monitor-ebpf/src/sockets.rs`), attached at the
-/// cgroup v2 root: each program is named after its attach point; the second name labels it.
+/// Cgroup socket-address hooks (`monitor-ebpf/src/sockets.rs`), attached at the cgroup v2 root
+/// on every tier: each program is named after its attach point; the second name labels it. On
+/// the security hooks' tiers the connect pair only routes proxied tasks' connects (see
+/// `monitor-ebpf/src/egress.rs`); `socket_connect` judges holders' connects there.
 const SOCKET_HOOKS: [(&str, &str); 4] = [
     ("connect4", "cgroup/connect4"),
     ("connect6", "cgroup/connect6"),
@@ -75,8 +77,8 @@ const SOCKET_HOOKS: [(&str, &str); 4] = [
     ("sendmsg6", "cgroup/sendmsg6"),
 ];
 
-/// The `sendmsg` pair of [`SOCKET_HOOKS`].
-const SENDMSG_HOOKS: std::ops::Range<usize> = 2..4;
+/// The socket-operations program that tells the egress proxy who made each connection.
+const EGRESS_ESTABLISHED: (&str, &str) = ("egress_established", "cgroup/sock_ops");
 
 /// The fanotify file guard, as a hook label.
 const FILE_GUARD: &str = "fanotify/perm";
@@ -257,9 +259,7 @@ impl Sensors {
         let fmod_ret = attach_security_hooks(&mut ebpf, tier)?;
         load_tracepoints(&mut ebpf, memory_hooks)?;
         if let Some(root) = &cgroup_root {
-            let programs: &[(&str, &str)] =
-                if tier.has_security_hooks() { &SOCKET_HOOKS[SENDMSG_HOOKS] } else { &SOCKET_HOOKS };
-            attach_socket_hooks(&mut ebpf, root, programs)?;
+            attach_socket_hooks(&mut ebpf, root)?;
         }
         let tls_hooks = if tls {
             let (hooks, tls_gaps) = tls::attach(&mut ebpf);
@@ -412,6 +412,12 @@ impl Sensors {
         &self.maps
     }
 
+    /// Whether the cgroup socket hooks are attached: the egress proxy's redirect and identity
+    /// need them.
+    pub fn socket_hooks(&self) -> bool {
+        self.socket_hooks
+    }
+
     pub fn maps_mut(&mut self) -> &mut KernelMaps {
         &mut self.maps
     }
@@ -427,15 +433,13 @@ impl Sensors {
     pub fn hooks(&self) -> impl Iterator<Item = &'static str> + '_ {
         let lsm: &[(&str, &str)] = if self.tier == Tier::Lsm { &LSM_HOOKS } else { &[] };
         let fmod_ret: &[(&str, &str, &str)] = if self.tier == Tier::FmodRet { &FMOD_RET_HOOKS } else { &[] };
-        let sockets: &[(&str, &str)] = match (self.socket_hooks, self.tier.has_security_hooks()) {
-            (false, _) => &[],
-            (true, false) => &SOCKET_HOOKS,
-            (true, true) => &SOCKET_HOOKS[SENDMSG_HOOKS],
-        };
+        let sockets: &[(&str, &str)] = if self.socket_hooks { &SOCKET_HOOKS } else { &[] };
+        let sock_ops = self.socket_hooks.then_some(&EGRESS_ESTABLISHED);
         let guard = self.guard.as_ref().map(|_| FILE_GUARD);
         RAW_TRACEPOINTS
             .iter()
             .chain(sockets)
+            .chain(sock_ops)
             .chain(lsm)
             .map(|&(_, label)| label)
             .chain(fmod_ret.iter().map(|&(_, _, label)| label))
@@ -649,11 +653,15 @@ fn load_tracepoints(ebpf: &mut Ebpf, memory_hooks: bool) -> Result<(), SensorErr
     Ok(())
 }
 
-/// Attaches the cgroup socket-address `programs` at the cgroup v2 `root`.
-fn attach_socket_hooks(ebpf: &mut Ebpf, root: &std::path::Path, programs: &[(&'static str, &str)]) -> Result<(), SensorError> {
+/// Attaches the cgroup socket-address programs and the egress proxy's socket-operations program
+/// at the cgroup v2 `root`.
+fn attach_socket_hooks(ebpf: &mut Ebpf, root: &std::path::Path) -> Result<(), SensorError> {
     let refused = |source: Box<dyn std::error::Error + Send + Sync>| SensorError::SocketHooks { path: root.to_owned(), source };
     let cgroup = std::fs::File::open(root).map_err(|error| refused(error.into()))?;
-    for &(name, _) in programs {
+    let sock_ops: &mut SockOps = program_mut(ebpf, EGRESS_ESTABLISHED.0)?;
+    sock_ops.load().map_err(|error| refused(error.into()))?;
+    sock_ops.attach(&cgroup, CgroupAttachMode::Single).map_err(|error| refused(error.into()))?;
+    for &(name, _) in &SOCKET_HOOKS {
         let program: &mut CgroupSockAddr = program_mut(ebpf, name)?;
         // Networking programs: loading them needs CAP_NET_ADMIN (or CAP_SYS_ADMIN) too.
         program.load().map_err(|error| refused(error.into()))?;
@@ -695,6 +703,12 @@ fn kernel_maps(ebpf: &mut Ebpf) -> Result<KernelMaps, SensorError> {
         failures: Default::default(),
         marks: None,
         syscall_hooks: None,
+        egress: super::egress::EgressMaps {
+            proxy: take_map(ebpf, "EGRESS_PROXY", Array::try_from)?,
+            tasks: take_map(ebpf, "EGRESS_TASKS", HashMap::try_from)?,
+            ports: take_map(ebpf, "EGRESS_PORTS", Array::try_from)?,
+            peers: take_map(ebpf, "EGRESS_PEERS", HashMap::try_from)?,
+        },
     })
 }
 

@@ -38,6 +38,7 @@ pub struct KernelMaps {
     pub(super) marks: Option<Marks>,
     /// Attached before a holding or a verdict is written, which need them.
     pub(super) syscall_hooks: Option<SyscallHooks>,
+    pub(super) egress: super::egress::EgressMaps,
 }
 
 pub(super) fn inode_key(inode: InodeId) -> InodeKey {
@@ -60,6 +61,11 @@ impl KernelMaps {
             self.failures[slot as usize] += 1;
         }
         result
+    }
+
+    /// The egress proxy's maps.
+    pub fn egress(&mut self) -> &mut super::egress::EgressMaps {
+        &mut self.egress
     }
 
     /// The daemon's failed writes per map, by `written` slot.

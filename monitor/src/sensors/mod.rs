@@ -4,6 +4,7 @@ pub mod btf;
 pub mod cgroup;
 pub mod decode;
 pub mod destinations;
+pub mod egress;
 pub mod file_guard;
 pub mod fmod_ret;
 pub mod kallsyms;

@@ -14,7 +14,7 @@ use tracing::debug;
 use super::{gate::HeldChild, GrantArgs};
 use crate::{
     api::client::{ApiClient, ClientError},
-    daemon::control::TokenRequest,
+    daemon::control::{EgressMode, TokenRequest},
     secrets::decoys,
     cli::{
         socket::{self, SocketArgs},
@@ -50,6 +50,11 @@ pub struct ExecArgs {
     /// decoy_touched.
     #[arg(long = "decoy-env", value_name = "NAME")]
     pub decoy_env: Vec<String>,
+    /// Where the command's HTTP(S) requests go: through credwatch's egress proxy, which reads
+    /// and judges each before it leaves (the command is told to trust the proxy's CA), or
+    /// straight out.
+    #[arg(long, value_enum, default_value_t = EgressMode::Proxy)]
+    pub egress: EgressMode,
     #[command(flatten)]
     pub api: SocketArgs,
     /// The command and its arguments, after `--`.
@@ -74,7 +79,7 @@ pub fn main(args: ExecArgs) -> Result<ExitCode, CommandError> {
 }
 
 async fn run(args: ExecArgs) -> Result<ExitCode, CommandError> {
-    let ExecArgs { id, grants, decoy_env, api, command } = args;
+    let ExecArgs { id, grants, decoy_env, egress, api, command } = args;
     let client = api.client();
     // Before the child exists, so that a Ctrl-C from now on ends the task rather than credwatch.
     let mut signals = Forwarded::install().map_err(ExecError::Signals)?;
@@ -88,6 +93,11 @@ async fn run(args: ExecArgs) -> Result<ExitCode, CommandError> {
         .map_err(ExecError::Decoy)?;
     let mut command = Command::new(program);
     command.args(arguments);
+    if egress == EgressMode::Proxy {
+        let proxy = client.status().await.map_err(|error| format!("asking the daemon where its egress proxy is: {}", ErrorChain(&error)))?;
+        through_proxy(&mut command, &proxy["egress"])?;
+    }
+    request.egress = egress;
     for (name, value) in &decoys {
         command.env(name, value.as_str());
     }
@@ -132,6 +142,32 @@ async fn run(args: ExecArgs) -> Result<ExitCode, CommandError> {
     Ok(exit_code(status.map_err(ExecError::Wait)?))
 }
 
+/// Points the command's clients at the egress proxy (`egress`: the daemon's status of it): the
+/// proxy variables, and the CA in the variables the common runtimes read. `SSL_CERT_FILE` and its
+/// kind replace the host's roots, so they name a bundle of the host's roots and the CA;
+/// `NODE_EXTRA_CA_CERTS` adds to Node's own. `NO_PROXY` is dropped: the kernel would send those
+/// connects to the proxy anyway.
+fn through_proxy(command: &mut Command, egress: &serde_json::Value) -> Result<(), CommandError> {
+    if egress["running"] != true {
+        let reason = egress["reason"].as_str().unwrap_or("the daemon does not say");
+        return Err(format!("the daemon's egress proxy is not running ({reason}); use --egress direct to run without it").into());
+    }
+    let text = |value: &serde_json::Value| value.as_str().map(str::to_owned).ok_or("the daemon's status names no egress proxy");
+    let proxy = format!("http://{}", text(&egress["address"])?);
+    let (certificate, bundle) = (text(&egress["ca"]["certificate"])?, text(&egress["ca"]["bundle"])?);
+    for name in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"] {
+        command.env(name, &proxy);
+    }
+    for name in ["NO_PROXY", "no_proxy"] {
+        command.env_remove(name);
+    }
+    for name in ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO"] {
+        command.env(name, &bundle);
+    }
+    command.env("NODE_EXTRA_CA_CERTS", &certificate);
+    Ok(())
+}
+
 /// What credwatch killed or refused in task `id`, a line each: rule, process, what it touched,
 /// what was done and the finding's id (the same in the audit log and the alert). Nothing when the daemon cannot be asked (the command's status stands).
 async fn acted_on(client: &ApiClient, id: &str) -> Vec<String> {
@@ -168,7 +204,7 @@ async fn acted_on(client: &ApiClient, id: &str) -> Vec<String> {
 }
 
 /// Action results that mean credwatch stopped or refused something.
-const ACTED: [&str; 4] = ["killed_in_kernel", "denied_in_kernel", "signalled", "killed"];
+const ACTED: [&str; 5] = ["killed_in_kernel", "denied_in_kernel", "refused_by_proxy", "signalled", "killed"];
 
 /// Ends the task; a failure is reported but does not change the command's exit status.
 async fn end_task(client: &ApiClient, id: &str) {

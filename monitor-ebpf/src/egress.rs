@@ -1,0 +1,143 @@
+//! A proxied task's connects: HTTP(S) ports redirected to the daemon's egress proxy, the proxy's
+//! own address let through, each recorded (who, where to) for the proxy to read back by the
+//! client's port once the connection is established; UDP but DNS, and any other TCP destination
+//! outside the task's allow list, refused with EPERM. Called first by the cgroup connect and
+//! sendmsg hooks (`sockets.rs`); processes of other tasks, or of none, are left to them.
+
+use aya_ebpf::{
+    helpers::generated::bpf_get_socket_cookie,
+    macros::{map, sock_ops},
+    maps::{Array, HashMap, LruHashMap},
+    programs::{SockAddrContext, SockOpsContext},
+};
+use monitor_common::egress::{peer_key, port_bit, Origin, Proxy, PORT_WORDS, PROXIED};
+
+use crate::{destinations::AF_INET, maps::TASK_OF};
+
+#[map]
+pub static EGRESS_PROXY: Array<Proxy> = Array::with_max_entries(1, 0);
+
+/// Task handle → [`PROXIED`], for the tasks whose connects go through the proxy. Kept after a
+/// task ends: its surviving processes still reach nothing but through the proxy.
+#[map]
+pub static EGRESS_TASKS: HashMap<u32, u32> = HashMap::with_max_entries(16384, 0);
+
+/// Destination ports sent to the proxy, one bit each.
+#[map]
+pub static EGRESS_PORTS: Array<u64> = Array::with_max_entries(PORT_WORDS, 0);
+
+/// Connections to the proxy not yet established, by socket cookie.
+#[map]
+pub static EGRESS_COOKIES: LruHashMap<u64, Origin> = LruHashMap::with_max_entries(16384, 0);
+
+/// Established connections to the proxy, by the client's port; the proxy removes each entry
+/// when it accepts the connection.
+#[map]
+pub static EGRESS_PEERS: LruHashMap<u32, Origin> = LruHashMap::with_max_entries(16384, 0);
+
+/// What the hooks do about a proxied task's connect or send.
+pub enum Route {
+    /// Not a proxied task's process: the caller judges as for anyone.
+    NotProxied,
+    /// Let through (the proxy, DNS, an allowed destination).
+    Pass,
+    /// Sent to the proxy.
+    Redirected,
+    Refuse,
+}
+
+const SOCK_STREAM: u32 = 1;
+const DNS_PORT: u16 = 53;
+/// `BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB`: a connect completed; the local port is known.
+const ACTIVE_ESTABLISHED: u32 = 4;
+
+/// The route of a connect (`connect`) or a datagram send of `tgid` to the caller's destination
+/// (`sockaddr` fields of `ctx`); `allowed` says whether the task's allow list covers it.
+#[inline(always)]
+pub fn route(ctx: &SockAddrContext, tgid: u32, family: u16, connect: bool, allowed: impl Fn() -> bool) -> Route {
+    // SAFETY: plain values copied out.
+    let Some(task) = (unsafe { TASK_OF.get(&tgid) }).copied() else { return Route::NotProxied };
+    if unsafe { EGRESS_TASKS.get(&task) }.copied() != Some(PROXIED) {
+        return Route::NotProxied;
+    }
+    let Some(proxy) = EGRESS_PROXY.get(0).copied().filter(|proxy| proxy.enabled != 0) else { return Route::NotProxied };
+    let ipv4 = family == AF_INET;
+    // SAFETY: the context is the kernel's `bpf_sock_addr`, read with each field's own width and
+    // only the fields of the hook's family, as the verifier requires.
+    let (port_field, ip4, ip6, kind) = unsafe {
+        let addr = ctx.sock_addr;
+        let (ip4, ip6) = if ipv4 {
+            ((*addr).user_ip4, [0; 4])
+        } else {
+            (0, [(*addr).user_ip6[0], (*addr).user_ip6[1], (*addr).user_ip6[2], (*addr).user_ip6[3]])
+        };
+        ((*addr).user_port, ip4, ip6, (*addr).type_)
+    };
+    let port = u16::from_be(port_field as u16);
+    if port == DNS_PORT {
+        return Route::Pass;
+    }
+    if !connect || kind != SOCK_STREAM {
+        return if allowed() { Route::Pass } else { Route::Refuse };
+    }
+    if port_field == proxy.port && (if ipv4 { ip4 == proxy.ip4 } else { ip6 == proxy.ip6 }) {
+        record(ctx, tgid, task, family, port_field, ip4, ip6, 0);
+        return Route::Pass;
+    }
+    if !redirected_port(port) {
+        return if allowed() { Route::Pass } else { Route::Refuse };
+    }
+    if !ipv4 && proxy.ip6 == [0; 4] {
+        return Route::Refuse;
+    }
+    record(ctx, tgid, task, family, port_field, ip4, ip6, 1);
+    // SAFETY: connect hooks may rewrite the destination; these fields are writable there.
+    unsafe {
+        let addr = ctx.sock_addr;
+        if ipv4 {
+            (*addr).user_ip4 = proxy.ip4;
+        } else {
+            (*addr).user_ip6[0] = proxy.ip6[0];
+            (*addr).user_ip6[1] = proxy.ip6[1];
+            (*addr).user_ip6[2] = proxy.ip6[2];
+            (*addr).user_ip6[3] = proxy.ip6[3];
+        }
+        (*addr).user_port = proxy.port;
+    }
+    Route::Redirected
+}
+
+#[inline(always)]
+fn redirected_port(port: u16) -> bool {
+    let (word, bit) = port_bit(port);
+    EGRESS_PORTS.get(word).is_some_and(|bits| bits & bit != 0)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn record(ctx: &SockAddrContext, tgid: u32, task: u32, family: u16, port: u32, ip4: u32, ip6: [u32; 4], redirected: u32) {
+    let address = if family == AF_INET { [ip4, 0, 0, 0] } else { ip6 };
+    let origin = Origin { tgid, task, family: u32::from(family), port, address, redirected, _pad: 0 };
+    // SAFETY: the helper takes the program's context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+    // A full map evicts its oldest entry: that connection's proxy then finds no origin and
+    // closes it unread.
+    let _ = EGRESS_COOKIES.insert(&cookie, &origin, 0);
+}
+
+/// Moves a connection's origin from its cookie to its local port once it is established, where
+/// the proxy, which sees only its peer's address, can find it.
+#[sock_ops]
+pub fn egress_established(ctx: SockOpsContext) -> u32 {
+    if ctx.op() != ACTIVE_ESTABLISHED {
+        return 1;
+    }
+    // SAFETY: the helper takes the program's context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.ops.cast()) };
+    // SAFETY: plain value copied out.
+    let Some(origin) = (unsafe { EGRESS_COOKIES.get(&cookie) }).copied() else { return 1 };
+    let key = peer_key(ctx.family() != u32::from(AF_INET), ctx.local_port() as u16);
+    let _ = EGRESS_PEERS.insert(&key, &origin, 0);
+    let _ = EGRESS_COOKIES.remove(&cookie);
+    1
+}
