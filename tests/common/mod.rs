@@ -3,6 +3,7 @@
 
 pub mod daemon;
 pub mod shared_read;
+pub mod upstream;
 
 use std::time::Duration;
 

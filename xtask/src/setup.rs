@@ -17,7 +17,9 @@ const BUILD_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "libstd-rust-web-dev
 /// What only the tests and the benchmark need: bpftool, QEMU and a static busybox for the
 /// LSM-tier test VM, Prometheus and Alertmanager (with promtool and amtool) for the operations
 /// tests, bpftrace for the benchmark's peer; Python, curl, wget and openssl for the TLS tests and
-/// the HTTPS loop (real clients on OpenSSL and GnuTLS, a certificate made on the spot).
+/// the HTTPS loop (real clients on OpenSSL and GnuTLS, a certificate made on the spot); Node.js,
+/// Go, and Python's grpcio and websockets for the egress tests' clients (tests/data/egress: Node's
+/// `https`, Go's net/http, a gRPC call, a WebSocket).
 const TEST_PACKAGES: &[&str] = &[
     "bpftool",
     "qemu-system-x86",
@@ -29,6 +31,10 @@ const TEST_PACKAGES: &[&str] = &[
     "curl",
     "wget",
     "openssl",
+    "nodejs",
+    "golang-go",
+    "python3-grpcio",
+    "python3-websockets",
 ];
 
 /// What the package and its image need: `buildah` builds the image; `podman` (with `runc`, which
@@ -68,11 +74,13 @@ const TOOLCHAIN_STEP: &str = "rustup toolchain debian-bpf";
 
 const MANUAL_STEPS: &str = "  1. Install rustc and cargo 1.96 with a prebuilt `core` for bpfel-unknown-none, LLVM 22 \
 (development files and shared libLLVM), bpftool, clang, QEMU, a static busybox, Prometheus, \
-Alertmanager, bpftrace, Python, curl, wget, openssl, buildah, podman and runc. On Debian 12:
+Alertmanager, bpftrace, Python with grpcio and websockets, curl, wget, openssl, Node.js, Go, \
+buildah, podman and runc. On Debian 12:
        apt-get update
        apt-get install rustc-web cargo-web libstd-rust-web-dev-bpf llvm-22-dev bpftool clang \\
          qemu-system-x86 busybox-static prometheus prometheus-alertmanager bpftrace \\
-         python3 curl wget openssl buildah podman runc
+         python3 curl wget openssl nodejs golang-go python3-grpcio python3-websockets \\
+         buildah podman runc
   2. Build bpf-linker against that LLVM:
        LLVM_PREFIX=/usr/lib/llvm-22 cargo install bpf-linker --version 0.13.0 --locked --no-default-features --features llvm-22
   3. Register that rustc as the toolchain aya-build uses (the directory whose bin/ holds it):
