@@ -32,10 +32,15 @@ impl Daemon {
     /// Starts `credwatch run` on the built-in catalogue with `scratch`'s HOME, and waits until it
     /// answers `status`.
     pub fn start(binary: &Path, scratch: &Scratch) -> Result<Self, BenchError> {
+        Self::start_with(binary, scratch, "")
+    }
+
+    /// The same, with `more` appended to its config (TOML tables after `[catalogue]`).
+    pub fn start_with(binary: &Path, scratch: &Scratch, more: &str) -> Result<Self, BenchError> {
         let dir = scratch.run_dir("daemon")?;
         let config = dir.join("credwatch.toml");
         let text = format!(
-            "[catalogue]\nhomes = [{:?}]\n",
+            "[catalogue]\nhomes = [{:?}]\n{more}",
             scratch.home().display().to_string()
         );
         std::fs::write(&config, text)
@@ -91,6 +96,11 @@ impl Daemon {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Its API socket, for a `credwatch` command run by the benchmark.
+    pub fn socket(&self) -> &Path {
+        &self.socket
     }
 
     /// `credwatch status`, as its flattened `key value` rows.

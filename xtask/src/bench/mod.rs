@@ -5,11 +5,14 @@
 //!    empty per-syscall tracepoint and a bpftrace peer, and the run time of each hook's program;
 //!    2. engine throughput; 3. event →
 //!    decision latency; 4. the daemon's memory and CPU; 5. an event storm whose every event must
-//!    be received or counted lost; 6. open/close on the LSM and fmod_ret tiers, in the test VM. `--quick` scales everything down to a smoke run that
-//!    `cargo xtask test` ends with, so that the benchmark cannot rot.
+//!    be received or counted lost; 6. open/close on the LSM and fmod_ret tiers, in the test VM;
+//!    7. the egress proxy: an HTTPS keep-alive loop through it against the same loop direct.
+//!    `--quick` scales everything down to a smoke run that `cargo xtask test` ends with, so that
+//!    the benchmark cannot rot.
 
 mod bpftrace;
 mod daemon;
+mod egress;
 mod engine;
 mod error;
 mod footprint;
@@ -64,6 +67,9 @@ pub struct Scale {
     /// Open/close iterations per run, and rounds, of the loop in the test VM (emulated CPU).
     pub vm_opens: u64,
     pub vm_rounds: usize,
+    /// Requests per run of the egress loop, and rounds of it.
+    pub egress_requests: u64,
+    pub egress_rounds: usize,
 }
 
 impl Scale {
@@ -83,6 +89,8 @@ impl Scale {
         storm_events: 1_000_000,
         vm_opens: 20_000,
         vm_rounds: 5,
+        egress_requests: 20_000,
+        egress_rounds: 5,
     };
 
     const QUICK: Self = Self {
@@ -101,6 +109,8 @@ impl Scale {
         storm_events: 50_000,
         vm_opens: 2_000,
         vm_rounds: 1,
+        egress_requests: 300,
+        egress_rounds: 1,
     };
 }
 
@@ -182,6 +192,7 @@ fn run(scale: Scale, out: &Path) -> Result<(), BenchError> {
     let engine = section("engine throughput", || engine::measure(&bench))?;
     let latency = section("latency", || latency::measure(&bench))?;
     let footprint = section("footprint and event storm", || footprint::measure(&bench))?;
+    let egress = section("egress proxy", || egress::measure(&bench))?;
     let tiers = section("security-hook tiers in the test VM", || tiers::measure(&bench))?;
     let storm = &footprint.storm;
     let inexact = (!storm.is_exact()).then(|| BenchError::StormInexact {
@@ -199,6 +210,7 @@ fn run(scale: Scale, out: &Path) -> Result<(), BenchError> {
         latency,
         footprint,
         tiers,
+        egress,
         wall: started.elapsed(),
     };
     let text = report::render(&results);

@@ -4,6 +4,7 @@
 use std::{fmt::Write as _, process::Command, time::Duration};
 
 use super::{
+    egress::{self as egress_rows, EgressResults, Protocol},
     engine::EngineResults,
     footprint::Footprint,
     latency::Latency,
@@ -25,6 +26,7 @@ pub struct Results {
     pub latency: Vec<Latency>,
     pub footprint: Footprint,
     pub tiers: Vec<TierOverhead>,
+    pub egress: EgressResults,
     pub wall: Duration,
 }
 
@@ -98,7 +100,121 @@ pub fn render(results: &Results) -> String {
     latency(&mut out, &results.latency, &results.scale);
     footprint(&mut out, &results.footprint);
     tiers(&mut out, &results.tiers, &results.scale);
+    egress(&mut out, &results.egress, &results.scale);
     out
+}
+
+fn egress(out: &mut String, results: &EgressResults, scale: &Scale) {
+    let cpus = |cpus: &[usize]| cpus.iter().map(usize::to_string).collect::<Vec<_>>().join(", ");
+    let pinning = match results.daemon_cpu {
+        Some(cpu) => format!(
+            "The daemon (every thread) is pinned to CPU {cpu} for the whole section, the server and the client to \
+             CPU {}: the proxy has one core, shared with nothing of the benchmark's (other users of this machine may \
+             still run there).",
+            cpus(&results.other_cpus)
+        ),
+        None => "This machine gives the benchmark one CPU: nothing is pinned, the daemon, the server and the client \
+                 share it."
+            .to_owned(),
+    };
+    let _ = write!(
+        out,
+        "## 7. The egress proxy\n\n\
+         An HTTPS keep-alive request loop through credwatch's egress proxy against the same loop straight to the \
+         server, in one daemon's life: {rounds} round(s), {requests} requests per run after {warm} to warm up \
+         (connections and TLS set up). Both ends are Go's net/http (`xtask/src/bench/egress/loop.go`), so that the \
+         proxy is what is measured: a loopback server answering `200 ok` with a certificate from a CA of its own \
+         (the daemon's `[egress] upstream_ca`), and a client run as a task, `credwatch task exec --egress direct` or \
+         `--egress proxy`, which finds the proxy (a CONNECT tunnel) and trusts its CA through the variables \
+         `task exec` sets. Each GET carries an `Authorization` header holding no known secret. Through the proxy each \
+         request is read, scanned, judged by the daemon's loop and forwarded over the proxy's own TLS connection to \
+         the server, HTTP/2 when the client spoke it. {pinning}\n\n\
+         ### Latency, one request at a time\n\n\
+         One keep-alive connection, each request sent when the previous response has ended; latency from the send \
+         to the end of the response body, as the client measures it. Each round runs the direct loop, the proxied \
+         loop and the direct loop again; *added* is the proxied percentile less the mean of the two direct ones, \
+         per round. CPU time (user + system): the daemon's, all its threads (/proc), over the proxied loop; the \
+         client's own, direct → proxied.\n\n\
+         | protocol | direct p50 | direct p99 | proxied p50 | proxied p99 | added p50 | added p99 | daemon CPU per request | client CPU per request |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+        rounds = results.rounds,
+        requests = results.requests,
+        warm = (results.requests / 10).max(u64::from(egress_rows::CONCURRENCY)),
+    );
+    let us = |ns: f64| format!("{:.0} µs", ns / 1e3);
+    let us1 = |ns: f64| format!("{:.1} µs", ns / 1e3);
+    for row in &results.rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} → {} |",
+            row.protocol.label(),
+            row.direct_p50.show(us),
+            row.direct_p99.show(us),
+            row.proxy_p50.show(us),
+            row.proxy_p99.show(us),
+            row.added_p50.show(us),
+            row.added_p99.show(us),
+            row.daemon_cpu_ns.show(us1),
+            us1(row.client_cpu_direct_ns.median),
+            us1(row.client_cpu_proxy_ns.median),
+        );
+    }
+    let _ = write!(
+        out,
+        "\n### Throughput, {loops} loops at once\n\n\
+         {loops} keep-alive loops in one client (HTTP/1.1: as many connections; HTTP/2: as many streams on one \
+         connection), requests per second of wall time. Over the proxied run: the daemon's CPU time per request, \
+         the share of its core it used (100 %: the proxy was the bottleneck; less: the server and the client on the \
+         other CPU were, or the loops' round trips), and the requests per second one core could carry at that \
+         cost.\n\n\
+         | protocol | direct, requests/s | through the proxy, requests/s | daemon CPU per request | the daemon's core busy | one core at that cost, requests/s |\n\
+         |---|---|---|---|---|---|\n",
+        loops = egress_rows::CONCURRENCY,
+    );
+    for row in &results.rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {:.0} |",
+            row.protocol.label(),
+            row.direct_rps.show(|rps| format!("{rps:.0}")),
+            row.proxy_rps.show(|rps| format!("{rps:.0}")),
+            row.throughput_cpu_ns.show(us1),
+            row.core_busy.show(|share| format!("{:.0} %", share * 100.0)),
+            row.capacity(),
+        );
+    }
+    let background = figures_of(results, |row| row.background.show(|share| format!("{:.1} %", share * 100.0)));
+    let _ = write!(
+        out,
+        "\nOver the direct loops, which it does not serve, the daemon used {background} of its core (the events of \
+         the host's other processes, its tick): that much of each figure of its CPU above is not the proxy's. One at \
+         a time, each request finds the daemon idle and wakes it; at {loops} loops, wake-ups are shared.\n",
+        loops = egress_rows::CONCURRENCY,
+    );
+    let verdict = |met: bool| match (scale.quick, met) {
+        (true, _) => "not judged on a smoke run",
+        (false, true) => "**met**",
+        (false, false) => "**not met**",
+    };
+    let figures = |value: fn(&egress_rows::EgressRow) -> String| figures_of(results, value);
+    let _ = write!(
+        out,
+        "\nTargets: added p99 at most 1 ms per request on loopback: {added} ({}); at least 5 000 requests/s through \
+         the proxy on one core: {rps} ({}).\n\n",
+        verdict(targets::egress_latency_met(results)),
+        verdict(targets::egress_throughput_met(results)),
+        added = figures(|row| format!("{:.0} µs", row.added_p99.median / 1e3)),
+        rps = figures(|row| format!("{:.0}/s", row.proxy_rps.median)),
+    );
+}
+
+/// `HTTP/1.1 X, HTTP/2 Y`.
+fn figures_of(results: &EgressResults, value: impl Fn(&egress_rows::EgressRow) -> String) -> String {
+    Protocol::BOTH
+        .iter()
+        .filter_map(|&protocol| results.row(protocol).map(|row| format!("{} {}", protocol.label(), value(row))))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn tiers(out: &mut String, results: &[TierOverhead], scale: &Scale) {

@@ -2,6 +2,7 @@
 //! correctness check (storm accounting) is judged; the rest say "not judged".
 
 use super::{
+    egress::{EgressResults, Protocol},
     latency::Condition,
     monitors::Monitor,
     report::{mib, percent, Results},
@@ -20,6 +21,33 @@ const IDLE_P99_NS: f64 = 5e6;
 const RSS_BYTES: u64 = 50 << 20;
 const TRACKED_PROCESSES: u64 = 10_000;
 const STORM_EVENTS: u64 = 1_000_000;
+/// What the egress proxy may add to a request's p99 on loopback, and what it must carry on one core.
+const EGRESS_ADDED_P99_NS: f64 = 1e6;
+const EGRESS_REQUESTS_PER_SECOND: f64 = 5_000.0;
+
+/// Added p99 within the limit for both protocols (false when a row is missing).
+pub fn egress_latency_met(egress: &EgressResults) -> bool {
+    Protocol::BOTH.iter().all(|&protocol| egress.row(protocol).is_some_and(|row| row.added_p99.median <= EGRESS_ADDED_P99_NS))
+}
+
+/// Requests per second through the proxy on one core at least the target for both protocols.
+pub fn egress_throughput_met(egress: &EgressResults) -> bool {
+    Protocol::BOTH
+        .iter()
+        .all(|&protocol| egress.row(protocol).is_some_and(|row| row.proxy_rps.median >= EGRESS_REQUESTS_PER_SECOND))
+}
+
+/// `HTTP/1.1 …, HTTP/2 …`: a figure of each protocol's row.
+fn per_protocol(egress: &EgressResults, figure: impl Fn(&super::egress::EgressRow) -> String) -> String {
+    Protocol::BOTH
+        .iter()
+        .map(|&protocol| match egress.row(protocol) {
+            Some(row) => format!("{} {}", protocol.label(), figure(row)),
+            None => format!("{} not measured", protocol.label()),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
 
 pub enum Verdict {
     Pass,
@@ -156,6 +184,30 @@ pub fn evaluate(results: &Results) -> Vec<Target> {
                 (true, true) => Verdict::Pass,
                 (true, false) | (false, _) => Verdict::Fail,
             },
+        },
+        Target {
+            target: "egress proxy: added p99 at most 1 ms per request on loopback (HTTP/1.1 and HTTP/2)",
+            measured: per_protocol(&results.egress, |row| {
+                format!(
+                    "{:+.0} µs (p99 {:.0} µs direct, {:.0} µs proxied)",
+                    row.added_p99.median / 1e3,
+                    row.direct_p99.median / 1e3,
+                    row.proxy_p99.median / 1e3
+                )
+            }),
+            verdict: judged(egress_latency_met(&results.egress)),
+        },
+        Target {
+            target: "egress proxy: at least 5 000 requests/s on one core (HTTP/1.1 and HTTP/2)",
+            measured: per_protocol(&results.egress, |row| {
+                format!(
+                    "{:.0}/s (the daemon's core {:.0} % busy, {:.1} µs CPU per request)",
+                    row.proxy_rps.median,
+                    row.core_busy.median * 100.0,
+                    row.throughput_cpu_ns.median / 1e3
+                )
+            }),
+            verdict: judged(egress_throughput_met(&results.egress)),
         },
     ]
 }

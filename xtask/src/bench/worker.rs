@@ -32,8 +32,15 @@ impl Worker {
 
     /// Starts `program ARGS…`, which speaks the `bench-load` protocol, and waits for its `ready`.
     pub fn spawn_program(program: &std::path::Path, args: &[OsString], what: String) -> Result<Self, BenchError> {
-        let mut child = Command::new(program)
-            .args(args)
+        let mut command = Command::new(program);
+        command.args(args);
+        Self::spawn_command(command, what)
+    }
+
+    /// Starts `command` (its environment and CPUs as set), which speaks the `bench-load`
+    /// protocol, and waits for its `ready`.
+    pub fn spawn_command(mut command: Command, what: String) -> Result<Self, BenchError> {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
