@@ -435,7 +435,8 @@ async fn credwatch(args: Vec<String>, marker: &str, dir: &Path) -> Output {
 
 fn exec_args(socket: &Path, id: &str, script: &str) -> Vec<String> {
     let socket = socket.to_str().unwrap();
-    ["task", "exec", "--id", id, "--socket", socket, "--env", MARKER, "--secret", "key", "--", "sh", "-c", script]
+    // Direct: the fake daemon has no egress proxy to point the command at.
+    ["task", "exec", "--id", id, "--socket", socket, "--egress", "direct", "--env", MARKER, "--secret", "key", "--", "sh", "-c", script]
         .map(str::to_owned)
         .to_vec()
 }

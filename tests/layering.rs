@@ -18,7 +18,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     ("engine", &["engine"]),
     ("kernel", &["sensors", "secrets"]),
-    ("kernel checks and actions", &["doctor", "actions"]),
+    ("kernel checks and actions", &["doctor", "actions", "egress"]),
     ("daemon", &["daemon"]),
     ("api and export", &["api", "export"]),
     ("cli", &["cli", "config", "fuzz"]),

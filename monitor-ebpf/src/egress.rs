@@ -80,14 +80,23 @@ pub fn route(ctx: &SockAddrContext, tgid: u32, family: u16, connect: bool, allow
     if !connect || kind != SOCK_STREAM {
         return if allowed() { Route::Pass } else { Route::Refuse };
     }
-    if port_field == proxy.port && (if ipv4 { ip4 == proxy.ip4 } else { ip6 == proxy.ip6 }) {
+    // A dual-stack socket reaches IPv4 as ::ffff:a.b.c.d, the proxy's IPv4 listener too.
+    let mapped = !ipv4 && is_v4_mapped(ip6);
+    let to_proxy = if ipv4 {
+        ip4 == proxy.ip4
+    } else if mapped {
+        ip6[3] == proxy.ip4
+    } else {
+        ip6 == proxy.ip6
+    };
+    if port_field == proxy.port && to_proxy {
         record(ctx, tgid, task, family, port_field, ip4, ip6, 0);
         return Route::Pass;
     }
     if !redirected_port(port) {
         return if allowed() { Route::Pass } else { Route::Refuse };
     }
-    if !ipv4 && proxy.ip6 == [0; 4] {
+    if !ipv4 && !mapped && proxy.ip6 == [0; 4] {
         return Route::Refuse;
     }
     record(ctx, tgid, task, family, port_field, ip4, ip6, 1);
@@ -96,6 +105,8 @@ pub fn route(ctx: &SockAddrContext, tgid: u32, family: u16, connect: bool, allow
         let addr = ctx.sock_addr;
         if ipv4 {
             (*addr).user_ip4 = proxy.ip4;
+        } else if mapped {
+            (*addr).user_ip6[3] = proxy.ip4;
         } else {
             (*addr).user_ip6[0] = proxy.ip6[0];
             (*addr).user_ip6[1] = proxy.ip6[1];
@@ -105,6 +116,12 @@ pub fn route(ctx: &SockAddrContext, tgid: u32, family: u16, connect: bool, allow
         (*addr).user_port = proxy.port;
     }
     Route::Redirected
+}
+
+/// `::ffff:0:0/96`, in the words of `bpf_sock_addr::user_ip6` and `bpf_sock_ops::remote_ip6`.
+#[inline(always)]
+fn is_v4_mapped(ip6: [u32; 4]) -> bool {
+    ip6[0] == 0 && ip6[1] == 0 && ip6[2] == u32::from_ne_bytes([0, 0, 0xff, 0xff])
 }
 
 #[inline(always)]
@@ -136,7 +153,9 @@ pub fn egress_established(ctx: SockOpsContext) -> u32 {
     let cookie = unsafe { bpf_get_socket_cookie(ctx.ops.cast()) };
     // SAFETY: plain value copied out.
     let Some(origin) = (unsafe { EGRESS_COOKIES.get(&cookie) }).copied() else { return 1 };
-    let key = peer_key(ctx.family() != u32::from(AF_INET), ctx.local_port() as u16);
+    // As the proxy sees its peer: a dual-stack client reaching the IPv4 listener is IPv4 there.
+    let ipv6 = ctx.family() != u32::from(AF_INET) && !is_v4_mapped(ctx.remote_ip6());
+    let key = peer_key(ipv6, ctx.local_port() as u16);
     let _ = EGRESS_PEERS.insert(&key, &origin, 0);
     let _ = EGRESS_COOKIES.remove(&cookie);
     1

@@ -835,6 +835,9 @@ cross_task_reuse = ["kill_process", "revoke"]
             ("[decoys]\nignore = [\"tar\"]\n", "credwatch.toml:2: decoys.ignore[0]: \"tar\" must be an executable's absolute path"),
             ("[exec]\nenv_bytes = 100000\n", "credwatch.toml:2: exec.env_bytes: 100000 is not between 256 and 65536"),
             ("[tls]\ncookies = [\"a=b\"]\n", "credwatch.toml:2: tls.cookies[0]: \"a=b\" is not a cookie name"),
+            ("[egress]\nlisten = \"0.0.0.0:3129\"\n", "credwatch.toml:2: egress.listen: 0.0.0.0:3129: the proxy listens on 127.0.0.1 only"),
+            ("[egress]\nports = [443, 0]\n", "credwatch.toml:2: egress.ports: port 0 is not a port"),
+            ("[egress.hosts]\n\"a.b\" = \"nope\"\n", "credwatch.toml:2: egress.hosts.a.b: \"nope\" is not an IP address"),
             ("[maps]\nevents = 8\n", "credwatch.toml:2: maps.events: unknown map; one of task_of, holders,"),
         ] {
             let error = parse(text).unwrap_err();
@@ -886,6 +889,16 @@ env_bytes = 8192
 
 [tls]
 cookies = ["session"]
+
+[egress]
+listen = "127.0.0.1:3129"
+ports = [443, 8443]
+upstream_ca = "/etc/credwatch/roots.pem"
+body_limit = 4096
+body_wait_ms = 20
+
+[egress.hosts]
+"API.internal" = "10.0.0.7"
 "#;
         let config = parse(text).unwrap();
         assert_eq!(
@@ -919,6 +932,15 @@ cookies = ["session"]
                 },
                 capture: CaptureLimits { argv: CaptureLimits::MAX.argv, env: 8192 },
                 tls: TlsConfig { enabled: true, cookies: vec!["session".to_owned()] },
+                egress: EgressConfig {
+                    enabled: true,
+                    listen: "127.0.0.1:3129".parse().unwrap(),
+                    ports: vec![443, 8443],
+                    upstream_ca: Some(PathBuf::from("/etc/credwatch/roots.pem")),
+                    body_limit: 4096,
+                    body_wait: std::time::Duration::from_millis(20),
+                    hosts: [("api.internal".to_owned(), "10.0.0.7".parse().unwrap())].into(),
+                },
                 export: ExportConfig::default(),
             }
         );

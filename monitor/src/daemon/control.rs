@@ -36,7 +36,8 @@ pub struct TaskRequest {
     #[serde(default)]
     pub env: Vec<String>,
     /// Destinations the task's secret holders may reach: `CIDR`, `IP`, `CIDR:PORT`, `IP:PORT`,
-    /// `HOST:PORT` (resolved once at registration) or `[IPv6]:PORT`. Absent: unrestricted;
+    /// `HOST:PORT` (resolved once at registration), `[IPv6]:PORT`, or a name only the egress
+    /// proxy and the TLS sensor match (`HOST`, `*.DOMAIN`, with or without a port). Absent: unrestricted;
     /// present and empty: nowhere.
     #[serde(default)]
     pub allow: Option<Vec<String>>,
@@ -120,7 +121,8 @@ impl ResolvedHosts {
     pub async fn resolve(allow: Option<&[String]>) -> Self {
         let mut resolved = BTreeMap::new();
         for text in allow.unwrap_or_default() {
-            if crate::engine::Destination::from_str(text).is_ok() {
+            // A wildcard names no address; the proxy matches it by name.
+            if crate::engine::Destination::from_str(text).is_ok() || text.starts_with("*.") {
                 continue;
             }
             let Some((host, port)) = text.rsplit_once(':') else { continue };

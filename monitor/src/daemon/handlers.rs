@@ -36,8 +36,9 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_secs())
 }
 
-/// `allow` entries: a CIDR or address (with an optional port), or `HOST:PORT` as the caller
-/// resolved it; and the `HOST:PORT` entries by name, lower case.
+/// `allow` entries: a CIDR or address (with an optional port), `HOST:PORT` as the caller resolved
+/// it, or a name the egress proxy matches (`HOST`, `*.DOMAIN`, either with a port); and the
+/// entries by name, lower case.
 fn destinations(allow: &[String], hosts: &ResolvedHosts) -> Result<(Vec<Destination>, Vec<String>), ControlError> {
     let mut out = Vec::new();
     let mut names = Vec::new();
@@ -45,6 +46,8 @@ fn destinations(allow: &[String], hosts: &ResolvedHosts) -> Result<(Vec<Destinat
         let field = format!("allow[{index}]");
         match Destination::from_str(text) {
             Ok(destination) => out.push(destination),
+            // Matched by name only, at the proxy (and in TLS requests' `Host`).
+            Err(_) if hosts.get(text).is_none() && is_host_pattern(text) => names.push(text.to_ascii_lowercase()),
             Err(parse_error) => {
                 let Some((host, port)) = text.rsplit_once(':') else {
                     return Err(invalid(field, parse_error.to_string()));
@@ -63,6 +66,19 @@ fn destinations(allow: &[String], hosts: &ResolvedHosts) -> Result<(Vec<Destinat
         }
     }
     Ok((out, names))
+}
+
+/// A host name, or `*.` and a domain, with an optional `:PORT`: letters, digits, `-` and `.`.
+fn is_host_pattern(text: &str) -> bool {
+    let (host, port) = match text.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (text, None),
+    };
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    let valid_name = !name.is_empty()
+        && name.chars().any(|c| c.is_ascii_alphabetic())
+        && name.split('.').all(|label| !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    valid_name && port.is_none_or(|port| port.parse::<u16>().is_ok_and(|port| port != 0))
 }
 
 impl Daemon {

@@ -94,8 +94,14 @@ async fn run(args: ExecArgs) -> Result<ExitCode, CommandError> {
     let mut command = Command::new(program);
     command.args(arguments);
     if egress == EgressMode::Proxy {
-        let proxy = client.status().await.map_err(|error| format!("asking the daemon where its egress proxy is: {}", ErrorChain(&error)))?;
-        through_proxy(&mut command, &proxy["egress"])?;
+        let proxy = match client.status().await {
+            Ok(status) => through_proxy(&mut command, &status["egress"]),
+            Err(error) => Err(format!("asking where the egress proxy is: {}", ErrorChain(&error))),
+        };
+        if let Err(error) = proxy {
+            eprintln!("credwatch: registering task {id}: {error}");
+            return Ok(ExitCode::from(REGISTRATION_FAILED));
+        }
     }
     request.egress = egress;
     for (name, value) in &decoys {
@@ -147,12 +153,12 @@ async fn run(args: ExecArgs) -> Result<ExitCode, CommandError> {
 /// kind replace the host's roots, so they name a bundle of the host's roots and the CA;
 /// `NODE_EXTRA_CA_CERTS` adds to Node's own. `NO_PROXY` is dropped: the kernel would send those
 /// connects to the proxy anyway.
-fn through_proxy(command: &mut Command, egress: &serde_json::Value) -> Result<(), CommandError> {
+fn through_proxy(command: &mut Command, egress: &serde_json::Value) -> Result<(), String> {
     if egress["running"] != true {
-        let reason = egress["reason"].as_str().unwrap_or("the daemon does not say");
-        return Err(format!("the daemon's egress proxy is not running ({reason}); use --egress direct to run without it").into());
+        let reason = egress["reason"].as_str().unwrap_or("the daemon does not say why");
+        return Err(format!("the daemon's egress proxy is not running ({reason}); use --egress direct to run without it"));
     }
-    let text = |value: &serde_json::Value| value.as_str().map(str::to_owned).ok_or("the daemon's status names no egress proxy");
+    let text = |value: &serde_json::Value| value.as_str().map(str::to_owned).ok_or("the daemon's status names no egress proxy".to_owned());
     let proxy = format!("http://{}", text(&egress["address"])?);
     let (certificate, bundle) = (text(&egress["ca"]["certificate"])?, text(&egress["ca"]["bundle"])?);
     for name in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"] {
