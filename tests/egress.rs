@@ -107,10 +107,15 @@ impl Rig {
         self.background.push(self.task_exec(id, Some((name, token)), &[], &sleep).spawn().unwrap());
         let deadline = std::time::Instant::now() + common::patience(10);
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        while !rt.block_on(self.daemon.client.list_tasks()).unwrap().to_string().contains(&format!("\"{id}\"")) {
+        let task = loop {
+            let tasks = rt.block_on(self.daemon.client.list_tasks()).unwrap();
+            if let Some(task) = tasks.as_array().into_iter().flatten().find(|task| task["id"] == id) {
+                break task.clone();
+            }
             assert!(std::time::Instant::now() < deadline, "task {id} was never registered");
             std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        };
+        assert_eq!(task["egress"], "proxy", "`task exec` proxies by default, and the task list says so");
     }
 
     fn findings(&self) -> Vec<Value> {
@@ -204,6 +209,8 @@ fn a_token_in_the_query_a_json_body_a_custom_header_or_a_split_head_is_refused()
         .header("Content-Type", "application/json")
         .post(&format!("{{\"auth\": {{\"token\": \"{token}\"}}}}"));
     assert_refused(&rig.run(Client::Python, &body, "json-body", None, &[]), "cross_task_reuse", "JSON body");
+    let path = ClientRequest::new(Mode::Request, format!("https://api.test:{h1}/hooks/{token}/send"));
+    assert_refused(&rig.run(Client::Go, &path, "path", None, &[]), "cross_task_reuse", "a path segment");
     let custom = ClientRequest::new(Mode::Request, format!("https://api.test:{h1}/custom")).header("PRIVATE-TOKEN", &token);
     assert_refused(&rig.run(Client::Curl(Http::V1_1), &custom, "custom-header", None, &[]), "cross_task_reuse", "PRIVATE-TOKEN");
 
@@ -363,6 +370,9 @@ fn clients_that_ignore_the_proxy_are_sent_to_it_and_other_ways_out_are_refused()
     let output = rig.task_exec("other-ways", None, &["--allow", "api.test"], &probe).output().unwrap();
     let printed = String::from_utf8_lossy(&output.stdout);
     assert_eq!(printed.trim(), "tcp 1\nudp 1", "both refused with EPERM (errno 1)");
+    // A task without an allow list may reach other TCP ports, but no UDP but DNS (QUIC included).
+    let output = rig.task_exec("unrestricted", None, &[], &probe).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "tcp 0\nudp 1");
     // A process in no task gets nothing from the proxy: its connection is closed unread.
     let status = rig.daemon_status();
     let proxy = status["egress"]["address"].as_str().unwrap().to_owned();

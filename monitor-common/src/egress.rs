@@ -19,7 +19,7 @@ pub struct Proxy {
 /// `EGRESS_TASKS` value: the task's connects go through the proxy.
 pub const PROXIED: u32 = 1;
 
-/// Bits of `EGRESS_PORTS`: one per destination port redirected to the proxy.
+/// Words of `EGRESS_PORTS`, a bit per destination port redirected to the proxy.
 pub const PORT_WORDS: u32 = 65536 / 64;
 
 /// Slots of the destination port's bit in `EGRESS_PORTS`.
@@ -46,10 +46,18 @@ pub struct Origin {
     pub _pad: u32,
 }
 
-/// `EGRESS_PEERS` key of a connection to the proxy: the client's local port (host order) and
-/// whether it is IPv6, as the proxy sees its peer.
-pub const fn peer_key(ipv6: bool, port: u16) -> u32 {
-    port as u32 | ((ipv6 as u32) << 16)
+/// `EGRESS_PEERS` key of a connection to the proxy: the client's address and port as the proxy
+/// sees its peer. The whole address, not the port alone: another process could bind the same
+/// port on another loopback address and be taken for this one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerKey {
+    /// 1 for IPv6 (not v4-mapped), 0 for IPv4.
+    pub ipv6: u32,
+    /// Host order.
+    pub port: u32,
+    /// Network order; IPv4 in the first word.
+    pub address: [u32; 4],
 }
 
 #[cfg(feature = "user")]
@@ -58,6 +66,8 @@ mod pod {
     unsafe impl aya::Pod for super::Proxy {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Origin {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PeerKey {}
 }
 
 #[cfg(test)]
@@ -69,6 +79,5 @@ mod tests {
         assert_eq!(port_bit(0), (0, 1));
         assert_eq!(port_bit(443), (6, 1 << 59));
         assert_eq!(port_bit(65535), (PORT_WORDS - 1, 1 << 63));
-        assert_ne!(peer_key(false, 443), peer_key(true, 443));
     }
 }

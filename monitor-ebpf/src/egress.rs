@@ -10,7 +10,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap},
     programs::{SockAddrContext, SockOpsContext},
 };
-use monitor_common::egress::{peer_key, port_bit, Origin, Proxy, PORT_WORDS, PROXIED};
+use monitor_common::egress::{port_bit, Origin, PeerKey, Proxy, PORT_WORDS, PROXIED};
 
 use crate::{destinations::AF_INET, maps::TASK_OF};
 
@@ -30,19 +30,18 @@ pub static EGRESS_PORTS: Array<u64> = Array::with_max_entries(PORT_WORDS, 0);
 #[map]
 pub static EGRESS_COOKIES: LruHashMap<u64, Origin> = LruHashMap::with_max_entries(16384, 0);
 
-/// Established connections to the proxy, by the client's port; the proxy removes each entry
-/// when it accepts the connection.
+/// Established connections to the proxy, by the client's address and port; the proxy removes
+/// each entry when it accepts the connection.
 #[map]
-pub static EGRESS_PEERS: LruHashMap<u32, Origin> = LruHashMap::with_max_entries(16384, 0);
+pub static EGRESS_PEERS: LruHashMap<PeerKey, Origin> = LruHashMap::with_max_entries(16384, 0);
 
 /// What the hooks do about a proxied task's connect or send.
 pub enum Route {
-    /// Not a proxied task's process: the caller judges as for anyone.
-    NotProxied,
-    /// Let through (the proxy, DNS, an allowed destination).
-    Pass,
-    /// Sent to the proxy.
-    Redirected,
+    /// Judged as anyone's (a process of no proxied task, DNS, a destination its allow list
+    /// names): the caller's holder check follows.
+    Continue,
+    /// To the proxy, as asked or redirected.
+    ToProxy,
     Refuse,
 }
 
@@ -52,15 +51,17 @@ const DNS_PORT: u16 = 53;
 const ACTIVE_ESTABLISHED: u32 = 4;
 
 /// The route of a connect (`connect`) or a datagram send of `tgid` to the caller's destination
-/// (`sockaddr` fields of `ctx`); `allowed` says whether the task's allow list covers it.
+/// (`sockaddr` fields of `ctx`); `allowed` says whether the task's allow list covers it (true
+/// for a task without one). UDP is refused but for DNS (QUIC would leave unread); TCP to a port
+/// not sent to the proxy passes only where the allow list covers it.
 #[inline(always)]
 pub fn route(ctx: &SockAddrContext, tgid: u32, family: u16, connect: bool, allowed: impl Fn() -> bool) -> Route {
     // SAFETY: plain values copied out.
-    let Some(task) = (unsafe { TASK_OF.get(&tgid) }).copied() else { return Route::NotProxied };
+    let Some(task) = (unsafe { TASK_OF.get(&tgid) }).copied() else { return Route::Continue };
     if unsafe { EGRESS_TASKS.get(&task) }.copied() != Some(PROXIED) {
-        return Route::NotProxied;
+        return Route::Continue;
     }
-    let Some(proxy) = EGRESS_PROXY.get(0).copied().filter(|proxy| proxy.enabled != 0) else { return Route::NotProxied };
+    let Some(proxy) = EGRESS_PROXY.get(0).copied().filter(|proxy| proxy.enabled != 0) else { return Route::Continue };
     let ipv4 = family == AF_INET;
     // SAFETY: the context is the kernel's `bpf_sock_addr`, read with each field's own width and
     // only the fields of the hook's family, as the verifier requires.
@@ -74,11 +75,8 @@ pub fn route(ctx: &SockAddrContext, tgid: u32, family: u16, connect: bool, allow
         ((*addr).user_port, ip4, ip6, (*addr).type_)
     };
     let port = u16::from_be(port_field as u16);
-    if port == DNS_PORT {
-        return Route::Pass;
-    }
     if !connect || kind != SOCK_STREAM {
-        return if allowed() { Route::Pass } else { Route::Refuse };
+        return if port == DNS_PORT { Route::Continue } else { Route::Refuse };
     }
     // A dual-stack socket reaches IPv4 as ::ffff:a.b.c.d, the proxy's IPv4 listener too.
     let mapped = !ipv4 && is_v4_mapped(ip6);
@@ -91,10 +89,10 @@ pub fn route(ctx: &SockAddrContext, tgid: u32, family: u16, connect: bool, allow
     };
     if port_field == proxy.port && to_proxy {
         record(ctx, tgid, task, family, port_field, ip4, ip6, 0);
-        return Route::Pass;
+        return Route::ToProxy;
     }
     if !redirected_port(port) {
-        return if allowed() { Route::Pass } else { Route::Refuse };
+        return if allowed() { Route::Continue } else { Route::Refuse };
     }
     if !ipv4 && !mapped && proxy.ip6 == [0; 4] {
         return Route::Refuse;
@@ -115,7 +113,7 @@ pub fn route(ctx: &SockAddrContext, tgid: u32, family: u16, connect: bool, allow
         }
         (*addr).user_port = proxy.port;
     }
-    Route::Redirected
+    Route::ToProxy
 }
 
 /// `::ffff:0:0/96`, in the words of `bpf_sock_addr::user_ip6` and `bpf_sock_ops::remote_ip6`.
@@ -154,8 +152,26 @@ pub fn egress_established(ctx: SockOpsContext) -> u32 {
     // SAFETY: plain value copied out.
     let Some(origin) = (unsafe { EGRESS_COOKIES.get(&cookie) }).copied() else { return 1 };
     // As the proxy sees its peer: a dual-stack client reaching the IPv4 listener is IPv4 there.
-    let ipv6 = ctx.family() != u32::from(AF_INET) && !is_v4_mapped(ctx.remote_ip6());
-    let key = peer_key(ipv6, ctx.local_port() as u16);
+    let (ipv6, address) = if ctx.family() == u32::from(AF_INET) {
+        (0, [ctx.local_ip4(), 0, 0, 0])
+    } else {
+        // SAFETY: the context is the kernel's `bpf_sock_ops`; each word is read on its own, at a
+        // constant offset from the context, as the verifier requires.
+        let (remote, local) = unsafe {
+            let ops = ctx.ops;
+            let word = |field: *const u32| core::ptr::read_volatile(field);
+            (
+                [word(&(*ops).remote_ip6[0]), word(&(*ops).remote_ip6[1]), word(&(*ops).remote_ip6[2]), word(&(*ops).remote_ip6[3])],
+                [word(&(*ops).local_ip6[0]), word(&(*ops).local_ip6[1]), word(&(*ops).local_ip6[2]), word(&(*ops).local_ip6[3])],
+            )
+        };
+        if is_v4_mapped(remote) {
+            (0, [local[3], 0, 0, 0])
+        } else {
+            (1, local)
+        }
+    };
+    let key = PeerKey { ipv6, port: ctx.local_port(), address };
     let _ = EGRESS_PEERS.insert(&key, &origin, 0);
     let _ = EGRESS_COOKIES.remove(&cookie);
     1

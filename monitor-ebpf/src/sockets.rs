@@ -70,8 +70,8 @@ fn judge(ctx: &SockAddrContext, family: u16, syscall: u32) -> i32 {
     let sockaddr = sockaddr(ctx, family);
     let length = if family == AF_INET { 16 } else { SOCKADDR_LEN as u32 };
     match egress::route(ctx, tgid, family, connect, || allowed_destination(tgid, family, &sockaddr)) {
-        Route::NotProxied => {}
-        Route::Pass | Route::Redirected => return ALLOW,
+        Route::Continue => {}
+        Route::ToProxy => return ALLOW,
         Route::Refuse => {
             report_connect(syscall, &sockaddr, length, kernel_action::DENIED);
             return REFUSE;

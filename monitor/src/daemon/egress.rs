@@ -10,7 +10,7 @@ use tracing::warn;
 use super::{Daemon, DaemonError};
 use crate::{
     clock,
-    egress::{self, EgressConfig, Listening, Origin, Query, Verdict},
+    egress::{self, EgressConfig, Listening, Origin, Query, Running, Verdict},
     engine::{Input, Rule},
     event::{Event, EventKind},
     fingerprint::FingerprintKey,
@@ -29,36 +29,51 @@ const REFUSING: [Rule; 4] = [Rule::CrossTaskReuse, Rule::PostTaskReuse, Rule::De
 pub(super) struct Egress {
     pub(super) running: Result<Listening, String>,
     pub(super) queries: mpsc::Receiver<Query>,
+    /// The proxy's threads, for as long as the daemon runs.
+    _threads: Option<Running>,
 }
 
-/// Starts the proxy when configured and the kernel's socket hooks are attached, and points them
-/// at it. Its failure to start is a stated gap, not a failed daemon: tasks then run direct.
+/// Starts the proxy when configured, before the sensors load: its setup (the CA, the host's
+/// roots) takes time no kernel event should wait for. Its failure is a stated gap, not a failed
+/// daemon: tasks then run direct.
 pub(super) fn start(
     config: &EgressConfig,
     state_dir: &std::path::Path,
     key: &Arc<FingerprintKey>,
-    sensors: &mut Sensors,
     registry: &prometheus::Registry,
 ) -> Egress {
     let (sender, queries) = mpsc::channel(QUERY_QUEUE);
-    let running = if !config.enabled {
-        Err("disabled in the configuration ([egress] enabled = false)".to_owned())
-    } else if !sensors.socket_hooks() {
-        Err("the cgroup socket hooks are not attached (cgroup v2 not mounted, or refused)".to_owned())
-    } else {
-        egress::start(config.clone(), state_dir, Arc::clone(key), sender, registry)
-            .map_err(|error| crate::error_chain::ErrorChain(&error).to_string())
-            .and_then(|listening| {
-                let maps = sensors.maps_mut().egress();
-                maps.configure(listening.address, listening.address6, &config.ports)
-                    .map_err(|error| format!("cannot point the kernel at the proxy: {error}"))?;
-                Ok(listening)
-            })
+    let started = match config.enabled {
+        false => Err("disabled in the configuration ([egress] enabled = false)".to_owned()),
+        true => egress::start(config.clone(), state_dir, Arc::clone(key), sender, registry)
+            .map_err(|error| crate::error_chain::ErrorChain(&error).to_string()),
     };
-    if let Err(reason) = &running {
-        warn!(%reason, "no egress proxy: tasks' requests go direct");
+    let (running, threads) = match started {
+        Ok((listening, threads)) => (Ok(listening), Some(threads)),
+        Err(reason) => (Err(reason), None),
+    };
+    Egress { running, queries, _threads: threads }
+}
+
+impl Egress {
+    /// Points the kernel's socket hooks at the proxy; without them there is no redirect and no
+    /// identity, so no proxy.
+    pub(super) fn attach(&mut self, ports: &[u16], sensors: &mut Sensors) {
+        if let Ok(listening) = &self.running {
+            self.running = if !sensors.socket_hooks() {
+                Err("the cgroup socket hooks are not attached (cgroup v2 not mounted, or refused)".to_owned())
+            } else {
+                let maps = sensors.maps_mut().egress();
+                match maps.configure(listening.address, listening.address6, ports) {
+                    Ok(()) => Ok(listening.clone()),
+                    Err(error) => Err(format!("cannot point the kernel at the proxy: {error}")),
+                }
+            };
+        }
+        if let Err(reason) = &self.running {
+            warn!(%reason, "no egress proxy: tasks' requests go direct");
+        }
     }
-    Egress { running, queries }
 }
 
 impl Daemon {

@@ -289,6 +289,8 @@ impl Daemon {
             "secrets": request.secrets,
             "env": request.env,
             "allow": spec.allowed,
+            "allow_names": spec.allowed_hosts,
+            "egress": request.egress,
             "ttl": request.ttl.map(duration_text::format),
             "started_unix": started_unix,
             "members_seen": members.len(),

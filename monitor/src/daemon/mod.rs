@@ -211,6 +211,7 @@ impl Daemon {
         let plan = config.actions.clone();
         let key = Arc::new(FingerprintKey::for_host(&config.state_dir, config.key_file.as_deref())?);
         let map_sizes = MapSizes::for_host().with(&config.maps);
+        let mut egress = egress::start(&config.egress, &config.state_dir, &key, &metrics.registry);
         let probed = doctor::inspect().tier()?;
         let mut sensors = load_sensors(ring_buffer_bytes, probed, map_sizes, config.capture, config.tls.enabled)?;
         // What loaded: a tier whose security hooks failed to load falls back to the tracepoint tier.
@@ -219,7 +220,7 @@ impl Daemon {
         for gap in sensors.gaps() {
             warn!(capability = gap.capability, reason = %gap.reason, "sensor gap");
         }
-        let egress = egress::start(&config.egress, &config.state_dir, &key, &mut sensors, &metrics.registry);
+        egress.attach(&config.egress.ports, &mut sensors);
         let mut catalogue = Catalogue::from_config(&config.catalogue);
         let homes = catalogue::homes::resolve(config.catalogue.homes.as_deref())?;
         let decoy_files = decoys::paths(&config.decoys, &homes);

@@ -228,10 +228,10 @@ fn for_version(request: Request<Relay>, target: &Target, h2: bool) -> Request<Re
         parts.uri = format!("{scheme}://{authority}{path}").parse().unwrap_or(parts.uri);
     } else {
         parts.version = hyper::Version::HTTP_11;
-        if !parts.headers.contains_key(hyper::header::HOST) {
-            if let Ok(host) = authority.parse() {
-                parts.headers.insert(hyper::header::HOST, host);
-            }
+        // The host judged and verified, whatever `Host` the client wrote: on a shared front end
+        // another `Host` would reach another backend.
+        if let Ok(host) = authority.parse() {
+            parts.headers.insert(hyper::header::HOST, host);
         }
         parts.uri = path.parse().unwrap_or(parts.uri);
     }
@@ -248,4 +248,6 @@ pub fn strip_response(response: &mut Response<Incoming>) {
         response.headers_mut().remove(name);
     }
     response.headers_mut().remove(hyper::header::UPGRADE);
+    // An invitation to HTTP/3 over UDP, which a proxied task may not send.
+    response.headers_mut().remove(hyper::header::ALT_SVC);
 }

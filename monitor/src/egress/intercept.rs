@@ -30,6 +30,9 @@ use super::{
 use crate::event::{RequestVia, TlsWrite};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How long a body of declared length within the bound may take to arrive in full.
+const WHOLE_BODY_WAIT: Duration = Duration::from_secs(30);
 /// What the proxy answers a client with.
 pub type Reply = Response<BoxBody<Bytes, BoxError>>;
 
@@ -58,7 +61,10 @@ impl Target {
     /// on a redirected connection, at the original port.
     pub fn of_plain(request: &Request<Incoming>, original: Option<SocketAddr>) -> Option<Self> {
         if let Some(authority) = request.uri().authority() {
-            return Some(Self { host: unbracketed(authority.host()), port: authority.port_u16().unwrap_or(80), tls: false });
+            // A client that hands an `https://` URL to an `http://` proxy still means TLS.
+            let tls = request.uri().scheme() == Some(&hyper::http::uri::Scheme::HTTPS);
+            let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+            return Some(Self { host: unbracketed(authority.host()), port, tls });
         }
         let original = original?;
         let host = request.headers().get(hyper::header::HOST).and_then(|host| host.to_str().ok());
@@ -130,7 +136,13 @@ pub async fn request(
     let client_h2 = request.version() == hyper::Version::HTTP_2;
     let (parts, body) = request.into_parts();
     let upgrade = parts.headers.contains_key(hyper::header::UPGRADE);
-    let read = match read_prefix(body, shared.config.body_limit, shared.config.body_wait).await {
+    let declared = parts.headers.get(hyper::header::CONTENT_LENGTH).and_then(|length| length.to_str().ok()?.parse::<usize>().ok());
+    // A body whose length is declared within the bound is read whole, however it pauses.
+    let wait = match declared {
+        Some(length) if length <= shared.config.body_limit => WHOLE_BODY_WAIT,
+        _ => shared.config.body_wait,
+    };
+    let read = match read_prefix(body, shared.config.body_limit, wait).await {
         Ok(read) => read,
         Err(error) => {
             debug!(%error, "a request body could not be read");
@@ -140,7 +152,7 @@ pub async fn request(
     if let Some(reason) = read.cut {
         shared.metrics.body_cut.with_label_values(&[reason]).inc();
     }
-    let found = scan::scan(&parts.headers, &parts.uri, &read.prefix, &shared.key);
+    let found = scan::scan(&parts.headers, &parts.uri, &read.prefix, read.trailers.as_ref(), &shared.key);
     let address = match forward::resolve(&shared.config.hosts, &target).await {
         Ok(address) => address,
         Err(error) => return upstream_failed(shared, &error),

@@ -34,7 +34,13 @@ pub enum StartError {
     UpstreamCa { path: std::path::PathBuf, source: std::io::Error },
     #[error("cannot register the proxy's metrics")]
     Metrics(#[from] prometheus::Error),
+    #[error("cannot start the proxy's threads")]
+    Runtime(#[source] std::io::Error),
 }
+
+/// Threads of the proxy's own runtime: TLS and scanning never take the daemon's loop's thread,
+/// which must keep draining the kernel's events whatever a task sends.
+const WORKERS: usize = 2;
 
 /// Where the proxy listens and what tasks need to trust it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,14 +51,33 @@ pub struct Listening {
     pub ca: CaPaths,
 }
 
-/// Sets up the CA, binds the listeners and starts accepting, on the current tokio runtime.
+/// The proxy's runtime, stopped without waiting when the daemon drops it (from inside its own
+/// runtime, where a blocking shutdown is not allowed).
+pub struct Running(Option<tokio::runtime::Runtime>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Sets up the CA, binds the listeners and starts accepting on a runtime of the proxy's own.
 pub fn start(
     config: EgressConfig,
     state_dir: &std::path::Path,
     key: Arc<FingerprintKey>,
     queries: mpsc::Sender<Query>,
     registry: &prometheus::Registry,
-) -> Result<Listening, StartError> {
+) -> Result<(Listening, Running), StartError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKERS)
+        .thread_name("credwatch-egress")
+        .enable_all()
+        .build()
+        .map_err(StartError::Runtime)?;
+    let entered = runtime.enter();
     let authority = Arc::new(Authority::load_or_create(state_dir)?);
     let upstream_tls = forward::client_config(config.upstream_ca.as_deref())?;
     let listener = bind(config.listen)?;
@@ -70,11 +95,12 @@ pub fn start(
         metrics: EgressMetrics::register(registry)?,
     });
     info!(%address, ca = %listening.ca.certificate.display(), "egress proxy listening");
-    tokio::spawn(accept(listener, Arc::clone(&shared)));
+    runtime.spawn(accept(listener, Arc::clone(&shared)));
     if let Some(listener6) = listener6 {
-        tokio::spawn(accept(listener6, shared));
+        runtime.spawn(accept(listener6, shared));
     }
-    Ok(listening)
+    drop(entered);
+    Ok((listening, Running(Some(runtime))))
 }
 
 /// Bound now, so that the address is known before the daemon says it is ready; served on the

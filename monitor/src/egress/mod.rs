@@ -20,7 +20,7 @@ use std::{collections::BTreeMap, net::{IpAddr, SocketAddr}, path::PathBuf, sync:
 
 use tokio::sync::{mpsc, oneshot};
 
-pub use self::listen::{start, Listening, StartError};
+pub use self::listen::{start, Listening, Running, StartError};
 use crate::{
     event::{ExecId, TlsWrite},
     fingerprint::FingerprintKey,

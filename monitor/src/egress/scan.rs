@@ -1,5 +1,7 @@
-//! Credentials anywhere in a request through the proxy: every header, the query string and the
-//! body (up to the configured bound), as keyed fingerprints. A known value is recognised in a
+//! Credentials anywhere in a request through the proxy: every header, the path, the query string,
+//! the body (up to the configured bound) and trailers read with it, as keyed fingerprints. Every
+//! word is fingerprinted, without the exec scan's cap: the body bound bounds the work, and a cap
+//! would let a request hide a token behind enough long words. A known value is recognised in a
 //! custom header (`PRIVATE-TOKEN`), a query parameter (`?access_token=`), a JSON or form body, or
 //! after an auth scheme. Values stay inside this module; copies made here are wiped when dropped.
 
@@ -12,7 +14,7 @@ use crate::{
     fingerprint::FingerprintKey,
     secrets::{
         http::{auth_credentials, AUTH_HEADERS},
-        tokens::{words, MAX_TOKENS},
+        tokens::words,
     },
 };
 
@@ -20,8 +22,6 @@ use crate::{
 #[derive(Debug, Default)]
 pub struct Scan {
     pub credentials: Vec<CredentialSeen>,
-    /// Candidates left out past [`MAX_TOKENS`].
-    pub cut: usize,
 }
 
 impl Scan {
@@ -32,10 +32,6 @@ impl Scan {
         }
         let fingerprint = key.fingerprint(value);
         if self.credentials.iter().any(|seen| seen.fingerprint == fingerprint) {
-            return;
-        }
-        if self.credentials.len() == MAX_TOKENS {
-            self.cut += 1;
             return;
         }
         self.credentials.push(CredentialSeen { header: part.to_owned(), fingerprint });
@@ -50,10 +46,11 @@ impl Scan {
     }
 }
 
-/// Scans a request's headers, the query of `uri` and `body` (as much of it as was read).
-pub fn scan(headers: &HeaderMap, uri: &Uri, body: &[u8], key: &FingerprintKey) -> Scan {
+/// Scans a request's headers, the path and query of `uri`, `body` (as much of it as was read)
+/// and its `trailers`, when they came with it.
+pub fn scan(headers: &HeaderMap, uri: &Uri, body: &[u8], trailers: Option<&HeaderMap>, key: &FingerprintKey) -> Scan {
     let mut scan = Scan::default();
-    for (name, value) in headers {
+    for (name, value) in headers.iter().chain(trailers.into_iter().flatten()) {
         let name = name.as_str();
         if AUTH_HEADERS.contains(&name) {
             for credential in auth_credentials(value.as_bytes()) {
@@ -61,6 +58,11 @@ pub fn scan(headers: &HeaderMap, uri: &Uri, body: &[u8], key: &FingerprintKey) -
             }
         }
         scan.push_text(name, value.as_bytes(), key);
+    }
+    // Webhook URLs (`/hooks/<TOKEN>`): a token can be a path segment.
+    for segment in uri.path().split('/') {
+        let decoded = Zeroizing::new(percent_decode(segment.as_bytes()).collect::<Vec<u8>>());
+        scan.push_text("path", &decoded, key);
     }
     if let Some(query) = uri.query() {
         scan_encoded("query", query.as_bytes(), &mut scan, key);
@@ -130,26 +132,39 @@ mod tests {
     fn a_token_is_found_in_any_header_the_query_and_the_body() {
         let key = random_key();
         let (headers, uri) = request(&[("private-token", TOKEN)], "/api/v4/projects");
-        assert_eq!(found(&scan(&headers, &uri, b"", &key), &key, TOKEN).as_deref(), Some("private-token"));
+        assert_eq!(found(&scan(&headers, &uri, b"", None, &key), &key, TOKEN).as_deref(), Some("private-token"));
         let (headers, uri) = request(&[("authorization", &format!("Bearer {TOKEN}"))], "/");
-        assert_eq!(found(&scan(&headers, &uri, b"", &key), &key, TOKEN).as_deref(), Some("authorization"));
+        assert_eq!(found(&scan(&headers, &uri, b"", None, &key), &key, TOKEN).as_deref(), Some("authorization"));
         let encoded = TOKEN.replace('-', "%2D");
         let (headers, uri) = request(&[], &format!("/x?page=2&access_token={encoded}"));
-        assert_eq!(found(&scan(&headers, &uri, b"", &key), &key, TOKEN).as_deref(), Some("query"));
+        assert_eq!(found(&scan(&headers, &uri, b"", None, &key), &key, TOKEN).as_deref(), Some("query"));
         let (headers, uri) = request(&[("content-type", "application/json")], "/");
         let body = format!(r#"{{"auth":{{"token":"{}"}}}}"#, TOKEN.replace('-', "\\u002d"));
-        assert_eq!(found(&scan(&headers, &uri, body.as_bytes(), &key), &key, TOKEN).as_deref(), Some("body"));
+        assert_eq!(found(&scan(&headers, &uri, body.as_bytes(), None, &key), &key, TOKEN).as_deref(), Some("body"));
         let (headers, uri) = request(&[("content-type", "application/x-www-form-urlencoded")], "/");
         let body = format!("grant=x&secret={encoded}");
-        assert_eq!(found(&scan(&headers, &uri, body.as_bytes(), &key), &key, TOKEN).as_deref(), Some("body"));
+        assert_eq!(found(&scan(&headers, &uri, body.as_bytes(), None, &key), &key, TOKEN).as_deref(), Some("body"));
+    }
+
+    #[test]
+    fn a_token_in_the_path_in_a_trailer_or_behind_many_words_is_found() {
+        let key = random_key();
+        let (headers, uri) = request(&[], &format!("/hooks/{TOKEN}"));
+        assert_eq!(found(&scan(&headers, &uri, b"", None, &key), &key, TOKEN).as_deref(), Some("path"));
+        let (trailers, _) = request(&[("x-late-token", TOKEN)], "/");
+        let (headers, uri) = request(&[], "/");
+        assert_eq!(found(&scan(&headers, &uri, b"", Some(&trailers), &key), &key, TOKEN).as_deref(), Some("x-late-token"));
+        let padding: String = (0..2000).map(|word| format!("padding-word-number-{word:06} ")).collect();
+        let body = format!("{padding}{TOKEN}");
+        let (headers, uri) = request(&[], "/");
+        assert_eq!(found(&scan(&headers, &uri, body.as_bytes(), None, &key), &key, TOKEN).as_deref(), Some("body"));
     }
 
     #[test]
     fn a_request_without_a_credential_gives_only_its_long_words() {
         let key = random_key();
         let (headers, uri) = request(&[("accept", "*/*")], "/?q=1");
-        let scan = scan(&headers, &uri, b"{}", &key);
-        assert_eq!(scan.cut, 0);
+        let scan = scan(&headers, &uri, b"{}", None, &key);
         assert!(found(&scan, &key, TOKEN).is_none());
     }
 }

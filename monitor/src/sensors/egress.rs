@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use aya::maps::{Array, HashMap, MapData, MapError};
-use monitor_common::egress::{peer_key, port_bit, Origin, Proxy, PORT_WORDS, PROXIED};
+use monitor_common::egress::{port_bit, Origin, PeerKey, Proxy, PORT_WORDS, PROXIED};
 
 const AF_INET6: u32 = 10;
 
@@ -13,7 +13,7 @@ pub struct EgressMaps {
     pub(super) tasks: HashMap<MapData, u32, u32>,
     pub(super) ports: Array<MapData, u64>,
     /// An LRU hash in the kernel: plain hash operations work on it.
-    pub(super) peers: HashMap<MapData, u32, Origin>,
+    pub(super) peers: HashMap<MapData, PeerKey, Origin>,
 }
 
 /// Who made a connection to the proxy, as the kernel recorded it.
@@ -60,8 +60,14 @@ impl EgressMaps {
     /// Who connected from `client` (the peer of an accepted connection); the entry is removed,
     /// so that a later connection from the same port is not taken for this one.
     pub fn take_peer(&mut self, client: SocketAddr) -> Option<Peer> {
-        let ipv6 = client.is_ipv6() && !matches!(client.ip(), IpAddr::V6(ip) if ip.to_ipv4_mapped().is_some());
-        let key = peer_key(ipv6, client.port());
+        let key = match client.ip().to_canonical() {
+            IpAddr::V4(ip) => PeerKey { ipv6: 0, port: u32::from(client.port()), address: [u32::from_ne_bytes(ip.octets()), 0, 0, 0] },
+            IpAddr::V6(ip) => {
+                let octets = ip.octets();
+                let address = std::array::from_fn(|word| u32::from_ne_bytes(octets[word * 4..word * 4 + 4].try_into().expect("4 bytes")));
+                PeerKey { ipv6: 1, port: u32::from(client.port()), address }
+            }
+        };
         let origin = self.peers.get(&key, 0).ok()?;
         let _ = self.peers.remove(&key);
         let original = (origin.redirected != 0).then(|| {
