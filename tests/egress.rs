@@ -106,9 +106,8 @@ impl Rig {
         sleep.arg("600");
         self.background.push(self.task_exec(id, Some((name, token)), &[], &sleep).spawn().unwrap());
         let deadline = std::time::Instant::now() + common::patience(10);
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let task = loop {
-            let tasks = rt.block_on(self.daemon.client.list_tasks()).unwrap();
+            let tasks = block_on(self.daemon.client.list_tasks()).unwrap();
             if let Some(task) = tasks.as_array().into_iter().flatten().find(|task| task["id"] == id) {
                 break task.clone();
             }
@@ -119,15 +118,18 @@ impl Rig {
     }
 
     fn findings(&self) -> Vec<Value> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(self.daemon.findings())
+        block_on(self.daemon.findings())
     }
 
     /// The finding of `rule` about task `task`'s process (waits up to 10 s).
     fn finding(&self, rule: &str, task: &str) -> Value {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(self.daemon.finding(|finding| finding["rule"] == rule && finding["task"] == task))
+        block_on(self.daemon.finding(|finding| finding["rule"] == rule && finding["task"] == task))
     }
+}
+
+/// The API client is async; these tests are not.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
 }
 
 fn bearer(request: ClientRequest, token: &str) -> ClientRequest {
@@ -315,9 +317,8 @@ fn a_host_outside_the_allow_list_by_name_and_a_token_after_its_task_are_refused(
         egress: EgressMode::Proxy,
         ..TaskRequest::new("ended", gated.pid)
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(rig.daemon.client.start_task(&request)).unwrap();
-    rt.block_on(rig.daemon.client.end_task("ended")).unwrap();
+    block_on(rig.daemon.client.start_task(&request)).unwrap();
+    block_on(rig.daemon.client.end_task("ended")).unwrap();
     let (status, printed) = gated.release();
     assert!(printed.starts_with("403 "), "refused after the task: {status} {printed:?}");
     assert!(printed.contains("post_task_reuse"));
@@ -402,7 +403,6 @@ attempt("udp", lambda: udp.sendto(b"x", ("127.0.0.1", int(sys.argv[2]))))
 
 impl Rig {
     fn daemon_status(&self) -> Value {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(self.daemon.client.status()).unwrap()
+        block_on(self.daemon.client.status()).unwrap()
     }
 }

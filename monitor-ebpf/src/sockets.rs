@@ -6,9 +6,11 @@
 //! (alone, or beside v1 in hybrid mode). They run before any packet leaves, for io_uring's connects
 //! too, and refuse with EPERM (return 0) a holder's destination outside its task's allowlist when
 //! the unexpected_destination rule refuses. A process that holds no secret costs one `HOLDERS`
-//! lookup per connect. The loader attaches them where cgroup v2 is mounted (on the LSM and fmod_ret
-//! tiers only the `sendmsg` pair: `socket_connect` sees connects there), and tells `sys_enter`
-//! (`SOCKET_HOOKS`) to leave connects and sends to them.
+//! lookup per connect, after the egress routing of `egress.rs` (a proxied task's connects and
+//! sends, one `TASK_OF` lookup for anyone else). The loader attaches all four where cgroup v2 is
+//! mounted, on every tier (on the LSM and fmod_ret tiers the connect pair only routes:
+//! `socket_connect` judges holders' connects there), and tells `sys_enter` (`SOCKET_HOOKS`) to
+//! leave connects and sends to them.
 
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::cgroup_sock_addr, programs::SockAddrContext};
 use monitor_common::{

@@ -76,6 +76,12 @@ fn ca_params() -> CertificateParams {
     params.distinguished_name = name;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    valid_long(params)
+}
+
+/// The validity of every certificate here: fixed and long, so that neither a clock set back nor
+/// a daemon running for years makes the proxy's certificates fail.
+fn valid_long(mut params: CertificateParams) -> CertificateParams {
     params.not_before = rcgen::date_time_ymd(2024, 1, 1);
     params.not_after = rcgen::date_time_ymd(2049, 12, 31);
     params
@@ -105,17 +111,13 @@ impl Authority {
         // verify (same name, same key), but the file stays the same while the key does.
         let certificate = match std::fs::read_to_string(&paths.certificate) {
             Ok(pem) if !created => pem,
-            Ok(_) => {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(io(&paths.certificate)(error)),
+            // Missing, or made for a key that is gone.
+            Ok(_) | Err(_) => {
                 let pem = ca_params().self_signed(&key)?.pem();
                 write_public(&paths.certificate, pem.as_bytes()).map_err(io(&paths.certificate))?;
                 pem
             }
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                let pem = ca_params().self_signed(&key)?.pem();
-                write_public(&paths.certificate, pem.as_bytes()).map_err(io(&paths.certificate))?;
-                pem
-            }
-            Err(error) => return Err(io(&paths.certificate)(error)),
         };
         let host_roots = std::fs::read(HOST_BUNDLE).unwrap_or_default();
         let bundle = [host_roots.as_slice(), b"\n", certificate.as_bytes()].concat();
@@ -132,8 +134,7 @@ impl Authority {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(vec![host.clone()])?;
         params.distinguished_name.push(DnType::CommonName, host.as_str());
-        params.not_before = rcgen::date_time_ymd(2024, 1, 1);
-        params.not_after = rcgen::date_time_ymd(2049, 12, 31);
+        let params = valid_long(params);
         let certificate = params.signed_by(&key, &self.issuer)?;
         let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         let signing = rustls::crypto::ring::sign::any_supported_type(&private).map_err(CaError::Signing)?;

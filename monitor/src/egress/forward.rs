@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
-use super::{intercept::{Relay, Target}, listen::StartError};
+use super::intercept::{Relay, Target};
 
 /// A connect or handshake that takes longer than this fails the request (502).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,17 +49,25 @@ impl UpstreamError {
     }
 }
 
+/// The configured roots file could not be read as PEM certificates.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the upstream roots {path}")]
+pub struct RootsError {
+    path: std::path::PathBuf,
+    source: std::io::Error,
+}
+
 /// Roots to verify servers with: the host's, and the configured file's.
-pub fn client_config(extra: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, StartError> {
+pub fn client_config(extra: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, RootsError> {
     let mut roots = rustls::RootCertStore::empty();
     // Certificates the store cannot parse are skipped: one bad root must not stop the proxy.
     let native = rustls_native_certs::load_native_certs();
     roots.add_parsable_certificates(native.certs);
     if let Some(path) = extra {
-        let pem = std::fs::read(path).map_err(|source| StartError::UpstreamCa { path: path.to_owned(), source })?;
+        let pem = std::fs::read(path).map_err(|source| RootsError { path: path.to_owned(), source })?;
         let certificates = rustls::pki_types::pem::PemObject::pem_slice_iter(&pem)
             .collect::<Result<Vec<rustls::pki_types::CertificateDer<'static>>, _>>()
-            .map_err(|error| StartError::UpstreamCa {
+            .map_err(|error| RootsError {
                 path: path.to_owned(),
                 source: std::io::Error::new(std::io::ErrorKind::InvalidData, error.to_string()),
             })?;

@@ -23,8 +23,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tracing::debug;
 
 use super::{
+    ca::{Authority, ForHost},
     forward::{self, Upstreams},
-    listen::server_config,
     scan, Origin, Query, Shared, Verdict,
 };
 use crate::event::{RequestVia, TlsWrite};
@@ -121,6 +121,18 @@ where
     if let Err(error) = served {
         debug!(%error, "an intercepted connection ended");
     }
+}
+
+/// The server side of intercepted TLS: the certificate for the name the client asks for.
+fn server_config(authority: &Arc<Authority>, fallback: String) -> Arc<rustls::ServerConfig> {
+    let resolver = ForHost { authority: Arc::clone(authority), fallback };
+    let mut config = rustls::ServerConfig::builder_with_provider(super::crypto())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default versions")
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(config)
 }
 
 /// One request: read, scanned, judged, then refused or forwarded. `upstreams`: the client

@@ -13,7 +13,7 @@ use tokio::{
 use tracing::{debug, info, warn};
 
 use super::{
-    ca::{Authority, CaError, CaPaths, ForHost},
+    ca::{Authority, CaError, CaPaths},
     forward,
     intercept::{self, Target},
     metrics::EgressMetrics,
@@ -30,8 +30,8 @@ pub enum StartError {
     Listen { address: SocketAddr, source: std::io::Error },
     #[error("cannot set up the proxy's certificate authority")]
     Ca(#[from] CaError),
-    #[error("cannot read the upstream roots {path}")]
-    UpstreamCa { path: std::path::PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    UpstreamCa(#[from] forward::RootsError),
     #[error("cannot register the proxy's metrics")]
     Metrics(#[from] prometheus::Error),
     #[error("cannot start the proxy's threads")]
@@ -179,16 +179,4 @@ fn tunnel(request: Request<Incoming>, origin: Origin, shared: Arc<Shared>) -> in
         }
     });
     intercept::empty(hyper::StatusCode::OK)
-}
-
-/// The server side of intercepted TLS: the certificate for the name the client asks for.
-pub(super) fn server_config(authority: &Arc<Authority>, fallback: String) -> Arc<rustls::ServerConfig> {
-    let resolver = ForHost { authority: Arc::clone(authority), fallback };
-    let mut config = rustls::ServerConfig::builder_with_provider(super::crypto())
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default versions")
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Arc::new(config)
 }

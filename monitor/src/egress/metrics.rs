@@ -9,7 +9,8 @@ const ADDED_BUCKETS: [f64; 11] = [5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 
 #[derive(Clone)]
 pub struct EgressMetrics {
     /// By result: `forwarded`, `refused`, `unidentified` (not a proxied task's process),
-    /// `upstream_error`, `bad_request`.
+    /// `client_tls_error` (a client that does not trust the CA, or pins), `upstream_error`,
+    /// `bad_request`.
     pub requests: IntCounterVec,
     /// By direction: `sent` (request bodies forwarded), `received` (response bodies relayed).
     pub bytes: IntCounterVec,

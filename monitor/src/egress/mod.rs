@@ -34,7 +34,8 @@ pub struct EgressConfig {
     /// daemon).
     pub listen: SocketAddr,
     /// Destination ports whose TCP connects of a proxied task's process the kernel sends to the
-    /// proxy; every other port is refused unless the task's allow list names its address.
+    /// proxy; another port is refused unless the task's allow list covers its address (a task
+    /// without a list reaches any), and UDP but DNS always.
     pub ports: Vec<u16>,
     /// More roots to verify the real servers with, beside the host's trust store.
     pub upstream_ca: Option<PathBuf>,

@@ -42,10 +42,7 @@ impl EgressMaps {
             IpAddr::V6(_) => 0,
         };
         let ip6 = match address6.map(|address| address.ip()) {
-            Some(IpAddr::V6(ip)) => {
-                let octets = ip.octets();
-                std::array::from_fn(|word| u32::from_ne_bytes(octets[word * 4..word * 4 + 4].try_into().expect("4 bytes")))
-            }
+            Some(IpAddr::V6(ip)) => ip6_words(ip.octets()),
             _ => [0; 4],
         };
         let port = u32::from(address.port().to_be());
@@ -62,19 +59,14 @@ impl EgressMaps {
     pub fn take_peer(&mut self, client: SocketAddr) -> Option<Peer> {
         let key = match client.ip().to_canonical() {
             IpAddr::V4(ip) => PeerKey { ipv6: 0, port: u32::from(client.port()), address: [u32::from_ne_bytes(ip.octets()), 0, 0, 0] },
-            IpAddr::V6(ip) => {
-                let octets = ip.octets();
-                let address = std::array::from_fn(|word| u32::from_ne_bytes(octets[word * 4..word * 4 + 4].try_into().expect("4 bytes")));
-                PeerKey { ipv6: 1, port: u32::from(client.port()), address }
-            }
+            IpAddr::V6(ip) => PeerKey { ipv6: 1, port: u32::from(client.port()), address: ip6_words(ip.octets()) },
         };
         let origin = self.peers.get(&key, 0).ok()?;
         let _ = self.peers.remove(&key);
         let original = (origin.redirected != 0).then(|| {
             let port = u16::from_be(origin.port as u16);
             let ip = if origin.family == AF_INET6 {
-                let bytes: Vec<u8> = origin.address.iter().flat_map(|word| word.to_ne_bytes()).collect();
-                IpAddr::from(<[u8; 16]>::try_from(bytes).expect("16 bytes"))
+                IpAddr::from(origin.address.map(u32::to_ne_bytes).concat().try_into().unwrap_or([0u8; 16]))
             } else {
                 IpAddr::from(origin.address[0].to_ne_bytes())
             };
@@ -82,4 +74,9 @@ impl EgressMaps {
         });
         Some(Peer { tgid: origin.tgid, task: origin.task, original })
     }
+}
+
+/// An IPv6 address as the kernel's four words in network order (`bpf_sock_addr::user_ip6`).
+fn ip6_words(octets: [u8; 16]) -> [u32; 4] {
+    std::array::from_fn(|word| u32::from_ne_bytes([octets[word * 4], octets[word * 4 + 1], octets[word * 4 + 2], octets[word * 4 + 3]]))
 }
