@@ -9,8 +9,10 @@ mod common;
 
 use std::{path::Path, process::Command, time::Instant};
 
-use common::{daemon::RunningDaemon, patience, wait_for_comm, Gated};
-use monitor::daemon::control::TaskRequest;
+use common::{
+    daemon::{EnvHolder, RunningDaemon},
+    patience,
+};
 use serde_json::Value;
 
 const KILL_HARVESTERS: &str = "[actions]\nenviron_harvest = [\"kill_process\"]\n";
@@ -99,14 +101,8 @@ async fn a_harvester_is_killed_before_a_byte_by_every_route_and_bystanders_are_n
     let marker = format!("plain-{}", std::process::id());
     let mut plain = Command::new("/bin/sleep").arg("600").env_clear().env("PLAIN_MARKER", &marker).spawn().unwrap();
     // Task `holder`'s root: the token in its environment.
-    let holder = Gated::spawn("exec sleep 600", &home, &[("GITHUB_TOKEN", token.as_str())]);
+    let holder = EnvHolder::start(&daemon, &token).await;
     let holder_pid = holder.pid;
-    let mut request = TaskRequest::new("holder", holder_pid);
-    request.env = vec!["GITHUB_TOKEN".to_owned()];
-    daemon.client.start_task(&request).await.unwrap();
-    let holding = std::thread::spawn(move || holder.release());
-    wait_for_comm(holder_pid, "sleep");
-    daemon.settle().await;
 
     for route in ROUTES {
         // The same read of a process holding nothing fills the buffer: the test can see a leak.
@@ -141,9 +137,7 @@ async fn a_harvester_is_killed_before_a_byte_by_every_route_and_bystanders_are_n
         assert!(Instant::now() < deadline, "the holder stays in state {}", state(holder_pid));
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    // SAFETY: signalling the test's own children.
-    unsafe { libc::kill(holder_pid as i32, libc::SIGKILL) };
-    holding.join().unwrap();
+    drop(holder);
     plain.kill().unwrap();
     plain.wait().unwrap();
     daemon.stop().await;

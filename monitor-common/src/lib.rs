@@ -7,6 +7,7 @@
 
 pub mod egress;
 pub mod event;
+pub mod listers;
 pub mod loss;
 pub mod maps;
 pub mod offsets;

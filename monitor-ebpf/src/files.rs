@@ -31,8 +31,9 @@ use monitor_common::{
 
 use crate::{
     harvest::{self, report_harvest},
-    kill::kill_current,
     emit::{reserve_decided, set_flag, str_read_flag},
+    kill::kill_current,
+    listers,
     maps::{enforced, failed_closed, hold, FINISHED_TASKS, GRANTEES, TASK_OF, WATCHED},
     task::{file_flags, file_inode, file_open_op, proc_inode_pid, syscall_arg, syscall_nr, Task},
 };
@@ -99,7 +100,7 @@ fn on_open(ctx: &RawTracePointContext, regs: u64, nr: u32, fd: u32) {
     let Ok(target) = proc_inode_pid(inode) else {
         return;
     };
-    if target != ctx.tgid() {
+    if target != ctx.tgid() && !(harvest_kind == kind::ENVIRON && listers::listing(Task::current(), ctx.tgid())) {
         report_harvest(harvest_kind, target, kernel_action::NONE);
     }
 }

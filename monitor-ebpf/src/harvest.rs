@@ -39,6 +39,7 @@ use crate::{
     emit::{reserve_about, reserve_decided},
     files::{daemon_tgid, reach_code},
     kill::kill_current,
+    listers,
     maps::{enforced, is_holder, TASK_OF},
     task::{file_inode, Task},
 };
@@ -111,6 +112,9 @@ pub fn mmap_lock_start_locking(ctx: BtfTracePointContext) -> i32 {
     let Some(route) = caller_route(&ctx) else {
         return 0;
     };
+    if route == kind::ENVIRON && listers::listing(current, tgid) {
+        return 0;
+    }
     let scan = route == kind::ENVIRON && runs_credwatch(current);
     if refuses_harvest(tgid, target) && !scan && kill_current() {
         report_harvest(route, target, kernel_action::KILLED);

@@ -39,6 +39,7 @@ use crate::{
     destinations::{allowed_destination, report_connect, AF_INET, AF_INET6},
     files::{daemon_tgid, path_argument, proc_harvest_kind, report_secret_use, secret_use_refused, SecretUse},
     harvest::{refuses_harvest, report_harvest},
+    listers,
     maps::{enforced, hold, is_holder, TASK_OF, WATCHED},
     task::{file_inode, file_open_op, proc_inode_pid, read_kernel, syscall_nr, Task},
 };
@@ -100,6 +101,9 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     };
     let route = Route::current();
     if target == tgid || route.kernel_thread {
+        return 0;
+    }
+    if harvest_kind == kind::ENVIRON && listers::listing(Task::current(), tgid) {
         return 0;
     }
     if refuses_harvest(tgid, target) {

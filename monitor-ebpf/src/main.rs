@@ -16,6 +16,7 @@ mod emit;
 mod files;
 mod harvest;
 mod kill;
+mod listers;
 mod lsm;
 mod maps;
 mod network;

@@ -28,6 +28,7 @@ use monitor_common::{
 
 use crate::{
     emit::{count_lost, header, reserve, set_flag, str_read_flag},
+    listers,
     maps::{fail_closed, hold, write_failed, EVENTS, EXEC_SCRATCH, HOLDERS, TASK_OF},
     task::{binprm_filename, Task},
 };
@@ -216,4 +217,5 @@ fn inherit(ctx: &RawTracePointContext, child: u32) {
 fn forget(tgid: u32) {
     let _ = TASK_OF.remove(&tgid);
     let _ = HOLDERS.remove(&tgid);
+    listers::forget(tgid);
 }

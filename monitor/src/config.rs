@@ -47,7 +47,7 @@ use toml::{
     Spanned,
 };
 
-use monitor_common::event::exec::CaptureLimits;
+use monitor_common::{event::exec::CaptureLimits, listers::LISTERS_MAX};
 
 use crate::{
     actions::plan::{Action, ActionPlan},
@@ -59,7 +59,7 @@ use crate::{
     daemon::DaemonConfig,
     egress::EgressConfig,
     secrets::{decoys::DecoyConfig, http::TlsConfig},
-    sensors::sizes::MapSizeOverrides,
+    sensors::{listers::HarvestConfig, sizes::MapSizeOverrides},
     daemon::control::duration_text,
     engine::{BaselineConfig, EngineConfig, Rule, Severity},
     export::{audit::AuditConfig, http::Endpoint, server::MetricsConfig, AlertsConfig, ExportConfig, RevokeConfig},
@@ -110,6 +110,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// The egress proxy that tasks' HTTP(S) requests go through.
     pub egress: EgressConfig,
+    /// The executables that read environments only to list processes.
+    pub harvest: HarvestConfig,
     /// Metrics, audit log, alert sinks and the revocation webhook.
     pub export: ExportConfig,
 }
@@ -127,6 +129,7 @@ impl Config {
             capture: self.capture,
             tls: self.tls.clone(),
             egress: self.egress.clone(),
+            harvest: self.harvest.clone(),
             state_dir: self.state_dir.clone(),
             key_file: self.key_file.clone(),
             catalogue: self.catalogue.clone(),
@@ -152,6 +155,7 @@ impl Default for Config {
             capture: CaptureLimits::MAX,
             tls: TlsConfig::default(),
             egress: EgressConfig::default(),
+            harvest: HarvestConfig::default(),
             export: ExportConfig::default(),
         }
     }
@@ -221,6 +225,29 @@ struct RawConfig {
     exec: Option<RawExec>,
     tls: Option<RawTls>,
     egress: Option<RawEgress>,
+    harvest: Option<RawHarvest>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawHarvest {
+    listers: Option<Vec<Spanned<String>>>,
+}
+
+impl RawHarvest {
+    fn validate(self) -> Result<HarvestConfig, Invalid> {
+        let Some(listers) = self.listers else {
+            return Ok(HarvestConfig::default());
+        };
+        if let Some(extra) = listers.get(LISTERS_MAX) {
+            return Err(Invalid {
+                key: format!("harvest.listers[{LISTERS_MAX}]"),
+                span: extra.span(),
+                message: format!("at most {LISTERS_MAX} listers"),
+            });
+        }
+        Ok(HarvestConfig { listers: each("harvest.listers", Some(listers), check_absolute)? })
+    }
 }
 
 #[derive(Deserialize)]
@@ -459,6 +486,7 @@ impl RawConfig {
             exec,
             tls,
             egress,
+            harvest,
         } = self;
         let default = Config::default();
         if revoke.is_none() {
@@ -489,6 +517,7 @@ impl RawConfig {
             capture: exec.map(RawExec::validate).transpose()?.unwrap_or(CaptureLimits::MAX),
             tls: tls.map(RawTls::validate).transpose()?.unwrap_or_default(),
             egress: egress.map(RawEgress::validate).transpose()?.unwrap_or_default(),
+            harvest: harvest.map(RawHarvest::validate).transpose()?.unwrap_or_default(),
             export,
         })
     }
@@ -839,6 +868,11 @@ cross_task_reuse = ["kill_process", "revoke"]
             ("[egress]\nports = [443, 0]\n", "credwatch.toml:2: egress.ports: port 0 is not a port"),
             ("[egress.hosts]\n\"a.b\" = \"nope\"\n", "credwatch.toml:2: egress.hosts.a.b: \"nope\" is not an IP address"),
             ("[maps]\nevents = 8\n", "credwatch.toml:2: maps.events: unknown map; one of task_of, holders,"),
+            ("[harvest]\nlisters = [\"ps\"]\n", "credwatch.toml:2: harvest.listers[0]: path \"ps\" must be absolute"),
+            (
+                "[harvest]\nlisters = [\"/1\", \"/2\", \"/3\", \"/4\", \"/5\", \"/6\", \"/7\", \"/8\", \"/9\"]\n",
+                "credwatch.toml:2: harvest.listers[8]: at most 8 listers",
+            ),
         ] {
             let error = parse(text).unwrap_err();
             assert!(error.starts_with(expected), "{text:?}: {error}");
@@ -899,6 +933,9 @@ body_wait_ms = 20
 
 [egress.hosts]
 "API.internal" = "10.0.0.7"
+
+[harvest]
+listers = ["/usr/bin/ps", "/usr/local/bin/procs"]
 "#;
         let config = parse(text).unwrap();
         assert_eq!(
@@ -941,6 +978,7 @@ body_wait_ms = 20
                     body_wait: std::time::Duration::from_millis(20),
                     hosts: [("api.internal".to_owned(), "10.0.0.7".parse().unwrap())].into(),
                 },
+                harvest: HarvestConfig { listers: vec!["/usr/bin/ps".into(), "/usr/local/bin/procs".into()] },
                 export: ExportConfig::default(),
             }
         );

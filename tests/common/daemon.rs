@@ -488,3 +488,35 @@ fn base64_cores(engine: &GeneralPurpose, value: &[u8]) -> [String; 3] {
         encoded[(8 * offset).div_ceil(6)..8 * (offset + value.len()) / 6].to_owned()
     })
 }
+
+/// Task `holder`'s root: `sleep` with a token in its `GITHUB_TOKEN`, registered with that
+/// variable, and seen by the daemon. Killed when dropped, whether the test passed or failed: a
+/// holder left behind would keep the test runner's output open.
+pub struct EnvHolder {
+    pub pid: u32,
+    holding: Option<std::thread::JoinHandle<(std::process::ExitStatus, String)>>,
+}
+
+impl EnvHolder {
+    pub async fn start(daemon: &RunningDaemon, token: &str) -> Self {
+        let holder = super::Gated::spawn("exec sleep 600", daemon.home.path(), &[("GITHUB_TOKEN", token)]);
+        let pid = holder.pid;
+        let mut request = monitor::daemon::control::TaskRequest::new("holder", pid);
+        request.env = vec!["GITHUB_TOKEN".to_owned()];
+        daemon.client.start_task(&request).await.unwrap();
+        let holding = Some(std::thread::spawn(move || holder.release()));
+        super::wait_for_comm(pid, "sleep");
+        daemon.settle().await;
+        Self { pid, holding }
+    }
+}
+
+impl Drop for EnvHolder {
+    fn drop(&mut self) {
+        // SAFETY: signalling the test's own child.
+        unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
+        if let Some(holding) = self.holding.take() {
+            let _ = holding.join();
+        }
+    }
+}

@@ -344,6 +344,7 @@ impl Daemon {
                 "gaps": self.sensors.gaps().iter().map(|gap| json!({"capability": gap.capability, "reason": gap.reason})).collect::<Vec<_>>(),
                 "syscall_hooks_attached": self.sensors.syscall_hooks_attached(),
                 "file_guard": self.sensors.guard().map(|counters| counters.snapshot()),
+                "listers": self.sensors.listers(),
             },
             "engine": engine,
             "egress": self.egress_status(),

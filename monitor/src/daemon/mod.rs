@@ -110,6 +110,8 @@ pub struct DaemonConfig {
     pub tls: TlsConfig,
     /// The egress proxy that tasks' HTTP(S) requests go through.
     pub egress: crate::egress::EgressConfig,
+    /// The executables that read environments only to list processes.
+    pub harvest: crate::sensors::listers::HarvestConfig,
     /// This machine's name in the findings the API serves, as in the exported records.
     pub host: String,
 }
@@ -213,7 +215,19 @@ impl Daemon {
         let map_sizes = MapSizes::for_host().with(&config.maps);
         let mut egress = egress::start(&config.egress, &config.state_dir, &key, &metrics.registry);
         let probed = doctor::inspect().tier()?;
-        let mut sensors = load_sensors(ring_buffer_bytes, probed, map_sizes, config.capture, config.tls.enabled)?;
+        let options = SensorOptions {
+            ring_buffer_bytes,
+            ignored_tgid: Some(std::process::id()),
+            tier: probed,
+            map_sizes,
+            capture: config.capture,
+            file_guard: true,
+            socket_hooks: true,
+            tls: config.tls.enabled,
+            memory_hooks: true,
+            listers: config.harvest.listers.clone(),
+        };
+        let mut sensors = load_sensors(options)?;
         // What loaded: a tier whose security hooks failed to load falls back to the tracepoint tier.
         let tier = sensors.tier();
         kernel_sync::set_enforcement(sensors.maps_mut(), &plan);
@@ -695,30 +709,13 @@ fn raise_open_files_limit() {
 /// kernel older than they need, 5.15), the tracepoint tier's, with a warning: a daemon that
 /// sees less beats no daemon. Likewise without the cgroup socket hooks when the kernel refuses
 /// them.
-fn load_sensors(
-    ring_buffer_bytes: u32,
-    tier: Tier,
-    map_sizes: MapSizes,
-    capture: CaptureLimits,
-    tls: bool,
-) -> Result<Sensors, SensorError> {
-    let mut options = SensorOptions {
-        ring_buffer_bytes,
-        ignored_tgid: Some(std::process::id()),
-        tier,
-        map_sizes,
-        capture,
-        file_guard: true,
-        socket_hooks: true,
-        tls,
-        memory_hooks: true,
-    };
+fn load_sensors(mut options: SensorOptions) -> Result<Sensors, SensorError> {
     let cause = |error: &SensorError| std::error::Error::source(error).map(ToString::to_string).unwrap_or_default();
     loop {
-        match Sensors::load(options) {
-            Err(error) if tier.has_security_hooks() => {
-                warn!(%error, cause = %cause(&error), %tier, "the tier's security hooks did not load; falling back to the tracepoint tier");
-                return load_sensors(ring_buffer_bytes, Tier::Tracepoint, map_sizes, capture, tls);
+        match Sensors::load(options.clone()) {
+            Err(error) if options.tier.has_security_hooks() => {
+                warn!(%error, cause = %cause(&error), tier = %options.tier, "the tier's security hooks did not load; falling back to the tracepoint tier");
+                options.tier = Tier::Tracepoint;
             }
             Err(error @ SensorError::SocketHooks { .. }) if options.socket_hooks => {
                 warn!(%error, cause = %cause(&error), "connects are watched at sys_enter instead, and not refused");

@@ -393,12 +393,14 @@ impl Decider {
                 },
             }
         }
-        self.answer(&request, !refused);
+        // Reported before the answer, so that the daemon knows of the open before the opener
+        // sees its result: a caller that waits on the opener and then asks the daemon finds it.
         if let Some(event) = event {
             if self.reports.try_send(event).is_err() {
                 self.counters.reports_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
+        self.answer(&request, !refused);
     }
 
     /// The watched inode behind a permission event's fd.

@@ -7,9 +7,10 @@ use aya::{
 };
 use monitor_common::{
     event::{exec::CaptureLimits, EventKind},
+    listers::Listers,
     maps::{fail_closed, written, InodeKey, MapFailures},
 };
-use std::{os::fd::AsFd as _, sync::atomic::Ordering};
+use std::{os::fd::AsFd as _, path::PathBuf, sync::atomic::Ordering};
 
 use tokio::io::unix::AsyncFd;
 
@@ -20,6 +21,7 @@ use super::{
     file_guard::{FileGuard, GuardMaps},
     fmod_ret::{self, FmodRetError, Linked},
     known_gaps,
+    listers::{self, Lister},
     syscall_hooks::{self, SyscallHooks},
     tls,
     loss::LossCounts,
@@ -36,12 +38,13 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/cr
 
 /// Raw tracepoints of the tracepoint tier: each program is named after its tracepoint; the
 /// second name labels it in metrics.
-const RAW_TRACEPOINTS: [(&str, &str); 5] = [
-    ("sched_process_exec", "raw_tracepoint/sched_process_exec"),
-    ("sched_process_fork", "raw_tracepoint/sched_process_fork"),
-    ("sched_process_exit", "raw_tracepoint/sched_process_exit"),
-    ("sys_enter", "raw_tracepoint/sys_enter"),
-    ("sys_exit", "raw_tracepoint/sys_exit"),
+const RAW_TRACEPOINTS: [(&str, &str, &str); 6] = [
+    ("sched_process_exec", "sched_process_exec", "raw_tracepoint/sched_process_exec"),
+    ("lister_exec", "sched_process_exec", "raw_tracepoint/lister_exec"),
+    ("sched_process_fork", "sched_process_fork", "raw_tracepoint/sched_process_fork"),
+    ("sched_process_exit", "sched_process_exit", "raw_tracepoint/sched_process_exit"),
+    ("sys_enter", "sys_enter", "raw_tracepoint/sys_enter"),
+    ("sys_exit", "sys_exit", "raw_tracepoint/sys_exit"),
 ];
 
 /// LSM hooks of the LSM tier (`monitor-ebpf/src/lsm.rs`): each program is named after its hook;
@@ -137,7 +140,7 @@ pub enum SensorError {
 }
 
 /// Tunables of the kernel side.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct SensorOptions {
     /// Ring buffer size in bytes: a power-of-two multiple of the page size.
     pub ring_buffer_bytes: u32,
@@ -162,6 +165,8 @@ pub struct SensorOptions {
     /// On the base tier, attach the memory hooks where the kernel has what they read. A caller
     /// whose load failed with [`SensorError::MemoryHooks`] loads again without them.
     pub memory_hooks: bool,
+    /// Executables whose runs read environments only to list processes (`[harvest] listers`).
+    pub listers: Vec<PathBuf>,
 }
 
 impl Default for SensorOptions {
@@ -176,6 +181,7 @@ impl Default for SensorOptions {
             socket_hooks: true,
             tls: true,
             memory_hooks: true,
+            listers: Vec::new(),
         }
     }
 }
@@ -218,6 +224,8 @@ pub struct Sensors {
     /// Records the decoder rejected; a layout mismatch shows up here, not as silence.
     decode_errors: u64,
     tier: Tier,
+    /// The lister executables, as resolved at load.
+    listers: Vec<Lister>,
     /// Owns the programs and their links; declared last so the maps above are dropped first.
     syscall_hooks: SyscallHooks,
 }
@@ -238,6 +246,7 @@ impl Sensors {
             socket_hooks,
             tls,
             memory_hooks,
+            listers,
         } = options;
         let mut gaps = Vec::new();
         let btf = Btf::from_sys_fs()?;
@@ -252,7 +261,17 @@ impl Sensors {
             let reason = if socket_hooks { "cgroup v2 is not mounted" } else { "refused at load or attach (see the log)" };
             gaps.push(SensorGap { capability: "network:cgroup_hooks", reason: reason.into() });
         }
-        let globals = Globals { offsets, symbols, ignored_tgid, tier, socket_hooks: cgroup_root.is_some(), memory_hooks, capture };
+        let (lister_table, listers) = listers::resolve(&listers);
+        let globals = Globals {
+            offsets,
+            symbols,
+            ignored_tgid,
+            tier,
+            socket_hooks: cgroup_root.is_some(),
+            memory_hooks,
+            capture,
+            listers: lister_table,
+        };
         let mut ebpf = load_object(&globals, ring_buffer_bytes, &map_sizes)?;
         // The security hooks first: the tracepoint programs already leave connects and ptrace to
         // them.
@@ -312,6 +331,7 @@ impl Sensors {
             _fmod_ret: fmod_ret,
             decode_errors: 0,
             tier,
+            listers,
             syscall_hooks,
         })
     }
@@ -438,10 +458,8 @@ impl Sensors {
         let guard = self.guard.as_ref().map(|_| FILE_GUARD);
         RAW_TRACEPOINTS
             .iter()
-            .chain(sockets)
-            .chain(sock_ops)
-            .chain(lsm)
-            .map(|&(_, label)| label)
+            .map(|&(_, _, label)| label)
+            .chain(sockets.iter().chain(sock_ops).chain(lsm).map(|&(_, label)| label))
             .chain(fmod_ret.iter().map(|&(_, _, label)| label))
             .chain(self.syscall_hooks.memory_hooks().iter().map(|&(_, label, _)| label))
             .chain(guard)
@@ -476,6 +494,11 @@ impl Sensors {
     /// What these sensors cannot see on this kernel.
     pub fn gaps(&self) -> &[SensorGap] {
         &self.gaps
+    }
+
+    /// The lister executables, as resolved at load.
+    pub fn listers(&self) -> &[Lister] {
+        &self.listers
     }
 
     /// Records that could not be decoded since load.
@@ -544,6 +567,7 @@ struct Globals {
     socket_hooks: bool,
     memory_hooks: bool,
     capture: CaptureLimits,
+    listers: Listers,
 }
 
 /// Whether the memory hooks run (the kernel has what they read, and the caller wants them), with
@@ -583,7 +607,7 @@ fn memory_hooks_fit(
 
 /// Loads the object with its globals and map sizes; no program is loaded in the kernel yet.
 fn load_object(globals: &Globals, ring_buffer_bytes: u32, map_sizes: &MapSizes) -> Result<Ebpf, SensorError> {
-    let Globals { offsets, symbols, ignored_tgid, tier, socket_hooks, memory_hooks, capture } = globals;
+    let Globals { offsets, symbols, ignored_tgid, tier, socket_hooks, memory_hooks, capture, listers } = globals;
     let security_hooks = u32::from(tier.has_security_hooks());
     let socket_hooks = u32::from(*socket_hooks);
     let memory_hooks = u32::from(*memory_hooks);
@@ -600,6 +624,7 @@ fn load_object(globals: &Globals, ring_buffer_bytes: u32, map_sizes: &MapSizes) 
         .override_global("MEMORY_HOOKS", &memory_hooks, true)
         .override_global("CREDWATCH_EXE", &credwatch_exe, true)
         .override_global("CAPTURE_LIMITS", capture, true)
+        .override_global("LISTERS", listers, true)
         .map_max_entries("EVENTS", ring_buffer_bytes);
     for (map, entries) in map_sizes.by_map() {
         loader.map_max_entries(map, entries);
@@ -635,11 +660,11 @@ fn attach_security_hooks(ebpf: &mut Ebpf, tier: Tier) -> Result<Vec<fmod_ret::At
 /// Loads the raw tracepoint programs, attaching those that run always, and loads the memory
 /// hooks; `SyscallHooks` attaches the rest when they are needed.
 fn load_tracepoints(ebpf: &mut Ebpf, memory_hooks: bool) -> Result<(), SensorError> {
-    for (name, _) in RAW_TRACEPOINTS {
+    for (name, tracepoint, _) in RAW_TRACEPOINTS {
         let program: &mut RawTracePoint = program_mut(ebpf, name)?;
         program.load().map_err(|source| SensorError::Attach { name, source })?;
         if !syscall_hooks::PROGRAMS.contains(&name) {
-            program.attach(name).map_err(|source| SensorError::Attach { name, source })?;
+            program.attach(tracepoint).map_err(|source| SensorError::Attach { name, source })?;
         }
     }
     if memory_hooks {

@@ -9,6 +9,7 @@ pub mod file_guard;
 pub mod fmod_ret;
 pub mod kallsyms;
 pub mod known_gaps;
+pub mod listers;
 mod loader;
 pub mod loss;
 pub mod maps;
