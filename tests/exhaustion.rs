@@ -52,6 +52,16 @@ async fn killed_before_a_byte(daemon: &RunningDaemon, pid: u32, status: std::pro
     assert_eq!(finding["actions"][0]["result"], "killed_in_kernel", "{finding:#}");
 }
 
+/// Process `pid`, which read a secret through `read` while its task could not be recorded, was
+/// refused (EPERM: python exits 1, no signal) with nothing in its buffer, and the finding says
+/// it was spared: it may be the owner's own new process.
+async fn refused_without_a_byte(daemon: &RunningDaemon, pid: u32, status: std::process::ExitStatus, read: &SharedRead) {
+    assert_eq!((status.code(), status.signal()), (Some(1), None), "the reader was refused, not killed: {status}");
+    assert_eq!(read.received().len(), 0, "bytes of the secret reached the reader");
+    let finding = daemon.finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["pid"] == pid).await;
+    assert_eq!(finding["actions"][0]["result"], "spared_task_unrecorded", "{finding:#}");
+}
+
 /// A listener on loopback that never blocks the test.
 fn listener() -> (TcpListener, u16) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -109,7 +119,10 @@ async fn a_full_membership_map_fails_closed() {
     let (secret, _) = daemon.plant(".aws/credentials");
     daemon.wait_watched(&secret);
     let home = daemon.home.path().to_owned();
-    let root = Gated::spawn(&many_children(":", 40, ":"), &home, &[]);
+    // Once its children fill the map, the root starts one more that reads the task's own secret.
+    let own = SharedRead::new(&home, "owner-child");
+    let then = format!("sh -c 'echo $$ > own-pid; exec {}'; echo $? > own-status", own.command(".aws/credentials"));
+    let root = Gated::spawn(&many_children(":", 40, &then), &home, &[]);
     daemon.client.start_task(&granted("crowd", root.pid, &[&secret])).await.unwrap();
     // A thread, not a blocking task: a test that fails meanwhile must not wait for the root.
     let release = std::thread::spawn(move || root.release());
@@ -126,11 +139,29 @@ async fn a_full_membership_map_fails_closed() {
     let row = table.lines().find(|line| line.starts_with("daemon-map:TASK_OF")).unwrap_or_default();
     assert!(row.contains("full") && row.contains("16 entries"), "doctor shows the full map:\n{table}");
 
-    // The new task's root cannot be recorded either: judged as another task's, never as no task's.
-    // The task's own children live on: none read a secret.
+    // The task's own children live on: none read a secret. The one that reads the task's own
+    // secret is refused, not killed: the kernel cannot tell it from another task's process.
     let dead: Vec<u32> = forked(&home, 40).into_iter().filter(|&pid| !pid_alive(pid)).collect();
     assert!(dead.is_empty(), "children of the task that read no secret were killed: {dead:?}; {:#?}", daemon.findings().await);
-    reuse_is_still_killed(&daemon, &secret).await;
+    let deadline = std::time::Instant::now() + common::patience(10);
+    while !home.join("own-status").exists() {
+        assert!(std::time::Instant::now() < deadline, "the owner's new child never finished");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let own_pid: u32 = std::fs::read_to_string(home.join("own-pid")).unwrap().trim().parse().unwrap();
+    let own_status = std::fs::read_to_string(home.join("own-status")).unwrap();
+    assert_eq!(own_status.trim(), "1", "the owner's new child was refused (exit 1), not killed (137)");
+    assert_eq!(own.received().len(), 0);
+    let finding = daemon.finding(|finding| finding["process"]["pid"] == own_pid).await;
+    assert_eq!(finding["actions"][0]["result"], "spared_task_unrecorded", "{finding:#}");
+    // The new task's root cannot be recorded either: judged as another task's, never as no task's,
+    // and refused without a byte.
+    let read = SharedRead::new(&home, "intruder");
+    let reader = Gated::spawn(&format!("exec {}", read.command(&secret.display().to_string())), &home, &[]);
+    let pid = reader.pid;
+    daemon.client.start_task(&TaskRequest::new("intruder", reader.pid)).await.unwrap();
+    let (status, _) = reader.release();
+    refused_without_a_byte(&daemon, pid, status, &read).await;
     // A process in no task is now judged as another task's too: it cannot be told from a member
     // whose membership was lost.
     let read = SharedRead::new(&home, "outsider");
@@ -141,7 +172,7 @@ async fn a_full_membership_map_fails_closed() {
         .spawn()
         .unwrap();
     let pid = outsider.id();
-    killed_before_a_byte(&daemon, pid, outsider.wait().unwrap(), &read).await;
+    refused_without_a_byte(&daemon, pid, outsider.wait().unwrap(), &read).await;
 
     kill_children(&home);
     release.join().unwrap();

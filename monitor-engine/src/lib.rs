@@ -507,8 +507,17 @@ impl Engine {
     }
 
     /// A process opened a secret or started with it in its environment: update bindings, held
-    /// secrets and sprawl, then let the rules judge the use.
+    /// secrets and sprawl, then let the rules judge the use; the findings say whether the
+    /// kernel could record the process's task.
     fn use_secret(&mut self, at_ns: u64, process: ExecId, used: Used<'_>, out: &mut Outcome) {
+        let (before, unrecorded) = (out.findings.len(), used.task_unknown);
+        self.judge_use(at_ns, process, used, out);
+        for finding in &mut out.findings[before..] {
+            finding.task_unrecorded = unrecorded;
+        }
+    }
+
+    fn judge_use(&mut self, at_ns: u64, process: ExecId, used: Used<'_>, out: &mut Outcome) {
         let Used { key, via, holds, task_unknown } = used;
         let name = match via {
             Via::Open { path } => path,
@@ -619,6 +628,7 @@ impl Engine {
             ancestry: self.state.processes.ancestry(process),
             task: self.state.processes.task_of(process).map(|task| self.task_id(task)),
             task_handle: self.state.processes.task_of(process).map(|task| self.state.tasks.get(task).handle),
+            task_unrecorded: false,
             owner_task: owner_task.map(|task| self.task_id(task)),
             secret: self.state.secrets.label(secret),
             destination,
@@ -648,6 +658,7 @@ impl Engine {
             ancestry: self.state.processes.ancestry(process),
             task: task.map(|task| self.task_id(task)),
             task_handle: task.map(|task| self.state.tasks.get(task).handle),
+            task_unrecorded: false,
             owner_task: None,
             secret: SecretLabel { id: None, name: format!("kernel map {map}"), fingerprint_prefix: None },
             destination: None,

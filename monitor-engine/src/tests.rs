@@ -423,6 +423,7 @@ fn a_use_the_kernel_could_not_tie_to_a_task_is_judged_as_another_tasks() {
     scenario.open_by_member(101, AWS, monitor_common::maps::UNKNOWN_TASK);
     let finding = scenario.only_finding();
     assert_eq!(finding.rule, Rule::CrossTaskReuse);
+    assert!(finding.task_unrecorded, "where the kernel refused it, the daemon kills nothing for it");
     assert_eq!(
         finding.detail,
         "a process whose task the kernel could not record opened /root/.aws/credentials, which is bound to task a"

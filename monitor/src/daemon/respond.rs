@@ -62,6 +62,10 @@ pub fn respond(finding: Finding, kernel_action: KernelAction, plan: &ActionPlan,
             Action::KillProcess | Action::Deny if kernel_action == KernelAction::Killed => {
                 done(action, "killed_in_kernel")
             }
+            // Refused, and perhaps the owner's own new process: the use is stopped, its work is not.
+            Action::KillProcess | Action::KillTask if kernel_action == KernelAction::Denied && finding.task_unrecorded => {
+                done(action, "spared_task_unrecorded")
+            }
             Action::Deny if kernel_action == KernelAction::Denied && finding.via == Some(UseVia::Egress) => {
                 done(action, "refused_by_proxy")
             }

@@ -98,6 +98,7 @@ impl<'a> Body<'a> {
             ancestry,
             task,
             task_handle: _,
+            task_unrecorded: _,
             owner_task,
             secret,
             destination,
@@ -323,6 +324,7 @@ pub(crate) mod tests {
                 }],
                 task: Some(TaskId("agent-b".into())),
                 task_handle: Some(2),
+                task_unrecorded: false,
                 owner_task: Some(TaskId("agent-a".into())),
                 secret: SecretLabel {
                     id: Some(SecretId(3)),

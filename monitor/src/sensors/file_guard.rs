@@ -39,7 +39,7 @@ use std::{
 
 use aya::maps::{Array, HashMap, MapData};
 use monitor_common::{
-    maps::{enforce, fail_closed, policy, GranteeKey, InodeKey, WatchedInode},
+    maps::{enforce, fail_closed, policy, GranteeKey, InodeKey, WatchedInode, UNKNOWN_TASK},
     syscalls,
 };
 use tokio::sync::mpsc;
@@ -358,7 +358,9 @@ impl Decider {
         let judged =
             |slot| caller.is_some_and(|caller| policy::kills(self.maps.enforced(slot), watched.binding, caller));
         let refused = judged(enforce::FILES);
-        let killed = refused && judged(enforce::FILES_KILL);
+        // A process whose task could not be recorded (a full membership map) may be the owner's
+        // own new one: refused, never killed.
+        let killed = refused && judged(enforce::FILES_KILL) && caller_task != UNKNOWN_TASK;
         let opened = request.mask & (libc::FAN_OPEN_PERM | libc::FAN_OPEN_EXEC_PERM) != 0;
         // A read by a process that holds no secret came through an fd whose open was not judged
         // (opened before the watch, inherited, passed over a socket): a use of its own.
