@@ -53,13 +53,20 @@ async fn killed_before_a_byte(daemon: &RunningDaemon, pid: u32, status: std::pro
 }
 
 /// Process `pid`, which read a secret through `read` while its task could not be recorded, was
-/// refused (EPERM: python exits 1, no signal) with nothing in its buffer, and the finding says
-/// it was spared: it may be the owner's own new process.
-async fn refused_without_a_byte(daemon: &RunningDaemon, pid: u32, status: std::process::ExitStatus, read: &SharedRead) {
-    assert_eq!((status.code(), status.signal()), (Some(1), None), "the reader was refused, not killed: {status}");
+/// refused with nothing in its buffer; returns the result of its finding's `kill_process`.
+async fn refused_without_a_byte(daemon: &RunningDaemon, pid: u32, read: &SharedRead) -> String {
     assert_eq!(read.received().len(), 0, "bytes of the secret reached the reader");
     let finding = daemon.finding(|finding| finding["rule"] == "cross_task_reuse" && finding["process"]["pid"] == pid).await;
-    assert_eq!(finding["actions"][0]["result"], "spared_task_unrecorded", "{finding:#}");
+    let actions = finding["actions"].as_array().unwrap();
+    let kill = actions.iter().find(|action| action["action"] == "kill_process").expect("the default plan kills");
+    kill["result"].as_str().unwrap().to_owned()
+}
+
+/// The process was refused (EPERM: python exits 1), not killed, and its finding says it was
+/// spared: it may be the owner's own new process.
+async fn spared(daemon: &RunningDaemon, pid: u32, status: std::process::ExitStatus, read: &SharedRead) {
+    assert_eq!((status.code(), status.signal()), (Some(1), None), "the reader was refused, not killed: {status}");
+    assert_eq!(refused_without_a_byte(daemon, pid, read).await, "spared_task_unrecorded");
 }
 
 /// A listener on loopback that never blocks the test.
@@ -119,10 +126,17 @@ async fn a_full_membership_map_fails_closed() {
     let (secret, _) = daemon.plant(".aws/credentials");
     daemon.wait_watched(&secret);
     let home = daemon.home.path().to_owned();
-    // Once its children fill the map, the root starts one more that reads the task's own secret.
+    // The root's first child, recorded before the map fills, reads the secret once `late` exists
+    // (after the task ended). Once its children fill the map, the root starts one more that reads
+    // the task's own secret.
+    let late = SharedRead::new(&home, "late");
+    let prelude = format!(
+        "{{ sh -c 'echo $$ > late-pid; while [ ! -e late ]; do sleep 0.05; done; exec {}' & }}",
+        late.command(".aws/credentials")
+    );
     let own = SharedRead::new(&home, "owner-child");
     let then = format!("sh -c 'echo $$ > own-pid; exec {}'; echo $? > own-status", own.command(".aws/credentials"));
-    let root = Gated::spawn(&many_children(":", 40, &then), &home, &[]);
+    let root = Gated::spawn(&many_children(&prelude, 40, &then), &home, &[]);
     daemon.client.start_task(&granted("crowd", root.pid, &[&secret])).await.unwrap();
     // A thread, not a blocking task: a test that fails meanwhile must not wait for the root.
     let release = std::thread::spawn(move || root.release());
@@ -151,17 +165,17 @@ async fn a_full_membership_map_fails_closed() {
     let own_pid: u32 = std::fs::read_to_string(home.join("own-pid")).unwrap().trim().parse().unwrap();
     let own_status = std::fs::read_to_string(home.join("own-status")).unwrap();
     assert_eq!(own_status.trim(), "1", "the owner's new child was refused (exit 1), not killed (137)");
-    assert_eq!(own.received().len(), 0);
-    let finding = daemon.finding(|finding| finding["process"]["pid"] == own_pid).await;
-    assert_eq!(finding["actions"][0]["result"], "spared_task_unrecorded", "{finding:#}");
+    assert_eq!(refused_without_a_byte(&daemon, own_pid, &own).await, "spared_task_unrecorded");
     // The new task's root cannot be recorded either: judged as another task's, never as no task's,
-    // and refused without a byte.
+    // and refused without a byte; the daemon knows it in another task, so kills it after.
     let read = SharedRead::new(&home, "intruder");
     let reader = Gated::spawn(&format!("exec {}", read.command(&secret.display().to_string())), &home, &[]);
     let pid = reader.pid;
     daemon.client.start_task(&TaskRequest::new("intruder", reader.pid)).await.unwrap();
     let (status, _) = reader.release();
-    refused_without_a_byte(&daemon, pid, status, &read).await;
+    assert!(status.code() == Some(1) || status.signal() == Some(libc::SIGKILL), "refused, then killed: {status}");
+    let result = refused_without_a_byte(&daemon, pid, &read).await;
+    assert!(result == "signalled" || result == "gone", "another task's process is not spared: {result}");
     // A process in no task is now judged as another task's too: it cannot be told from a member
     // whose membership was lost.
     let read = SharedRead::new(&home, "outsider");
@@ -172,10 +186,40 @@ async fn a_full_membership_map_fails_closed() {
         .spawn()
         .unwrap();
     let pid = outsider.id();
-    refused_without_a_byte(&daemon, pid, outsider.wait().unwrap(), &read).await;
+    spared(&daemon, pid, outsider.wait().unwrap(), &read).await;
+    // A post-task reuse by a member recorded before the map filled: killed before a byte.
+    daemon.client.end_task("crowd").await.unwrap();
+    std::fs::write(home.join("late"), b"").unwrap();
+    let late_pid: u32 = std::fs::read_to_string(home.join("late-pid")).unwrap().trim().parse().unwrap();
+    let finding = daemon.finding(|finding| finding["rule"] == "post_task_reuse" && finding["process"]["pid"] == late_pid).await;
+    assert_eq!(finding["actions"][0]["result"], "killed_in_kernel", "{finding:#}");
+    assert!(late.received().is_empty(), "bytes of the secret reached the post-task reader");
 
+    // Drained: once the crowd is gone, every task process is recorded again, and the kernel
+    // judges by membership again: with the secret granted to a task again, a process in no task
+    // reads it (reported, not refused, as untasked access is by default).
     kill_children(&home);
     release.join().unwrap();
+    let deadline = std::time::Instant::now() + common::patience(10);
+    loop {
+        let status = daemon.client.status().await.unwrap();
+        if status["kernel"]["fail_closed"] == serde_json::json!([]) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the membership map drained, fail-closed stays: {status:#}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let keeper = Gated::spawn(":", &home, &[]);
+    daemon.client.start_task(&granted("after", keeper.pid, &[&secret])).await.unwrap();
+    let read = SharedRead::new(&home, "outsider-after");
+    let status = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!("exec {}", read.command(".aws/credentials")))
+        .current_dir(&home)
+        .status()
+        .unwrap();
+    assert!(status.success() && !read.received().is_empty(), "a process in no task reads it again: {status}");
+    drop(keeper);
     daemon.stop().await;
 }
 

@@ -46,19 +46,25 @@ impl Listers {
 // SAFETY: repr(C), two u32 then `InodeKey`s (u32, u32, u64): no padding, every bit pattern valid.
 unsafe impl aya::Pod for Listers {}
 
-/// What a byte is to the parser, by byte value.
+/// What a byte is to the parser, by byte value: its meaning in a Unix word (after one `-`) and
+/// in a BSD word (no dash).
 mod class {
     pub const NUL: u8 = 0;
     pub const DASH: u8 = 1;
     pub const E: u8 = 2;
-    /// Takes an argument as a Unix option (after one `-`) and as a BSD one (no dash): the rest
-    /// of the word, or the next word when the letter ends it.
+    /// Takes an argument in both kinds of word: the rest of the word, or the next word when the
+    /// letter ends it.
     pub const TAKER: u8 = 3;
-    /// Takes an argument as a Unix option only.
+    /// Takes an argument in a Unix word; a plain option in a BSD one.
     pub const UNIX_TAKER: u8 = 4;
-    /// Takes an argument as a BSD option only.
+    /// Takes an argument in a BSD word; risky in a Unix one.
     pub const BSD_TAKER: u8 = 5;
-    pub const OTHER: u8 = 6;
+    /// A Unix option that cannot make the Unix parse fail.
+    pub const SAFE: u8 = 6;
+    /// Anything else: in a Unix word, it may make the Unix parse fail (`-x` under the default
+    /// personality, `-t` without its argument, a bad list), and procps then parses every
+    /// single-dash word again as BSD options, where `-e` is the environment.
+    pub const RISKY: u8 = 7;
     pub const COUNT: usize = 8;
 }
 
@@ -67,15 +73,26 @@ const fn class_of(byte: u8) -> u8 {
         0 => class::NUL,
         b'-' => class::DASH,
         b'e' => class::E,
-        b'O' | b'U' | b'o' | b'p' | b'q' | b't' => class::TAKER,
-        b'C' | b'D' | b'G' | b'g' | b's' | b'u' => class::UNIX_TAKER,
-        b'k' => class::BSD_TAKER,
-        _ => class::OTHER,
+        b'O' | b'U' | b'o' | b'p' | b'q' => class::TAKER,
+        b'C' | b'G' | b'g' | b's' | b'u' => class::UNIX_TAKER,
+        b'k' | b't' => class::BSD_TAKER,
+        b'A' | b'F' | b'H' | b'L' | b'M' | b'N' | b'T' | b'Z' | b'a' | b'c' | b'd' | b'f' | b'j' | b'l' | b'm'
+        | b'n' | b'w' | b'y' => class::SAFE,
+        _ => class::RISKY,
     }
 }
 
-/// Where the parser is in the argument block.
+/// Where the parser is in the argument block: a place ([`place`]) and two flags that hold for
+/// the whole block.
 mod state {
+    /// An `e` in a Unix word: harmless unless the block is parsed again as BSD options.
+    pub const UNIX_E: u8 = 1 << 4;
+    /// Something in a Unix word that may make procps parse the block again as BSD options.
+    pub const RISKY: u8 = 1 << 5;
+    pub const COUNT: usize = 64;
+}
+
+mod place {
     /// In the program name.
     pub const PROGRAM: u8 = 0;
     /// At the start of a word that is no option's argument.
@@ -96,31 +113,76 @@ mod state {
     pub const BSD_TAKEN: u8 = 9;
     /// In the word an option takes as its argument.
     pub const ARGUMENT: u8 = 10;
-    /// An `e` in a BSD word: the environment is shown (absorbing).
+    /// An `e` in a BSD word: the environment is shown (absorbing, whatever the flags).
     pub const SHOWN: u8 = 11;
-    pub const COUNT: usize = 16;
+    pub const MASK: u8 = 15;
 }
 
-/// The next state from each state, by byte class (`NUL`, `DASH`, `E`, `TAKER`, `UNIX_TAKER`,
-/// `BSD_TAKER`, `OTHER`). An `e` anywhere in a BSD word counts, even inside an argument there
-/// (`oe`): erring towards a harvest.
+/// The next place from `at` on a byte of class `class`, and the flags that byte sets. An `e`
+/// anywhere in a BSD word counts, even inside an argument there (`oe`): erring towards a
+/// harvest.
+const fn next_place(at: u8, class: u8) -> (u8, u8) {
+    use place::*;
+    match at {
+        PROGRAM if class == class::NUL => (START, 0),
+        PROGRAM => (PROGRAM, 0),
+        START => match class {
+            class::NUL => (START, 0),
+            class::DASH => (DASH, 0),
+            class::E => (SHOWN, 0),
+            class::TAKER | class::BSD_TAKER => (BSD_TAKER_LAST, 0),
+            _ => (BSD, 0),
+        },
+        DASH if class == class::DASH => (LONG, 0),
+        DASH | UNIX => match class {
+            class::NUL => (START, 0),
+            class::TAKER | class::UNIX_TAKER => (UNIX_TAKER_LAST, 0),
+            _ => (UNIX, unix_flags(class)),
+        },
+        UNIX_TAKER_LAST if class == class::NUL => (ARGUMENT, 0),
+        UNIX_TAKER_LAST | UNIX_TAKEN => match class {
+            class::NUL => (START, 0),
+            _ => (UNIX_TAKEN, unix_flags(class)),
+        },
+        LONG if class == class::NUL => (START, 0),
+        LONG => (LONG, 0),
+        BSD => match class {
+            class::NUL => (START, 0),
+            class::E => (SHOWN, 0),
+            class::TAKER | class::BSD_TAKER => (BSD_TAKER_LAST, 0),
+            _ => (BSD, 0),
+        },
+        BSD_TAKER_LAST | BSD_TAKEN => match class {
+            class::NUL if at == BSD_TAKER_LAST => (ARGUMENT, 0),
+            class::NUL => (START, 0),
+            class::E => (SHOWN, 0),
+            _ => (BSD_TAKEN, 0),
+        },
+        ARGUMENT if class == class::NUL => (START, 0),
+        ARGUMENT => (ARGUMENT, 0),
+        _ => (SHOWN, 0),
+    }
+}
+
+/// The flags a byte of class `class` sets in a Unix word.
+const fn unix_flags(class: u8) -> u8 {
+    match class {
+        class::E => state::UNIX_E,
+        class::RISKY | class::BSD_TAKER | class::DASH => state::RISKY,
+        _ => 0,
+    }
+}
+
 const fn next(state: u8, class: u8) -> u8 {
-    use state::*;
-    let row: [u8; 7] = match state {
-        PROGRAM => [START, PROGRAM, PROGRAM, PROGRAM, PROGRAM, PROGRAM, PROGRAM],
-        START => [START, DASH, SHOWN, BSD_TAKER_LAST, BSD, BSD_TAKER_LAST, BSD],
-        DASH => [START, LONG, UNIX, UNIX_TAKER_LAST, UNIX_TAKER_LAST, UNIX, UNIX],
-        UNIX => [START, UNIX, UNIX, UNIX_TAKER_LAST, UNIX_TAKER_LAST, UNIX, UNIX],
-        UNIX_TAKER_LAST => [ARGUMENT, UNIX_TAKEN, UNIX_TAKEN, UNIX_TAKEN, UNIX_TAKEN, UNIX_TAKEN, UNIX_TAKEN],
-        UNIX_TAKEN => [START, UNIX_TAKEN, UNIX_TAKEN, UNIX_TAKEN, UNIX_TAKEN, UNIX_TAKEN, UNIX_TAKEN],
-        LONG => [START, LONG, LONG, LONG, LONG, LONG, LONG],
-        BSD => [START, BSD, SHOWN, BSD_TAKER_LAST, BSD, BSD_TAKER_LAST, BSD],
-        BSD_TAKER_LAST => [ARGUMENT, BSD_TAKEN, SHOWN, BSD_TAKEN, BSD_TAKEN, BSD_TAKEN, BSD_TAKEN],
-        BSD_TAKEN => [START, BSD_TAKEN, SHOWN, BSD_TAKEN, BSD_TAKEN, BSD_TAKEN, BSD_TAKEN],
-        ARGUMENT => [START, ARGUMENT, ARGUMENT, ARGUMENT, ARGUMENT, ARGUMENT, ARGUMENT],
-        _ => [SHOWN; 7],
-    };
-    row[class as usize]
+    let at = state & place::MASK;
+    if at == place::SHOWN {
+        return place::SHOWN;
+    }
+    let (to, flags) = next_place(at, class);
+    if to == place::SHOWN {
+        return place::SHOWN;
+    }
+    to | (state & !place::MASK) | flags
 }
 
 /// Byte classes and transitions as tables, so that the kernel's parse is one lookup per byte
@@ -136,11 +198,11 @@ const CLASSES: [u8; 256] = {
 };
 
 const TRANSITIONS: [u8; state::COUNT * class::COUNT] = {
-    let mut table = [state::SHOWN; state::COUNT * class::COUNT];
+    let mut table = [place::SHOWN; state::COUNT * class::COUNT];
     let mut from = 0;
     while from < state::COUNT {
         let mut class = 0;
-        while class < 7 {
+        while class < class::COUNT {
             table[from * class::COUNT + class] = next(from as u8, class as u8);
             class += 1;
         }
@@ -151,8 +213,10 @@ const TRANSITIONS: [u8; state::COUNT * class::COUNT] = {
 
 /// Whether procps `ps` run with the NUL-separated argument block `argv` (its first word the
 /// program name) may print an environment. Errs towards yes: a BSD-style word holding an `e`
-/// (not an option's argument), a word naming the `environ` column, or a block longer than
-/// [`ARGV_SCAN`] counts, so that a false answer is never a harvest let through, and a lister with
+/// (not an option's argument); an `e` in a Unix word when anything in a Unix word could make the
+/// Unix parse fail, after which procps 4 parses the block again as BSD options (`ps -ex`,
+/// `ps -ef -x`); a word naming the `environ` column (which procps 4.0.2 prints as `-`); a block
+/// longer than [`ARGV_SCAN`]. So a false answer is never a harvest let through, and a lister with
 /// unusual options is at worst judged as a harvester. A long option (`--sort`) never takes the
 /// next word here, so `ps --sort user` counts; `--sort=user` does not.
 #[inline(always)]
@@ -160,7 +224,7 @@ pub fn shows_environment(argv: &[u8]) -> bool {
     if argv.len() > ARGV_SCAN {
         return true;
     }
-    let mut state = state::PROGRAM;
+    let mut state = place::PROGRAM;
     // The last seven bytes read, to find "environ" in any word (`-o environ`).
     let mut window = 0u64;
     let mut index = 0;
@@ -174,7 +238,8 @@ pub fn shows_environment(argv: &[u8]) -> bool {
         }
     }
     // A block without its final NUL ends its last word here.
-    step(state, 0) == state::SHOWN
+    let state = step(state, 0);
+    state & place::MASK == place::SHOWN || state & (state::UNIX_E | state::RISKY) == state::UNIX_E | state::RISKY
 }
 
 #[inline(always)]
@@ -183,43 +248,116 @@ fn step(state: u8, byte: u8) -> u8 {
     TRANSITIONS[(state as usize & (state::COUNT - 1)) * class::COUNT + class]
 }
 
-/// Most bytes of an environment block searched for loader variables; a longer one is judged as
-/// holding one.
-pub const ENV_SCAN: usize = 8 << 10;
+/// "environ", as the last seven bytes of the window.
+const ENVIRON: u64 = u64::from_be_bytes([0, b'e', b'n', b'v', b'i', b'r', b'o', b'n']);
+
+/// Most bytes of an environment block searched for variables that alter a lister; a longer one
+/// is judged as holding one.
+pub const ENV_SCAN: usize = 4 << 10;
 
 /// Whether the environment block `env` (its first `len` bytes: NUL-separated `NAME=value`
-/// entries) sets a variable of the dynamic loader (`LD_PRELOAD`, `LD_AUDIT`, `LD_LIBRARY_PATH`,
-/// any `LD_*`), which would run code of the caller's choosing inside a lister; also when `len`
-/// is over [`ENV_SCAN`]. Without a branch on the data (a window compared by arithmetic), so that
-/// the verifier follows the whole scan as one path.
+/// entries) sets a variable that would run code of the caller's choosing inside a lister (the
+/// dynamic loader's `LD_*`; glibc's `GCONV_PATH` and `LOCPATH`) or change how `ps` reads its
+/// options (`PS_*`, `CMD_ENV`, `I_WANT_A_BROKEN_PS`: a BSD or SunOS personality makes `-e` the
+/// environment); also when `len` is over [`ENV_SCAN`]. Names are told by their first three
+/// bytes (`LOC`, `GCO`, `CMD`, `I_W`), which errs towards a harvest. An automaton like the
+/// argument parse's, with no branch on the data, so that the verifier follows the scan cheaply.
 #[inline(always)]
-pub fn loads_code(env: &[u8; ENV_SCAN], len: usize) -> bool {
+pub fn alters_lister(env: &[u8; ENV_SCAN], len: usize) -> bool {
     if len > ENV_SCAN {
         return true;
     }
     // Opaque to the compiler, which would otherwise turn the arithmetic below back into branches
     // from what it knows of the values' ranges.
     let len = core::hint::black_box(len as u64);
-    // The last four bytes read, the block's start counting as a NUL.
-    let mut window = 0u64;
-    let mut found = 0u64;
+    let mut state = name::ENTRY as u64;
     let mut index = 0;
     while index < ENV_SCAN {
-        window = (window << 8 | env[index] as u64) & 0xffff_ffff;
-        // 1 while `index` is inside the block, and where the window matches.
-        let inside = (index as u64).wrapping_sub(len) >> 63;
-        let matches = core::hint::black_box(window ^ LOADER_VARIABLE).wrapping_sub(1) >> 63;
-        found |= inside & matches;
+        let class = NAME_CLASSES[env[index] as usize] as usize & (name::CLASSES - 1);
+        let next = NAME_TRANSITIONS[(state as usize & (name::STATES - 1)) * name::CLASSES + class] as u64;
+        // All ones while `index` is inside the block: bytes past it (an earlier exec's) change
+        // nothing.
+        let inside = core::hint::black_box(0u64.wrapping_sub((index as u64).wrapping_sub(len) >> 63));
+        state = next & inside | state & !inside;
         index += 1;
     }
-    found != 0
+    state == name::FOUND as u64
 }
 
-/// An entry starting with "LD_", as the last four bytes of the window.
-const LOADER_VARIABLE: u64 = u32::from_be_bytes([0, b'L', b'D', b'_']) as u64;
+/// The environment scan's places: how much of a variable's name matched.
+mod name {
+    pub const ENTRY: u8 = 0;
+    pub const OTHER: u8 = 1;
+    pub const FOUND: u8 = 13;
+    pub const STATES: usize = 16;
+    pub const CLASSES: usize = 16;
+    /// The names told, by their first three bytes.
+    pub const PREFIXES: [&[u8; 3]; 6] = [b"LD_", b"PS_", b"CMD", b"I_W", b"GCO", b"LOC"];
+}
 
-/// "environ", as the last seven bytes of the window.
-const ENVIRON: u64 = u64::from_be_bytes([0, b'e', b'n', b'v', b'i', b'r', b'o', b'n']);
+/// The class of a byte in a name: 0 for NUL, `1 + i` for the `i`-th distinct byte of the
+/// prefixes, the last class for any other.
+const NAME_CLASSES: [u8; 256] = {
+    let mut table = [(name::CLASSES - 1) as u8; 256];
+    table[0] = 0;
+    let mut next = 1;
+    let mut prefix = 0;
+    while prefix < name::PREFIXES.len() {
+        let mut at = 0;
+        while at < 3 {
+            let byte = name::PREFIXES[prefix][at] as usize;
+            if table[byte] == (name::CLASSES - 1) as u8 {
+                table[byte] = next;
+                next += 1;
+            }
+            at += 1;
+        }
+        prefix += 1;
+    }
+    table
+};
+
+/// The name scan's transitions: a trie of the prefixes over states 2.., `ENTRY` at each NUL,
+/// `OTHER` for the rest of a name that matches none, `FOUND` absorbing.
+const NAME_TRANSITIONS: [u8; name::STATES * name::CLASSES] = {
+    let mut table = [name::OTHER; name::STATES * name::CLASSES];
+    // Every state but FOUND goes back to ENTRY at a NUL.
+    let mut state = 0;
+    while state < name::STATES {
+        table[state * name::CLASSES] = if state == name::FOUND as usize { name::FOUND } else { name::ENTRY };
+        state += 1;
+    }
+    let mut class = 0;
+    while class < name::CLASSES {
+        table[name::FOUND as usize * name::CLASSES + class] = name::FOUND;
+        class += 1;
+    }
+    // The trie: state 2 onwards, one per distinct prefix of one or two bytes.
+    let mut free = 2u8;
+    let mut prefix = 0;
+    while prefix < name::PREFIXES.len() {
+        let mut from = name::ENTRY;
+        let mut at = 0;
+        while at < 3 {
+            let class = NAME_CLASSES[name::PREFIXES[prefix][at] as usize] as usize;
+            let slot = from as usize * name::CLASSES + class;
+            let to = if at == 2 {
+                name::FOUND
+            } else if table[slot] != name::OTHER {
+                table[slot]
+            } else {
+                free += 1;
+                free - 1
+            };
+            table[slot] = to;
+            from = to;
+            at += 1;
+        }
+        prefix += 1;
+    }
+    assert!(free <= name::FOUND, "the trie fits below FOUND");
+    table
+};
 
 #[cfg(test)]
 mod tests {
@@ -244,10 +382,20 @@ mod tests {
 
     #[test]
     fn listing_options_show_no_environment_and_e_does() {
-        for listing in ["", "aux", "-ef", "-p 1", "-p1", "axo pid,user", "-eo pid,user,cmd", "-C sleep", "t e", "k e", "-fp 1", "--sort=user", "-u user"] {
+        let listing = [
+            "", "aux", "-ef", "-e", "-A", "-eF", "-elf", "-ejH", "-eLf", "-ef --forest", "-p 1", "-p1", "axo pid,user",
+            "-eo pid,user,cmd", "-C sleep", "t e", "k e", "-fp 1", "--sort=user", "-u user", "-ax", "-sea",
+        ];
+        for listing in listing {
             assert!(!shows(listing), "ps {listing}");
         }
-        for showing in ["e", "eww -p 1", "aux e", "ue", "-p 1 e", "--forest e", "-o environ", "o pid,environ", "-ep 1 e", "--sort user"] {
+        // An `e` in a Unix word with something that fails the Unix parse: procps parses the block
+        // again as BSD options, and `-e` is the environment.
+        let showing = [
+            "e", "eww -p 1", "aux e", "ue", "-p 1 e", "--forest e", "-o environ", "o pid,environ", "-ep 1 e", "--sort user",
+            "-ex", "-aex", "-axe", "-sexa", "-gex", "-et", "-ef -x", "-efx", "-ewx", "-e -t", "-e-f", "-e -p1",
+        ];
+        for showing in showing {
             assert!(shows(showing), "ps {showing}");
         }
         // A last word without its NUL, and a block too long to read whole.
@@ -258,22 +406,27 @@ mod tests {
     }
 
     #[test]
-    fn loader_variables_are_found_in_any_entry() {
+    fn variables_that_alter_a_lister_are_found_in_any_entry() {
         let loads = |env: &[u8]| {
             let mut block = [b'x'; ENV_SCAN];
             block[..env.len()].copy_from_slice(env);
-            loads_code(&block, env.len())
+            alters_lister(&block, env.len())
         };
         assert!(!loads(b""));
         assert!(!loads(b"PATH=/usr/bin\0HOME=/root\0OLD_PRELOAD=x\0"));
         assert!(loads(b"LD_PRELOAD=/tmp/x.so\0"));
         assert!(loads(b"PATH=/usr/bin\0LD_AUDIT=/tmp/x.so\0"));
         assert!(!loads(b"PATH=/bin:LD_\0"), "inside a value, not a name");
+        for name in ["PS_PERSONALITY=sunos", "PS_FORMAT=pid", "CMD_ENV=bsd", "I_WANT_A_BROKEN_PS=", "GCONV_PATH=/tmp", "LOCPATH=/tmp"] {
+            assert!(loads(std::format!("HOME=/root\0{name}\0").as_bytes()), "{name}");
+            assert!(loads(std::format!("{name}\0").as_bytes()), "{name} first");
+        }
+        assert!(!loads("LANG=C.UTF-8\0TERM=xterm\0X=\u{e9}\u{e9}\u{e9}\u{e9}\0".as_bytes()));
         let mut stale = [0u8; ENV_SCAN];
         stale[8..12].copy_from_slice(b"\0LD_");
-        assert!(!loads_code(&stale, 8), "past the block's end: stale bytes of an earlier exec");
-        assert!(loads_code(&stale, 12));
-        assert!(loads_code(&[0; ENV_SCAN], ENV_SCAN + 1));
+        assert!(!alters_lister(&stale, 8), "past the block's end: stale bytes of an earlier exec");
+        assert!(alters_lister(&stale, 12));
+        assert!(alters_lister(&[0; ENV_SCAN], ENV_SCAN + 1));
     }
 
     #[test]
@@ -313,13 +466,27 @@ mod tests {
             &["-p", &pid, "-o", "environ"],
             &["-C", "sleep", "e"],
             &["-p", &pid, "-O", "user", "e"],
+            &["-ef"],
+            &["-e"],
+            &["-eF"],
+            &["-ejH"],
+            &["-e", "--forest"],
+            &["aux"],
+            &["-ex"],
+            &["-aex"],
+            &["-sexa"],
+            &["-gex"],
+            &["-et"],
+            &["-ef", "-x"],
+            &["-ef", "-o", "pid,args"],
         ];
         for args in sets {
             let output = Command::new("ps").args(*args).output().expect("procps ps");
             let printed = String::from_utf8_lossy(&output.stdout).contains(&marker);
             let parsed = shows_environment(&block(args));
             assert!(parsed || !printed, "ps {args:?} printed an environment the parser missed");
-            let common = [&["-p", &pid][..], &["e", "-p", &pid][..], &["eww", "-p", &pid][..], &["-fp", &pid][..]];
+            let common: [&[&str]; 7] =
+                [&["-p", &pid], &["e", "-p", &pid], &["eww", "-p", &pid], &["-fp", &pid], &["-ef"], &["aux"], &["-ex"]];
             if common.contains(args) {
                 assert_eq!(parsed, printed, "ps {args:?}");
             }

@@ -165,7 +165,8 @@ pub struct MapFailures {
 }
 
 /// Slots of the `FAIL_CLOSED` array, set to 1 by the kernel the first time a write that keeps
-/// the model true fails; they stay set for the life of the sensors.
+/// the model true fails. `HOLDINGS` stays set for the life of the sensors; the daemon clears
+/// `MEMBERSHIP` once it has recorded every task process again.
 pub mod fail_closed {
     /// A child's task membership could not be recorded: from then on a process the kernel knows
     /// in no task is judged as a member of another task ([`super::UNKNOWN_TASK`]), so a

@@ -1,6 +1,6 @@
 //! Process listers (`monitor_common::listers`): a process that runs a lister executable (procps
-//! `ps`) with options that print no environment, and without a loader variable that would run
-//! other code inside it, is marked at exec; its reads of other processes' `/proc/PID/environ` are
+//! `ps`) with options that print no environment, untraced, and without a variable that would run
+//! other code inside it or change how it reads its options, is marked at exec; its reads of other processes' `/proc/PID/environ` are
 //! then neither reported nor refused, on every tier. Any other reader, a copy of `ps` under
 //! another inode, a script named `ps`, `ps e`, is judged as a harvester.
 //!
@@ -14,7 +14,7 @@ use aya_ebpf::{
     programs::RawTracePointContext,
     EbpfContext as _,
 };
-use monitor_common::listers::{loads_code, shows_environment, Listers, ARGV_SCAN, ENV_SCAN};
+use monitor_common::listers::{alters_lister, shows_environment, Listers, ARGV_SCAN, ENV_SCAN};
 
 use crate::task::{file_inode, Task};
 
@@ -55,7 +55,9 @@ pub fn lister_exec(ctx: RawTracePointContext) -> i32 {
     }
     let tgid = ctx.tgid();
     let current = Task::current();
+    // Started traced (`strace ps`), its tracer would read what it reads.
     let lister = current.exe_file().and_then(file_inode).is_ok_and(|(_, exe)| listers.contains(exe))
+        && !current.traced()
         && lists_only(current);
     match (lister, current.process_start_time()) {
         (true, Ok(start)) => {
@@ -67,8 +69,8 @@ pub fn lister_exec(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// Whether `current`'s argument block asks for no environment and its environment block sets no
-/// loader variable, both read whole.
+/// Whether `current`'s argument block asks for no environment and its environment block sets
+/// nothing that alters a lister, both read whole.
 #[inline(always)]
 fn lists_only(current: Task) -> bool {
     let Ok([arg_start, arg_end, env_start, env_end]) = current.blocks() else {
@@ -84,16 +86,17 @@ fn lists_only(current: Task) -> bool {
     };
     // SAFETY: this CPU's scratch, which no other program uses while this one runs.
     let blocks = unsafe { &mut *blocks };
-    let argv = &mut blocks.argv[..argv_len];
+    // The environment first: its scan, the longer, is then followed from one path only, not from
+    // each place the argument parse can end.
     // SAFETY: reads of user memory into buffers of the lengths given.
-    if unsafe { bpf_probe_read_user_buf(arg_start as *const u8, argv) }.is_err() || shows_environment(argv) {
+    if unsafe { bpf_probe_read_user_buf(env_start as *const u8, &mut blocks.env[..env_len]) }.is_err()
+        || alters_lister(&blocks.env, env_len)
+    {
         return false;
     }
+    let argv = &mut blocks.argv[..argv_len];
     // SAFETY: as above.
-    if unsafe { bpf_probe_read_user_buf(env_start as *const u8, &mut blocks.env[..env_len]) }.is_err() {
-        return false;
-    }
-    !loads_code(&blocks.env, env_len)
+    unsafe { bpf_probe_read_user_buf(arg_start as *const u8, argv) }.is_ok() && !shows_environment(argv)
 }
 
 /// Whether `current` (`tgid`) was marked as a lister at its exec.
@@ -109,7 +112,9 @@ pub fn listing(current: Task, tgid: u32) -> bool {
 /// Drops the mark of `tgid` (an exec of another program, the process's exit).
 #[inline(always)]
 pub fn forget(tgid: u32) {
-    if listers().count != 0 {
+    // SAFETY: reading a plain static set before load; volatile, as in `listers`.
+    let count = unsafe { core::ptr::read_volatile(&raw const LISTERS.count) };
+    if count != 0 {
         let _ = LISTING.remove(&tgid);
     }
 }

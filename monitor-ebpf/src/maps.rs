@@ -105,7 +105,7 @@ pub fn write_failed(slot: u32, tgid: u32) {
 #[inline(always)]
 pub fn fail_closed(slot: u32) {
     if let Some(flag) = FAIL_CLOSED.get_ptr_mut(slot) {
-        // SAFETY: a plain u32 that only ever goes from 0 to 1.
+        // SAFETY: a plain u32 flag; only the daemon clears it, and a racing set wins either way.
         unsafe { *flag = 1 };
     }
 }

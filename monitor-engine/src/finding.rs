@@ -121,9 +121,10 @@ pub struct Finding {
     /// The kernel handle of the actor's task lifetime, for `kill_task`; not published.
     #[serde(skip)]
     pub task_handle: Option<u32>,
-    /// The kernel could not record the actor's task (its membership map was full): where the
-    /// kernel refused the use, nothing is killed for it, the actor being as likely the owner's
-    /// own new process as another task's. Not published: the detail says it.
+    /// The kernel could not record the actor's task (its membership map was full), and the
+    /// engine knows it in no task or in one that owns the secret: where the kernel refused the
+    /// use, nothing is killed for it, the actor being as likely the owner's own new process as
+    /// another task's. Not published: the detail says it.
     #[serde(skip)]
     pub task_unrecorded: bool,
     /// The task the secret is bound to (for `environ_harvest`, the target's task).

@@ -209,6 +209,12 @@ impl Engine {
         self.state.processes.len()
     }
 
+    /// Every live process of a task, with the task's kernel handle: what the kernel's membership
+    /// map holds when no write to it failed.
+    pub fn memberships(&self) -> impl Iterator<Item = (ExecId, u32)> + '_ {
+        self.state.processes.members().map(|(id, task)| (id, self.state.tasks.get(task).handle))
+    }
+
     pub fn task_counts(&self) -> TaskCounts {
         self.state.tasks.counts()
     }
@@ -510,10 +516,20 @@ impl Engine {
     /// secrets and sprawl, then let the rules judge the use; the findings say whether the
     /// kernel could record the process's task.
     fn use_secret(&mut self, at_ns: u64, process: ExecId, used: Used<'_>, out: &mut Outcome) {
-        let (before, unrecorded) = (out.findings.len(), used.task_unknown);
+        let before = out.findings.len();
+        // Spared only where the engine cannot tell either: a process it knows in a task that
+        // does not own the secret is no owner's work.
+        let spared = used.task_unknown
+            && match self.state.processes.task_of(process) {
+                None => true,
+                Some(task) => {
+                    let key = self.state.secrets.canonical(used.key);
+                    self.state.secrets.binding(key).is_some_and(|binding| binding.is_owner(task))
+                }
+            };
         self.judge_use(at_ns, process, used, out);
         for finding in &mut out.findings[before..] {
-            finding.task_unrecorded = unrecorded;
+            finding.task_unrecorded = spared;
         }
     }
 

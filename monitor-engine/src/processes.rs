@@ -90,6 +90,11 @@ impl Processes {
         self.live.get(&pid).copied()
     }
 
+    /// The live processes that belong to a task, with it.
+    pub(super) fn members(&self) -> impl Iterator<Item = (ExecId, TaskRef)> + '_ {
+        self.live.values().filter_map(|&id| Some((id, self.task_of(id)?)))
+    }
+
     pub(super) fn len(&self) -> usize {
         self.table.len()
     }

@@ -429,7 +429,30 @@ fn a_use_the_kernel_could_not_tie_to_a_task_is_judged_as_another_tasks() {
         "a process whose task the kernel could not record opened /root/.aws/credentials, which is bound to task a"
     );
     scenario.open_by_member(300, AWS, monitor_common::maps::UNKNOWN_TASK);
-    assert_eq!(scenario.only_finding().rule, Rule::CrossTaskReuse, "never untasked_access");
+    let finding = scenario.only_finding();
+    assert_eq!(finding.rule, Rule::CrossTaskReuse, "never untasked_access");
+    assert!(finding.task_unrecorded, "in no task as far as the engine knows: maybe an owner's");
+    // A process the engine knows in another task is no owner's work: not spared.
+    scenario.spawn(1, 400).start(task("b").root(400)).open_by_member(400, AWS, monitor_common::maps::UNKNOWN_TASK);
+    let finding = scenario.only_finding();
+    assert_eq!(finding.task, Some(id("b")));
+    assert!(!finding.task_unrecorded, "{finding:?}");
+}
+
+#[test]
+fn memberships_are_the_live_processes_of_tasks_with_their_handles() {
+    let mut scenario = Scenario::new();
+    scenario.spawn(1, 100).spawn(1, 200).start(task("a").root(100)).start(task("b").root(200)).spawn(100, 101).spawn(1, 300);
+    let pids = |scenario: &Scenario| {
+        let mut memberships: Vec<(u32, u32)> =
+            scenario.engine().memberships().map(|(process, handle)| (process.tgid, handle)).collect();
+        memberships.sort_unstable();
+        memberships
+    };
+    assert_eq!(pids(&scenario), [(100, 1), (101, 1), (200, 2)], "children inherit; a process in no task is none");
+    scenario.exit(101);
+    let memberships = pids(&scenario);
+    assert_eq!(memberships, [(100, 1), (200, 2)], "an exited process is no member");
 }
 
 #[test]

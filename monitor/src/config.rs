@@ -110,7 +110,7 @@ pub struct Config {
     pub tls: TlsConfig,
     /// The egress proxy that tasks' HTTP(S) requests go through.
     pub egress: EgressConfig,
-    /// The executables that read environments only to list processes.
+    /// The executables of procps `ps`, which read environments only to list processes.
     pub harvest: HarvestConfig,
     /// Metrics, audit log, alert sinks and the revocation webhook.
     pub export: ExportConfig,
@@ -935,7 +935,7 @@ body_wait_ms = 20
 "API.internal" = "10.0.0.7"
 
 [harvest]
-listers = ["/usr/bin/ps", "/usr/local/bin/procs"]
+listers = ["/usr/bin/ps", "/opt/procps/bin/ps"]
 "#;
         let config = parse(text).unwrap();
         assert_eq!(
@@ -978,7 +978,7 @@ listers = ["/usr/bin/ps", "/usr/local/bin/procs"]
                     body_wait: std::time::Duration::from_millis(20),
                     hosts: [("api.internal".to_owned(), "10.0.0.7".parse().unwrap())].into(),
                 },
-                harvest: HarvestConfig { listers: vec!["/usr/bin/ps".into(), "/usr/local/bin/procs".into()] },
+                harvest: HarvestConfig { listers: vec!["/usr/bin/ps".into(), "/opt/procps/bin/ps".into()] },
                 export: ExportConfig::default(),
             }
         );

@@ -19,7 +19,8 @@ const BUILD_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "libstd-rust-web-dev
 /// tests, bpftrace for the benchmark's peer; Python, curl, wget and openssl for the TLS tests and
 /// the HTTPS loop (real clients on OpenSSL and GnuTLS, a certificate made on the spot); Node.js,
 /// Go, and Python's grpcio and websockets for the egress tests' clients (tests/data/egress: Node's
-/// `https`, Go's net/http, a gRPC call, a WebSocket).
+/// `https`, Go's net/http, a gRPC call, a WebSocket); procps, psmisc and strace for the process
+/// listers' tests (`ps`, `top`, `pgrep`, `pstree`, a traced `ps`).
 const TEST_PACKAGES: &[&str] = &[
     "bpftool",
     "qemu-system-x86",
@@ -35,6 +36,9 @@ const TEST_PACKAGES: &[&str] = &[
     "golang-go",
     "python3-grpcio",
     "python3-websockets",
+    "procps",
+    "psmisc",
+    "strace",
 ];
 
 /// What the package and its image need: `buildah` builds the image; `podman` (with `runc`, which
@@ -75,12 +79,12 @@ const TOOLCHAIN_STEP: &str = "rustup toolchain debian-bpf";
 const MANUAL_STEPS: &str = "  1. Install rustc and cargo 1.96 with a prebuilt `core` for bpfel-unknown-none, LLVM 22 \
 (development files and shared libLLVM), bpftool, clang, QEMU, a static busybox, Prometheus, \
 Alertmanager, bpftrace, Python with grpcio and websockets, curl, wget, openssl, Node.js, Go, \
-buildah, podman and runc. On Debian 12:
+procps, psmisc, strace, buildah, podman and runc. On Debian 12:
        apt-get update
        apt-get install rustc-web cargo-web libstd-rust-web-dev-bpf llvm-22-dev bpftool clang \\
          qemu-system-x86 busybox-static prometheus prometheus-alertmanager bpftrace \\
          python3 curl wget openssl nodejs golang-go python3-grpcio python3-websockets \\
-         buildah podman runc
+         procps psmisc strace buildah podman runc
   2. Build bpf-linker against that LLVM:
        LLVM_PREFIX=/usr/lib/llvm-22 cargo install bpf-linker --version 0.13.0 --locked --no-default-features --features llvm-22
   3. Register that rustc as the toolchain aya-build uses (the directory whose bin/ holds it):

@@ -10,7 +10,7 @@ use super::tasks::TaskTable;
 use crate::{
     actions::plan::ActionPlan,
     engine::{Destination, Effect, Rule},
-    event::{InodeId, SecretId},
+    event::{ExecId, InodeId, SecretId},
     procfs,
     sensors::{destinations::AllowedNetwork, maps::KernelMaps},
 };
@@ -131,6 +131,26 @@ pub fn apply(effects: &[Effect], maps: &mut KernelMaps, files: &mut WatchedFiles
             Effect::Rejected(rejection) => warn!(%rejection, "engine rejected an input"),
         }
     }
+}
+
+/// Records in the kernel every task process the engine knows (`memberships`: the process, its
+/// task's handle) that the kernel's membership map lacks, after a write to it failed; returns
+/// whether every one is recorded now.
+pub fn record_memberships(maps: &mut KernelMaps, mut memberships: impl Iterator<Item = (ExecId, u32)>) -> bool {
+    memberships.all(|(process, handle)| {
+        if maps.task_of(process.tgid) == Some(handle) {
+            return true;
+        }
+        if maps.rejoin_task(process.tgid, handle).is_err() {
+            return false;
+        }
+        // Gone before or while it was written: its exit cleared nothing, and the entry would pass
+        // its task to the next process with its pid.
+        if !procfs::is_alive(process) {
+            report(maps.leave_task(process.tgid), "drop the membership of a process gone");
+        }
+        true
+    })
 }
 
 /// What the kernel kills or refuses, from the per-rule actions: uses of bound secret files;

@@ -616,11 +616,37 @@ impl Daemon {
             let (map, failures) = (now.map.to_owned(), now.failures);
             self.input(Input::MapWriteFailed { at_ns: clock::boottime_ns(), map, failures, process })?;
         }
+        let task_of = |failures: &[MapWriteFailures]| {
+            failures.iter().find(|map| map.map == "TASK_OF").map_or(0, |map| map.failures)
+        };
+        let settled = task_of(&failures) == task_of(&self.reported_map_failures);
         self.reported_map_failures = failures;
-        for judgement in self.sensors.failed_closed() {
-            self.metrics.fail_closed.with_label_values(&[judgement]).set(1);
+        if settled && self.sensors.failed_closed().contains(&"membership") {
+            self.reopen_membership(task_of(&self.reported_map_failures));
+        }
+        let failed = self.sensors.failed_closed();
+        for judgement in ["membership", "holdings"] {
+            self.metrics.fail_closed.with_label_values(&[judgement]).set(i64::from(failed.contains(&judgement)));
         }
         Ok(())
+    }
+
+    /// After a membership the kernel could not record, and a tick without another such failure
+    /// (so that every failed fork's event has reached the engine): records every task process
+    /// the engine knows that the kernel lacks, and once all are there, lets the kernel judge by
+    /// membership again. Never once process events were lost: a member the engine never saw
+    /// would be taken for a process in no task, and one whose exit it missed given back a pid.
+    fn reopen_membership(&mut self, task_of_failures: u64) {
+        use monitor_common::event::EventKind as Kind;
+        let lost = self.sensors.lost().map_or(1, |lost| lost.get(Kind::Fork) + lost.get(Kind::Exec) + lost.get(Kind::Exit));
+        if lost > 0 || !kernel_sync::record_memberships(self.sensors.maps_mut(), self.engine.memberships()) {
+            return;
+        }
+        match self.sensors.reopen_membership(task_of_failures) {
+            Ok(true) => info!("every task process is recorded again: the kernel judges by task membership again"),
+            Ok(false) => {}
+            Err(error) => warn!(%error, "cannot clear the membership fail-closed flag"),
+        }
     }
 
     /// Detaches the syscall programs when nothing needs them, and says which way they are.

@@ -395,8 +395,9 @@ impl Decider {
                 },
             }
         }
-        // Reported before the answer, so that the daemon knows of the open before the opener
-        // sees its result: a caller that waits on the opener and then asks the daemon finds it.
+        // Queued before the answer, so that the daemon's next drain finds the open by the time
+        // the opener sees its result (unless the queue is full, which is counted): a caller that
+        // waits on the opener and then asks the daemon finds it.
         if let Some(event) = event {
             if self.reports.try_send(event).is_err() {
                 self.counters.reports_dropped.fetch_add(1, Ordering::Relaxed);

@@ -1,11 +1,14 @@
-//! The lister executables (`[harvest] listers`, procps `ps` by default): each path's inode, which
-//! the kernel compares with an exec'd program's (`monitor-ebpf/src/listers.rs`). An inode, not a
-//! name: a copy or a script named `ps` is another inode and is judged as any reader; a hard link
-//! to the installed file is the installed file. Only a file that no one but root can change is
-//! taken: anyone who could rewrite it could make a harvester of it.
+//! The lister executables (`[harvest] listers`: procps `ps`, whose options the kernel parses, by
+//! default `/usr/bin/ps`): each path's inode, which the kernel compares with an exec'd
+//! program's (`monitor-ebpf/src/listers.rs`). An inode, not a name: a copy or a script named
+//! `ps` is another inode and is judged as any reader; a hard link to the installed file is the
+//! installed file. Only a file that no one but root can change is taken: anyone who could
+//! rewrite it could make a harvester of it. Each inode is held open for as long as the sensors
+//! run, so that a file replaced by an upgrade cannot free its number for another.
 
 use std::{
-    os::unix::fs::{MetadataExt as _, PermissionsExt as _},
+    fs::File,
+    os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
 };
 
@@ -14,7 +17,7 @@ use monitor_common::listers::{Listers, LISTERS_MAX};
 use super::maps::inode_key;
 use crate::event::InodeId;
 
-/// `[harvest]`: which executables list processes.
+/// `[harvest]`: which executables of procps `ps` list processes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HarvestConfig {
     /// At most `LISTERS_MAX` absolute paths; procps `ps` by default.
@@ -45,31 +48,35 @@ pub enum ListerState {
 }
 
 /// The kernel's table of listers from `paths` (at most `LISTERS_MAX`, which the config checks),
-/// and what became of each path.
-pub fn resolve(paths: &[PathBuf]) -> (Listers, Vec<Lister>) {
+/// what became of each path, and the listed files held open (`O_PATH`) to keep their inodes.
+pub fn resolve(paths: &[PathBuf]) -> (Listers, Vec<Lister>, Vec<File>) {
     let mut table = Listers::NONE;
-    let resolved: Vec<Lister> =
-        paths.iter().take(LISTERS_MAX).map(|path| Lister { path: path.clone(), state: state_of(path) }).collect();
-    for lister in &resolved {
-        if let ListerState::Listed { dev, ino } = lister.state {
-            table.exes[table.count as usize] = inode_key(InodeId { dev, ino });
-            table.count += 1;
-        }
+    let mut held = Vec::new();
+    let mut resolved = Vec::new();
+    for path in paths.iter().take(LISTERS_MAX) {
+        let state = match root_only(path) {
+            Ok((file, metadata)) => {
+                held.push(file);
+                table.exes[table.count as usize] = inode_key(InodeId { dev: metadata.dev(), ino: metadata.ino() });
+                table.count += 1;
+                ListerState::Listed { dev: metadata.dev(), ino: metadata.ino() }
+            }
+            Err(reason) => ListerState::Refused { reason },
+        };
+        resolved.push(Lister { path: path.clone(), state });
     }
-    (table, resolved)
+    (table, resolved, held)
 }
 
-fn state_of(path: &Path) -> ListerState {
-    match root_only(path) {
-        Ok(metadata) => ListerState::Listed { dev: metadata.dev(), ino: metadata.ino() },
-        Err(reason) => ListerState::Refused { reason },
-    }
-}
-
-/// The metadata of `path`, a regular file that only root can change, in directories that only
-/// root can change.
-fn root_only(path: &Path) -> Result<std::fs::Metadata, String> {
-    let metadata = std::fs::metadata(path).map_err(|error| format!("cannot read it: {error}"))?;
+/// `path`, held open, and its metadata: a regular file that only root can change, in
+/// directories that only root can change.
+fn root_only(path: &Path) -> Result<(File, std::fs::Metadata), String> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(path)
+        .map_err(|error| format!("cannot read it: {error}"))?;
+    let metadata = file.metadata().map_err(|error| format!("cannot read it: {error}"))?;
     if !metadata.is_file() {
         return Err("not a regular file".into());
     }
@@ -83,7 +90,7 @@ fn root_only(path: &Path) -> Result<std::fs::Metadata, String> {
             return Err(format!("{} can be changed by a user other than root", place.display()));
         }
     }
-    Ok(metadata)
+    Ok((file, metadata))
 }
 
 #[cfg(test)]
@@ -97,8 +104,8 @@ mod tests {
         std::fs::copy("/usr/bin/ps", &copy).unwrap();
         std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o777)).unwrap();
         let paths = [PathBuf::from("/usr/bin/ps"), copy.clone(), dir.path().join("missing"), PathBuf::from("/usr/bin")];
-        let (table, listers) = resolve(&paths);
-        assert_eq!(table.count, 1, "{listers:#?}");
+        let (table, listers, held) = resolve(&paths);
+        assert_eq!((table.count, held.len()), (1, 1), "{listers:#?}");
         let installed = std::fs::metadata("/usr/bin/ps").unwrap();
         assert_eq!(listers[0].state, ListerState::Listed { dev: installed.dev(), ino: installed.ino() });
         let reasons: Vec<String> = listers[1..]

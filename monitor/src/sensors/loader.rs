@@ -224,8 +224,9 @@ pub struct Sensors {
     /// Records the decoder rejected; a layout mismatch shows up here, not as silence.
     decode_errors: u64,
     tier: Tier,
-    /// The lister executables, as resolved at load.
+    /// The lister executables, as resolved at load, and held open to keep their inodes.
     listers: Vec<Lister>,
+    _lister_files: Vec<std::fs::File>,
     /// Owns the programs and their links; declared last so the maps above are dropped first.
     syscall_hooks: SyscallHooks,
 }
@@ -261,7 +262,7 @@ impl Sensors {
             let reason = if socket_hooks { "cgroup v2 is not mounted" } else { "refused at load or attach (see the log)" };
             gaps.push(SensorGap { capability: "network:cgroup_hooks", reason: reason.into() });
         }
-        let (lister_table, listers) = listers::resolve(&listers);
+        let (lister_table, listers, lister_files) = listers::resolve(&listers);
         let globals = Globals {
             offsets,
             symbols,
@@ -332,6 +333,7 @@ impl Sensors {
             decode_errors: 0,
             tier,
             listers,
+            _lister_files: lister_files,
             syscall_hooks,
         })
     }
@@ -407,6 +409,23 @@ impl Sensors {
             .filter(|&(slot, _)| flag(slot))
             .map(|(_, name)| name)
             .collect()
+    }
+
+    /// Clears the kernel's membership fail-closed flag, once the daemon has found every task
+    /// process recorded; sets it again if a membership write failed meanwhile (`failures`: the
+    /// `TASK_OF` failures counted before that check). Returns whether it stays cleared.
+    pub fn reopen_membership(&mut self, failures: u64) -> Result<bool, SensorError> {
+        let flag = |flags: &mut Array<MapData, u32>, value| {
+            flags.set(fail_closed::MEMBERSHIP, value, 0).map_err(|source| SensorError::Map { name: "FAIL_CLOSED", source })
+        };
+        flag(&mut self.fail_closed, 0)?;
+        let now = self.map_failures()?;
+        let task_of = now.iter().find(|map| map.map == written::NAMES[written::TASK_OF as usize]);
+        if task_of.map_or(0, |map| map.failures) != failures {
+            flag(&mut self.fail_closed, 1)?;
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     /// Events the kernel could not reserve space for, per kind.

@@ -132,6 +132,12 @@ impl KernelMaps {
         self.counted(written::TASK_OF, result)
     }
 
+    /// `join_task` for a membership the kernel failed to record, written again once there may be
+    /// room: a failure here is the one already counted, not another.
+    pub fn rejoin_task(&mut self, tgid: u32, task: u32) -> Result<(), MapError> {
+        self.task_of.insert(tgid, task, 0)
+    }
+
     pub fn leave_task(&mut self, tgid: u32) -> Result<(), MapError> {
         ignore_missing(self.task_of.remove(&tgid))
     }
