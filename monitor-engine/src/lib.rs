@@ -518,13 +518,14 @@ impl Engine {
     fn use_secret(&mut self, at_ns: u64, process: ExecId, used: Used<'_>, out: &mut Outcome) {
         let before = out.findings.len();
         // Spared only where the engine cannot tell either: a process it knows in a task that
-        // does not own the secret is no owner's work.
+        // does not own the secret, or no longer runs, is no owner's work.
         let spared = used.task_unknown
             && match self.state.processes.task_of(process) {
                 None => true,
                 Some(task) => {
                     let key = self.state.secrets.canonical(used.key);
-                    self.state.secrets.binding(key).is_some_and(|binding| binding.is_owner(task))
+                    self.state.tasks.is_active(task)
+                        && self.state.secrets.binding(key).is_some_and(|binding| binding.is_owner(task))
                 }
             };
         self.judge_use(at_ns, process, used, out);

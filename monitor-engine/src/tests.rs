@@ -437,6 +437,10 @@ fn a_use_the_kernel_could_not_tie_to_a_task_is_judged_as_another_tasks() {
     let finding = scenario.only_finding();
     assert_eq!(finding.task, Some(id("b")));
     assert!(!finding.task_unrecorded, "{finding:?}");
+    // Nor is the owner's own process once the owner's task has ended.
+    scenario.spawn(100, 102).end("a").open_by_member(102, AWS, monitor_common::maps::UNKNOWN_TASK);
+    let finding = scenario.only_finding();
+    assert!(!finding.task_unrecorded, "{finding:?}");
 }
 
 #[test]

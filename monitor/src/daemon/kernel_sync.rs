@@ -133,24 +133,39 @@ pub fn apply(effects: &[Effect], maps: &mut KernelMaps, files: &mut WatchedFiles
     }
 }
 
+/// What [`record_memberships`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recorded {
+    /// Every task process the engine knows was in the kernel's map already.
+    All,
+    /// Some were missing and are written now: a process one of them forked before it was
+    /// written is missing too, and its fork may not have reached the engine yet.
+    Written,
+    /// The map is still full.
+    Full,
+}
+
 /// Records in the kernel every task process the engine knows (`memberships`: the process, its
-/// task's handle) that the kernel's membership map lacks, after a write to it failed; returns
-/// whether every one is recorded now.
-pub fn record_memberships(maps: &mut KernelMaps, mut memberships: impl Iterator<Item = (ExecId, u32)>) -> bool {
-    memberships.all(|(process, handle)| {
-        if maps.task_of(process.tgid) == Some(handle) {
-            return true;
+/// task's handle) that the kernel's membership map lacks, after a write to it failed.
+pub fn record_memberships(maps: &mut KernelMaps, memberships: impl Iterator<Item = (ExecId, u32)>) -> Recorded {
+    let mut recorded = Recorded::All;
+    for (process, handle) in memberships {
+        // An entry there (its own, or a newer process's with its pid) is left as it is; a
+        // process gone needs none.
+        if maps.task_of(process.tgid).is_some() || !procfs::is_alive(process) {
+            continue;
         }
         if maps.rejoin_task(process.tgid, handle).is_err() {
-            return false;
+            return Recorded::Full;
         }
-        // Gone before or while it was written: its exit cleared nothing, and the entry would pass
-        // its task to the next process with its pid.
-        if !procfs::is_alive(process) {
+        recorded = Recorded::Written;
+        // Gone while it was written: its exit cleared nothing, and the entry would pass its task
+        // to the next process with its pid.
+        if !procfs::is_alive(process) && maps.task_of(process.tgid) == Some(handle) {
             report(maps.leave_task(process.tgid), "drop the membership of a process gone");
         }
-        true
-    })
+    }
+    recorded
 }
 
 /// What the kernel kills or refuses, from the per-rule actions: uses of bound secret files;

@@ -631,15 +631,19 @@ impl Daemon {
         Ok(())
     }
 
-    /// After a membership the kernel could not record, and a tick without another such failure
-    /// (so that every failed fork's event has reached the engine): records every task process
-    /// the engine knows that the kernel lacks, and once all are there, lets the kernel judge by
-    /// membership again. Never once process events were lost: a member the engine never saw
-    /// would be taken for a process in no task, and one whose exit it missed given back a pid.
+    /// After a membership the kernel could not record, on a tick without another such failure:
+    /// records every task process the engine knows that the kernel lacks. Only on a later tick
+    /// that finds none missing does the kernel judge by membership again: a child forked by a
+    /// process before it was written back is missing too, and its fork reaches the engine by
+    /// then. Never once process events were lost: a member the engine never saw would be taken
+    /// for a process in no task.
     fn reopen_membership(&mut self, task_of_failures: u64) {
         use monitor_common::event::EventKind as Kind;
         let lost = self.sensors.lost().map_or(1, |lost| lost.get(Kind::Fork) + lost.get(Kind::Exec) + lost.get(Kind::Exit));
-        if lost > 0 || !kernel_sync::record_memberships(self.sensors.maps_mut(), self.engine.memberships()) {
+        if lost > 0
+            || kernel_sync::record_memberships(self.sensors.maps_mut(), self.engine.memberships())
+                != kernel_sync::Recorded::All
+        {
             return;
         }
         match self.sensors.reopen_membership(task_of_failures) {

@@ -133,9 +133,11 @@ impl KernelMaps {
     }
 
     /// `join_task` for a membership the kernel failed to record, written again once there may be
-    /// room: a failure here is the one already counted, not another.
+    /// room, and only where `tgid` has no entry (one there now is another process's): a failure
+    /// here is the one already counted, not another.
     pub fn rejoin_task(&mut self, tgid: u32, task: u32) -> Result<(), MapError> {
-        self.task_of.insert(tgid, task, 0)
+        const BPF_NOEXIST: u64 = 1;
+        self.task_of.insert(tgid, task, BPF_NOEXIST)
     }
 
     pub fn leave_task(&mut self, tgid: u32) -> Result<(), MapError> {
