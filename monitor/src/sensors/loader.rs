@@ -263,16 +263,9 @@ impl Sensors {
             gaps.push(SensorGap { capability: "network:cgroup_hooks", reason: reason.into() });
         }
         let (lister_table, listers, lister_files) = listers::resolve(&listers);
-        let globals = Globals {
-            offsets,
-            symbols,
-            ignored_tgid,
-            tier,
-            socket_hooks: cgroup_root.is_some(),
-            memory_hooks,
-            capture,
-            listers: lister_table,
-        };
+        let socket_hooks = cgroup_root.is_some();
+        let globals =
+            Globals { offsets, symbols, ignored_tgid, tier, socket_hooks, memory_hooks, capture, listers: lister_table };
         let mut ebpf = load_object(&globals, ring_buffer_bytes, &map_sizes)?;
         // The security hooks first: the tracepoint programs already leave connects and ptrace to
         // them.
@@ -300,7 +293,7 @@ impl Sensors {
         let running = known_gaps::Sensors {
             tier,
             file_guard: guard.is_some(),
-            socket_hooks: cgroup_root.is_some(),
+            socket_hooks,
             tls: !tls_hooks.is_empty(),
         };
         gaps.extend(known_gaps::of(running).into_iter().map(|gap| SensorGap { capability: gap.capability, reason: gap.reason.into() }));
@@ -327,7 +320,7 @@ impl Sensors {
             gaps,
             lost,
             guard,
-            socket_hooks: cgroup_root.is_some(),
+            socket_hooks,
             tls_hooks,
             _fmod_ret: fmod_ret,
             decode_errors: 0,
